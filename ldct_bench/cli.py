@@ -1,0 +1,116 @@
+"""The `ldct-bench` command line: data, methods, train, run, report, bench.
+
+Every command turns bad input into one sentence and a non-zero exit (click's
+UsageError/ClickException), never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import click
+
+from .protocol import parse_anatomies, parse_doses
+
+
+def friendly(fn):
+    """Turn the suite's own input errors into one-line click errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, KeyError, NotADirectoryError) as exc:
+            msg = exc.args[0] if exc.args else str(exc)
+            raise click.ClickException(str(msg)) from None
+
+    return wrapper
+
+
+def _doses(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return parse_doses(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _anatomies(ctx, param, value):
+    try:
+        return parse_anatomies(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ldct-bench")
+def main():
+    """Benchmark low-dose CT denoisers over a dose x anatomy matrix."""
+
+
+# ---------------------------------------------------------------------------------------------- data
+@main.group()
+def data():
+    """Simulate, import and inspect datasets."""
+
+
+@data.command("simulate")
+@click.option("--anatomies", default="head,chest,abdomen", callback=_anatomies, show_default=True)
+@click.option("--doses", default="5,10,25,50", callback=_doses, show_default=True,
+              help="Percents (25), fractions (1/4) or decimals (0.25).")
+@click.option("--patients", type=int, default=None, help="Patients per anatomy (split 75/10/15 %); default 6/1/2.")
+@click.option("--slices", type=int, default=8, show_default=True, help="Adjacent slices per patient.")
+@click.option("--size", type=click.IntRange(32, 1024), default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Default: $LDCT_BENCH_CACHE or ~/.cache/ldct-bench.")
+@friendly
+def data_simulate(anatomies, doses, patients, slices, size, seed, cache_dir):
+    """Simulate the embedded phantom dataset (cached; re-running reuses it)."""
+    from .data.dataset import LDCTDataset, PhantomConfig
+
+    cfg = PhantomConfig.sized(size=size, slices=slices, patients=patients, seed=seed)
+    ds = LDCTDataset.embedded(cfg, doses=doses, anatomies=anatomies, cache_dir=cache_dir)
+    click.echo(f"dataset written to {ds.root}")
+
+
+@data.command("info")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+@friendly
+def data_info(cache_dir):
+    """List cached datasets."""
+    from .data.dataset import default_cache_dir
+
+    root = Path(cache_dir or default_cache_dir())
+    found = sorted(root.glob("*/manifest.json")) if root.is_dir() else []
+    if not found:
+        click.echo(f"no datasets cached under {root}")
+        return
+    for m in found:
+        man = json.loads(m.read_text())
+        from .data.dataset import LDCTDataset
+
+        ds = LDCTDataset(m.parent)
+        splits = {a: {s: len(p) for s, p in v.items()} for a, v in man["splits"].items()}
+        doses = ", ".join(f"{d * 100:g}%" for d in ds.doses())
+        click.echo(f"{m.parent}\n  kind={man['kind']} files={len(man['files'])} doses=[{doses}]\n  patients={splits}")
+
+
+@data.command("import")
+@click.option("--source", type=click.Choice(["mayo2016", "mayo2020", "dicom"]), required=True)
+@click.option("--root", "src", type=click.Path(path_type=Path), required=True, help="Folder holding the DICOM series.")
+@click.option("--doses", default=None, callback=_doses, help="Extra doses to simulate from the full-dose slices.")
+@click.option("--name", default=None, help="Dataset name (default: the source).")
+@click.option("--size", type=int, default=None, help="Resample slices to this size (default: keep).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+@friendly
+def data_import(source, src, doses, name, size, seed, cache_dir):
+    """Import real full-/low-dose DICOM data (AAPM-Mayo 2016, Mayo 2020 LDCT-and-Projection-data)."""
+    from .data.dicom_import import import_dataset
+
+    ds = import_dataset(src, source=source, name=name, extra_doses=doses or (), size=size, seed=seed,
+                        cache_dir=cache_dir)
+    click.echo(f"dataset written to {ds.root}")

@@ -1,0 +1,242 @@
+"""The cached, versioned dose x anatomy dataset and its loaders.
+
+Layout of one dataset directory (its name carries a hash of the config, so two
+configs never share files):
+
+    manifest.json                    config, simulator, doses present, sha256 of every array
+    <anatomy>/p<NNN>/full.npy        full-dose slices (S, H, W) float32 HU
+    <anatomy>/p<NNN>/d0.2500.npy     the same slices at dose fraction 0.25
+    <anatomy>/p<NNN>/truth.npy       noiseless phantom (phantoms only)
+
+Arrays are written under a temporary name and renamed, and the manifest is rewritten
+after each patient, so an interrupted simulation resumes where it stopped and never
+leaves a half-written array that looks complete. Doses are added incrementally: asking
+for a new dose simulates only that dose (noise seeds depend on the dose, not on which
+other doses exist).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .phantoms import ANATOMIES, phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
+from .projector import ellipse_sinogram
+from .simulate import Simulator, dose_key, noise_seed
+
+DATA_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LDCT_BENCH_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ldct-bench"
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """What makes an embedded phantom dataset; its hash names the cache directory."""
+
+    image_size: int = 256
+    slices_per_patient: int = 8
+    train_patients: int = 6
+    val_patients: int = 1
+    test_patients: int = 2
+    seed: int = 0
+    texture: bool = True
+    simulator: dict = field(default_factory=lambda: Simulator().to_dict())
+
+    def __post_init__(self):
+        for name in ("image_size", "slices_per_patient", "train_patients", "val_patients", "test_patients"):
+            if int(getattr(self, name)) < (8 if name == "image_size" else 1 if name != "val_patients" else 0):
+                raise ValueError(f"dataset config: {name}={getattr(self, name)} is too small.")
+        geom = dict(self.simulator["geometry"])
+        if geom["image_size"] != self.image_size:
+            geom["image_size"] = self.image_size
+            object.__setattr__(self, "simulator", {**self.simulator, "geometry": geom})
+
+    @classmethod
+    def sized(cls, size: int = 256, slices: int = 8, patients: int | None = None, seed: int = 0) -> "PhantomConfig":
+        """A config for `patients` per anatomy (split about 70/10/20 %, at least 1/0/1); None keeps 6/1/2."""
+        if patients is None:
+            return cls(image_size=size, slices_per_patient=slices, seed=seed)
+        if patients < 2:
+            raise ValueError(f"--patients {patients}: need at least 2 per anatomy (one to train, one to test).")
+        test = max(1, round(0.2 * patients))
+        val = round(0.1 * patients) if patients >= 5 else 0
+        return cls(image_size=size, slices_per_patient=slices, train_patients=patients - test - val,
+                   val_patients=val, test_patients=test, seed=seed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def digest(self) -> str:
+        blob = json.dumps({"version": DATA_VERSION, **self.to_dict()}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def n_patients(self, split: str) -> int:
+        return {"train": self.train_patients, "val": self.val_patients, "test": self.test_patients}[split]
+
+    def patient_index(self, split: str) -> list[int]:
+        start = sum(self.n_patients(s) for s in SPLITS[: SPLITS.index(split)])
+        return list(range(start, start + self.n_patients(split)))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array, dtype=np.float32))
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Pairs:
+    """Paired slices for one query: ld (N, C, H, W) with C = 1 + 2*context, fd (N, 1, H, W), and meta."""
+
+    ld: torch.Tensor
+    fd: torch.Tensor
+    meta: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+
+class LDCTDataset:
+    """A dataset directory: a manifest plus one array per (anatomy, patient, dose)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        path = self.root / "manifest.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no dataset at {self.root} (manifest.json missing); run `ldct-bench data simulate` or `data import` first.")
+        self.manifest = json.loads(path.read_text())
+
+    # -- building ---------------------------------------------------------------------------------------
+    @classmethod
+    def embedded(cls, config: PhantomConfig | None = None, doses=(), anatomies=ANATOMIES, splits=SPLITS,
+                 cache_dir: Path | None = None, progress: bool = True) -> "LDCTDataset":
+        """The phantom dataset for `config`, simulating whatever (anatomy, split, dose) is missing."""
+        config = config or PhantomConfig()
+        root = Path(cache_dir or default_cache_dir()) / f"embedded-{config.digest()}"
+        root.mkdir(parents=True, exist_ok=True)
+        mpath = root / "manifest.json"
+        manifest = json.loads(mpath.read_text()) if mpath.is_file() else {
+            "kind": "embedded", "version": DATA_VERSION, "config": config.to_dict(), "files": {},
+            "splits": {a: {s: [f"p{i:03d}" for i in config.patient_index(s)] for s in SPLITS} for a in ANATOMIES},
+        }
+        sim = Simulator.from_dict(config.simulator)
+        doses = sorted({float(d) for d in doses} - {1.0})
+        todo = [(a, i) for a in anatomies for s in splits for i in config.patient_index(s)]
+        bar = tqdm(todo, desc="simulating", unit="patient", disable=not progress)
+        for anatomy, idx in bar:
+            pdir = root / anatomy / f"p{idx:03d}"
+            want = ["truth", "full"] + [dose_key(d) for d in doses]
+            missing = [k for k in want if f"{anatomy}/p{idx:03d}/{k}.npy" not in manifest["files"]]
+            if not missing:
+                continue
+            bar.set_postfix_str(f"{anatomy} p{idx:03d}")
+            pdir.mkdir(parents=True, exist_ok=True)
+            arrays = _simulate_patient(config, sim, anatomy, idx, missing)
+            for key, arr in arrays.items():
+                path = pdir / f"{key}.npy"
+                atomic_save_npy(path, arr)
+                manifest["files"][f"{anatomy}/p{idx:03d}/{key}.npy"] = _sha256(path)
+            atomic_write_json(mpath, manifest)
+        if not mpath.is_file():
+            atomic_write_json(mpath, manifest)
+        return cls(root)
+
+    # -- reading ----------------------------------------------------------------------------------------
+    @property
+    def anatomies(self) -> list[str]:
+        return sorted(self.manifest["splits"])
+
+    def patients(self, anatomy: str, split: str) -> list[str]:
+        if anatomy not in self.manifest["splits"]:
+            raise ValueError(f"anatomy {anatomy!r} is not in the dataset at {self.root}; it has {', '.join(self.anatomies)}.")
+        return list(self.manifest["splits"][anatomy].get(split, []))
+
+    def doses(self, anatomy: str | None = None) -> list[float]:
+        """Dose fractions present for every patient (of `anatomy`, or of all)."""
+        per_patient: dict[str, set] = {}
+        for f in self.manifest["files"]:
+            a, p, name = f.split("/")
+            if (anatomy is None or a == anatomy) and name.startswith("d"):
+                per_patient.setdefault(f"{a}/{p}", set()).add(float(name[1:-4]))
+        sets = list(per_patient.values())
+        return sorted(set.intersection(*sets)) if sets else []
+
+    def volume(self, anatomy: str, patient: str, key: str) -> np.ndarray:
+        rel = f"{anatomy}/{patient}/{key}.npy"
+        if rel not in self.manifest["files"]:
+            raise KeyError(f"{rel} is not in the dataset at {self.root}; simulate or import that dose first.")
+        return np.load(self.root / rel, mmap_mode="r")
+
+    def pairs(self, anatomies, doses, split: str, context: int = 0, max_slices: int | None = None) -> Pairs:
+        """Low-dose/full-dose pairs for every slice of `split`, each dose and anatomy; context=k adds k neighbours per side."""
+        lds, fds, rows = [], [], []
+        for anatomy in anatomies:
+            for patient in self.patients(anatomy, split):
+                full = self.volume(anatomy, patient, "full")
+                n = full.shape[0] if max_slices is None else min(max_slices, full.shape[0])
+                for dose in doses:
+                    vol = self.volume(anatomy, patient, dose_key(dose))
+                    for s in range(n):
+                        idx = np.clip(np.arange(s - context, s + context + 1), 0, full.shape[0] - 1)
+                        lds.append(np.asarray(vol[idx]))
+                        fds.append(np.asarray(full[s:s + 1]))
+                        rows.append((anatomy, patient, s, float(dose)))
+        meta = pd.DataFrame(rows, columns=["anatomy", "patient", "slice", "dose"])
+        if not rows:
+            raise ValueError(f"no slices for split={split!r}, anatomies={list(anatomies)}, doses={list(doses)} in {self.root}.")
+        return Pairs(torch.from_numpy(np.stack(lds)), torch.from_numpy(np.stack(fds)), meta)
+
+
+def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: int, keys: list[str]) -> dict:
+    """Simulate the requested arrays ('truth', 'full', 'd0.2500', ...) for one phantom patient."""
+    seed = noise_seed(config.seed, anatomy, idx)
+    n = config.slices_per_patient
+    z0 = np.random.default_rng([seed, 7]).uniform(-0.5, 0.5)
+    zs = z0 + 0.08 * (np.arange(n) - (n - 1) / 2)
+    doses = [1.0 if k in ("full", "truth") else float(k[1:]) for k in keys if k != "truth"]
+    names = [k for k in keys if k != "truth"]
+    out = {k: np.empty((n, config.image_size, config.image_size), np.float32) for k in keys}
+    tex = texture_volume(seed, n, config.image_size) if config.texture else None
+    for s, z in enumerate(zs):
+        rows = to_additive(phantom_slice(anatomy, seed, float(z)))
+        truth = rasterize(rows, sim.geometry).numpy()
+        texture = tex[s] * texture_amplitude(truth) if tex is not None else 0.0
+        if "truth" in out:
+            out["truth"][s] = truth + texture
+        if names:
+            p = ellipse_sinogram(sim.geometry, rows)
+            seeds = [noise_seed(seed, s, name) for name in names]
+            imgs = sim.scan(p, doses, seeds).numpy()
+            for name, img in zip(names, imgs):
+                out[name][s] = img + texture
+    return out
