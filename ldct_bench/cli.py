@@ -114,3 +114,61 @@ def data_import(source, src, doses, name, size, seed, cache_dir):
     ds = import_dataset(src, source=source, name=name, extra_doses=doses or (), size=size, seed=seed,
                         cache_dir=cache_dir)
     click.echo(f"dataset written to {ds.root}")
+
+
+# ------------------------------------------------------------------------------------------- methods
+@main.command("methods")
+@friendly
+def methods_cmd():
+    """List registered methods with a one-line description and parameter count."""
+    from .methods import registry
+
+    for name, cls in sorted(registry().items()):
+        n = cls(cls.Config.profile("quick")).n_parameters() if cls.learned else 0
+        p = cls(cls.Config.profile("paper")).n_parameters() if cls.learned else 0
+        why = cls.unavailable()
+        size = f"{n / 1e6:.2f}M quick / {p / 1e6:.2f}M paper params" if cls.learned else "no parameters"
+        click.echo(f"{name:12s} {size:36s} {cls.description}" + (f"  [not in 'all': {why}]" if why else ""))
+
+
+# --------------------------------------------------------------------------------------------- train
+def _data_options(fn):
+    fn = click.option("--data", "data_spec", default="embedded", show_default=True,
+                      help="embedded, or the folder of an imported dataset.")(fn)
+    fn = click.option("--cache-dir", type=click.Path(path_type=Path), default=None)(fn)
+    return fn
+
+
+@main.command("train")
+@click.option("--method", "method_name", required=True)
+@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--doses", default=None, callback=_doses, help="Seen (training) doses; default: the protocol's seen set.")
+@click.option("--anatomies", default="head,chest,abdomen", callback=_anatomies, show_default=True)
+@click.option("--protocol", "training", type=click.Choice(["generalist", "specialist"]), default="generalist",
+              show_default=True, help="One model for all seen cells, or one per (anatomy, dose) cell.")
+@click.option("--iterations", type=int, default=None, help="Override the profile's iteration budget.")
+@click.option("--time-budget", type=float, default=None, help="Stop (resumably) after this many seconds.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default: the cache).")
+@click.option("--retrain", is_flag=True, help="Start over instead of resuming.")
+@click.option("--vgg19-weights", type=click.Path(path_type=Path), default=None, help="Local VGG19 file for wganvgg.")
+@_data_options
+@friendly
+def train_cmd(method_name, profile, doses, anatomies, training, iterations, time_budget, device, seed, out, retrain,
+              vgg19_weights, data_spec, cache_dir):
+    """Train a method through the shared harness (resumes an interrupted run)."""
+    from .runner import open_dataset, resolve_device, train_method
+    from .protocol import Protocol
+
+    seen = doses or Protocol().seen_doses
+    ds = open_dataset(data_spec, seen, anatomies, ("train", "val"), cache_dir)
+    cells = [(anatomies, seen)] if training == "generalist" else [((a,), (d,)) for a in anatomies for d in seen]
+    overrides = {k: v for k, v in (("iterations", iterations), ("vgg19_weights", str(vgg19_weights or "")))
+                 if v not in (None, "")}
+    for anats, ds_doses in cells:
+        man = train_method(method_name, profile, ds, ds_doses, anats, seed=seed, device=resolve_device(device),
+                           out=out, retrain=retrain, time_budget=time_budget, overrides=overrides, cache_dir=cache_dir)
+        state = "complete" if man["complete"] else "stopped by the time budget (run again to resume)"
+        click.echo(f"{method_name} [{'+'.join(anats)} @ {', '.join(f'{d*100:g}%' for d in ds_doses)}]: {state}; "
+                   f"{man['wall_time_s']} s; final {man['final']}; in {man['dir']}")

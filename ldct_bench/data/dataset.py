@@ -93,7 +93,7 @@ class PhantomConfig:
         return list(range(start, start + self.n_patients(split)))
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -165,7 +165,7 @@ class LDCTDataset:
             for key, arr in arrays.items():
                 path = pdir / f"{key}.npy"
                 atomic_save_npy(path, arr)
-                manifest["files"][f"{anatomy}/p{idx:03d}/{key}.npy"] = _sha256(path)
+                manifest["files"][f"{anatomy}/p{idx:03d}/{key}.npy"] = sha256_file(path)
             atomic_write_json(mpath, manifest)
         if not mpath.is_file():
             atomic_write_json(mpath, manifest)

@@ -1,0 +1,17 @@
+"""The low-dose input itself: the floor every denoiser must beat."""
+
+from __future__ import annotations
+
+from ldct_bench.methods import Method, register
+from ldct_bench.training import centre_slice
+
+
+@register
+class LowDose(Method):
+    name = "ldct"
+    description = "Identity: the low-dose FBP image (the floor every method must beat)"
+    learned = False
+    stages = ()
+
+    def denoise(self, ld_hu):
+        return centre_slice(ld_hu).clone()

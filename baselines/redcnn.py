@@ -1,0 +1,90 @@
+"""RED-CNN (Chen et al., "Low-dose CT with a residual encoder-decoder convolutional neural
+network", IEEE TMI 2017): 5 conv + 5 deconv layers, 5x5 kernels, no padding, residual
+shortcuts from the input, the 2nd and the 4th layer to their mirrored deconvolutions,
+ReLU, MSE on patches, Adam."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu
+
+
+class REDCNN(nn.Module):
+    def __init__(self, filters: int = 96, kernel: int = 5):
+        super().__init__()
+        self.enc = nn.ModuleList([nn.Conv2d(1 if i == 0 else filters, filters, kernel) for i in range(5)])
+        self.dec = nn.ModuleList([nn.ConvTranspose2d(filters, 1 if i == 4 else filters, kernel) for i in range(5)])
+
+    def forward(self, x):
+        res1 = x
+        out = F.relu(self.enc[0](x))
+        out = F.relu(self.enc[1](out))
+        res2 = out
+        out = F.relu(self.enc[2](out))
+        out = F.relu(self.enc[3](out))
+        res3 = out
+        out = F.relu(self.enc[4](out))
+        out = self.dec[0](out) + res3
+        out = self.dec[1](F.relu(out))
+        out = self.dec[2](F.relu(out)) + res2
+        out = self.dec[3](F.relu(out))
+        out = self.dec[4](F.relu(out)) + res1
+        return F.relu(out)
+
+
+@dataclass
+class REDCNNConfig(MethodConfig):
+    filters: int = 96
+    lr_final: float = 1e-5  # the paper decays the learning rate from 1e-4 towards 1e-5
+
+    PROFILES: ClassVar[dict] = {
+        # paper: 96 filters, 55x55 patches, Adam lr 1e-4 decayed to 1e-5
+        "paper": dict(filters=96, patch_size=55, batch_size=32, lr=1e-4, lr_final=1e-5, iterations=100_000, val_every=2000),
+        # CPU: the same network, narrower, trained briefly
+        "quick": dict(filters=32, patch_size=48, batch_size=8, lr=3e-4, lr_final=3e-5, iterations=600, val_every=150),
+    }
+
+
+@register
+class RedCNN(Method):
+    name = "redcnn"
+    description = "RED-CNN (Chen et al., IEEE TMI 2017): residual encoder-decoder CNN, MSE"
+    Config = REDCNNConfig
+
+    def __init__(self, config=None, device="cpu"):
+        super().__init__(config, device)
+        self.net = REDCNN(self.config.filters).to(self.device)
+
+    def modules(self):
+        return {"net": self.net}
+
+    def denoise(self, ld_hu):
+        with torch.inference_mode():
+            return unit_to_hu(self.net(hu_to_unit(ld_hu.to(self.device))))
+
+    def setup_training(self, stage):
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
+        gamma = (self.config.lr_final / self.config.lr) ** (1 / max(1, self.config.iterations))
+        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma)
+
+    def train_step(self, batch, step, stage):
+        pred = self.net(hu_to_unit(batch["ld"]))
+        loss = F.mse_loss(pred, hu_to_unit(batch["fd"]))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return {"loss": loss.item()}
+
+    def training_state(self):
+        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_training_state(self, state):
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])

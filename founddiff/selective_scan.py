@@ -1,0 +1,141 @@
+"""The selective scan of Mamba (S6), with mamba-ssm's signature and parameter layout.
+
+    delta = softplus(delta + delta_bias)
+    h_t   = exp(delta_t A) * h_{t-1} + delta_t * B_t * u_t
+    y_t   = <C_t, h_t> + D * u_t
+
+u, delta: (batch, channels, L); A: (channels, N); B, C: (batch, groups, N, L) with the
+channels split evenly among groups (SS2D uses one group per scan direction); D,
+delta_bias: (channels,).
+
+`selective_scan` uses mamba-ssm's fused CUDA kernel when it is importable and the inputs
+are on CUDA; for gradient-free CPU inference a numba kernel (one sequential pass, parallel
+over channels: the scan is memory-bound and this touches each element once); otherwise
+(training) a pure-PyTorch *parallel* scan (Hillis-Steele: log2(L) steps of the
+associative operator (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2); no Python loop over L and
+only products of numbers in (0, 1], so it is stable). Both read the same tensors, so one
+checkpoint serves both. `selective_scan_reference` is the naive sequential recurrence the
+tests compare against.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+try:  # optional CUDA kernel (pip install "ldct-bench[cuda]")
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _mamba_scan
+except Exception:  # pragma: no cover - not installable without CUDA
+    _mamba_scan = None
+
+
+def mamba_available() -> bool:
+    return _mamba_scan is not None and torch.cuda.is_available()
+
+
+def _discretise(u, delta, A, B, delta_bias, delta_softplus):
+    if delta_bias is not None:
+        delta = delta + delta_bias[None, :, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    b, d, length = u.shape
+    g = B.shape[1]
+    Bx = B.repeat_interleave(d // g, dim=1)  # (b, d, N, L)
+    dA = torch.exp(delta[:, :, None, :] * A[None, :, :, None])  # (b, d, N, L)
+    dBu = (delta * u)[:, :, None, :] * Bx
+    return dA, dBu
+
+
+def _readout(h, u, C, D):
+    d, g = u.shape[1], C.shape[1]
+    y = (h * C.repeat_interleave(d // g, dim=1)).sum(2)
+    return y + u * D[None, :, None] if D is not None else y
+
+
+def selective_scan_torch(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+    dt = torch.promote_types(u.dtype, torch.float32)
+    u, delta, A, B, C = (t.to(dt) for t in (u, delta, A, B, C))
+    dA, h = _discretise(u, delta, A, B, delta_bias, delta_softplus)
+    length = u.shape[-1]
+    k = 1
+    while k < length:
+        h = h + dA * F.pad(h[..., :-k], (k, 0))
+        dA = dA * F.pad(dA[..., :-k], (k, 0), value=1.0)
+        k *= 2
+    return _readout(h, u, C, D)
+
+
+def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+    """CPU inference kernel (no autograd); same arguments and result as the others."""
+    import numpy as np
+
+    args = [t.detach().contiguous().numpy() for t in (u, delta, A, B, C)]
+    d = args[0].shape[1]
+    zeros = np.zeros(d, dtype=args[0].dtype)
+    Dn = D.detach().to(u.dtype).numpy() if D is not None else zeros
+    bias = delta_bias.detach().to(u.dtype).numpy() if delta_bias is not None else zeros
+    y = _numba_kernel()(*args, Dn, bias, bool(delta_softplus))
+    return torch.from_numpy(y)
+
+
+_KERNEL = None
+
+
+def _numba_kernel():
+    global _KERNEL
+    if _KERNEL is None:
+        import math
+
+        import numba
+        import numpy as np
+
+        @numba.njit(parallel=True, fastmath=False, cache=True)
+        def kernel(u, delta, A, B, C, D, bias, softplus):
+            nb, nd, nl = u.shape
+            ng, nn = B.shape[1], A.shape[1]
+            per = nd // ng
+            y = np.empty_like(u)
+            for job in numba.prange(nb * nd):
+                b, d = job // nd, job % nd
+                g = d // per
+                h = np.zeros(nn, dtype=u.dtype)
+                for t in range(nl):
+                    dl = delta[b, d, t] + bias[d]
+                    if softplus:
+                        dl = dl if dl > 20.0 else math.log1p(math.exp(dl))
+                    du = dl * u[b, d, t]
+                    acc = 0.0
+                    for n in range(nn):
+                        h[n] = math.exp(dl * A[d, n]) * h[n] + du * B[b, g, n, t]
+                        acc += h[n] * C[b, g, n, t]
+                    y[b, d, t] = acc + D[d] * u[b, d, t]
+            return y
+
+        _KERNEL = kernel
+    return _KERNEL
+
+
+def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+    """Sequential recurrence, one step per position: slow, obviously right."""
+    dA, dBu = _discretise(u, delta, A, B, delta_bias, delta_softplus)
+    h = torch.zeros_like(dBu[..., 0])
+    hs = []
+    for t in range(u.shape[-1]):
+        h = dA[..., t] * h + dBu[..., t]
+        hs.append(h)
+    return _readout(torch.stack(hs, -1), u, C, D)
+
+
+def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend: str = "auto"):
+    if backend == "auto":
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias))
+        backend = "mamba" if (mamba_available() and u.is_cuda) else "torch" if (needs_grad or u.is_cuda) else "numba"
+    if backend == "numba":
+        return selective_scan_numba(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if backend == "mamba":
+        if _mamba_scan is None:
+            raise RuntimeError("mamba-ssm is not installed; install the `cuda` extra or use backend='torch'.")
+        return _mamba_scan(u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(),
+                           D, None, delta_bias, delta_softplus)
+    return selective_scan_torch(u, delta, A, B, C, D, delta_bias, delta_softplus)

@@ -1,0 +1,236 @@
+"""The training harness every learned method goes through: same data, same sampling, same budget.
+
+`fit` samples random patches (with flips) from the seen doses and anatomies, calls the
+method's `train_step`, validates PSNR on whole validation slices, checkpoints with
+everything needed to resume (weights, optimisers, RNG states, step), writes a CSV log
+and a manifest, and honours iteration and wall-time budgets. Methods with several
+stages (FoundDiff: DA-CLIP, then DA-Diff) run them in order, each resumable.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data.dataset import LDCTDataset, Pairs, sha256_file, atomic_write_json
+from .metrics import WINDOWS, score_batch
+from .methods import Method
+
+
+class EMA:
+    """Exponential moving average of a module's weights (used for inference when enabled)."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(module).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        for s, p in zip(self.shadow.parameters(), module.parameters()):
+            s.lerp_(p.detach(), 1 - self.decay)
+        for s, b in zip(self.shadow.buffers(), module.buffers()):
+            s.copy_(b)
+
+
+ANATOMY_INDEX = {"head": 0, "chest": 1, "abdomen": 2}
+
+
+class PatchSampler:
+    """Random (optionally flipped) patches from in-memory pairs, with dose and anatomy labels."""
+
+    def __init__(self, pairs: Pairs, patch: int, batch: int, seed: int):
+        self.ld, self.fd = pairs.ld, pairs.fd
+        self.dose = torch.tensor(pairs.meta["dose"].to_numpy(), dtype=torch.float32)
+        self.anatomy = torch.tensor([ANATOMY_INDEX.get(a, -1) for a in pairs.meta["anatomy"]], dtype=torch.long)
+        h, w = self.ld.shape[-2:]
+        self.patch = min(patch, h, w) if patch > 0 else min(h, w)
+        self.batch = batch
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self) -> dict:
+        n, (h, w), p = len(self.dose), self.ld.shape[-2:], self.patch
+        idx = self.rng.integers(0, n, self.batch)
+        ys, xs = self.rng.integers(0, h - p + 1, self.batch), self.rng.integers(0, w - p + 1, self.batch)
+        flips = self.rng.integers(0, 2, (self.batch, 2))
+        ld, fd = [], []
+        for i, y, x, (fh, fv) in zip(idx, ys, xs, flips):
+            a, b = self.ld[i, :, y:y + p, x:x + p], self.fd[i, :, y:y + p, x:x + p]
+            dims = [d for d, f in ((-1, fh), (-2, fv)) if f]
+            if dims:
+                a, b = a.flip(dims), b.flip(dims)
+            ld.append(a)
+            fd.append(b)
+        c = self.ld.shape[1] // 2
+        t = torch.from_numpy(idx)
+        # whole slices too: methods that perceive global properties (FoundDiff's DA-CLIP) need them
+        return {"ld": torch.stack(ld), "fd": torch.stack(fd), "dose": self.dose[t], "anatomy": self.anatomy[t],
+                "slice": self.ld[t, c:c + 1], "slice_fd": self.fd[t]}
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def load_state(self, s: dict) -> None:
+        self.rng.bit_generator.state = s
+
+
+@dataclass
+class TrainJob:
+    """What a training run is: its identity decides whether a checkpoint can be resumed."""
+
+    method: str
+    profile: str
+    doses: tuple[float, ...]
+    anatomies: tuple[str, ...]
+    data: str  # dataset directory name (carries the data config hash)
+    seed: int = 0
+
+    def identity(self, method: Method) -> dict:
+        return {"method": self.method, "profile": self.profile, "doses": [float(d) for d in self.doses],
+                "anatomies": list(self.anatomies), "data": self.data, "seed": self.seed,
+                "config": method.config.to_dict()}
+
+
+def centre_slice(ld_hu: torch.Tensor) -> torch.Tensor:
+    """The slice being denoised, out of (N, 1 + 2k, H, W) context stacks."""
+    c = ld_hu.shape[1] // 2
+    return ld_hu[:, c:c + 1]
+
+
+def validation_psnr(method: Method | None, pairs: Pairs, batch: int = 4) -> float:
+    """Mean PSNR over validation slices in the FoundDiff scoring window ([-1000, 2000] HU).
+
+    method=None scores the low-dose input itself: the floor a method must beat.
+    """
+    scores = []
+    if method is not None:
+        method.train(False)
+    with torch.inference_mode():
+        for i in range(0, len(pairs), batch):
+            ld = pairs.ld[i:i + batch]
+            pred = centre_slice(ld) if method is None else method.denoise(ld.to(method.device)).cpu()
+            s = score_batch(pred, pairs.fd[i:i + batch], [WINDOWS["founddiff"]], metrics=("psnr",))
+            scores.append(s[("founddiff", "psnr")])
+    if method is not None:
+        method.train(True)
+    return float(torch.cat(scores).mean())
+
+
+def _hardware() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, time_budget_s: float | None = None,
+        val_slices: int = 4, progress: bool = True, resume: bool = True) -> dict:
+    """Train `method` on the seen doses/anatomies of `dataset`; returns the manifest written to out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path, log_path = out_dir / "state.pt", out_dir / "train_log.csv"
+    identity = job.identity(method)
+    cfg = method.config
+    torch.manual_seed(job.seed)
+    train_pairs = dataset.pairs(job.anatomies, job.doses, "train", context=method.context)
+    has_val = all(dataset.patients(a, "val") for a in job.anatomies)
+    val_pairs = dataset.pairs(job.anatomies, job.doses, "val", context=method.context, max_slices=val_slices) if has_val else None
+    sampler = PatchSampler(train_pairs, cfg.patch_size, cfg.batch_size, job.seed)
+
+    done = {"stage_index": 0, "step": 0, "elapsed_s": 0.0, "log": []}
+    if resume and state_path.is_file():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        old = json.loads(saved["identity"])
+        if old != identity:
+            diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            raise ValueError(f"cannot resume {out_dir}: its training was started with a different {', '.join(diff)}; "
+                             "delete that folder (or pass --retrain) to start over.")
+        method.load_state_dict(saved["weights"], source=f"training state {state_path}")
+        done = json.loads(saved["progress"])
+        method.setup_training(method.stages[done["stage_index"]])
+        method.load_training_state(saved["training"])
+        sampler.load_state(json.loads(saved["sampler"]))
+        torch.set_rng_state(saved["torch_rng"])
+
+    log = done["log"]
+    t_start = time.perf_counter() - done["elapsed_s"]
+    stopped_early = False
+    method.train(True)
+    ld_psnr = validation_psnr(None, val_pairs) if val_pairs is not None else float("nan")
+
+    def save_state(stage_index: int, step: int):
+        payload = {"identity": json.dumps(identity), "weights": method.state_dict(),
+                   "training": method.training_state(), "sampler": json.dumps(sampler.state()),
+                   "torch_rng": torch.get_rng_state(),
+                   "progress": json.dumps({"stage_index": stage_index, "step": step,
+                                           "elapsed_s": time.perf_counter() - t_start, "log": log})}
+        tmp = state_path.with_name("state.pt.tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, state_path)
+
+    for si in range(done["stage_index"], len(method.stages)):
+        stage = method.stages[si]
+        iters = getattr(cfg, f"{stage}_iterations", None) or cfg.iterations
+        start = done["step"] if si == done["stage_index"] else 0
+        if not (si == done["stage_index"] and state_path.is_file() and resume):
+            method.setup_training(stage)
+        bar = tqdm(range(start, iters), desc=f"{method.name}:{stage}", unit="it", disable=not progress,
+                   initial=start, total=iters)
+        step = start
+        for step in bar:
+            batch = {k: v.to(method.device) for k, v in sampler.sample().items()}
+            losses = method.train_step(batch, step, stage)
+            last = step + 1 == iters
+            if (step + 1) % cfg.val_every == 0 or last:
+                row = {"stage": stage, "step": step + 1, "elapsed_s": round(time.perf_counter() - t_start, 2),
+                       **{k: round(float(v), 6) for k, v in losses.items()}}
+                if val_pairs is not None and getattr(method, "validates", lambda s: True)(stage):
+                    row["val_psnr"] = round(validation_psnr(method, val_pairs), 4)
+                    row["val_psnr_ldct"] = round(ld_psnr, 4)
+                log.append(row)
+                bar.set_postfix({k: v for k, v in row.items() if k in ("loss", "val_psnr")})
+                save_state(si, step + 1)
+            if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
+                save_state(si, step + 1)
+                stopped_early = True
+                break
+        if stopped_early:
+            break
+        method.finish_stage(stage, train_pairs)
+        done = {"stage_index": si + 1, "step": 0}
+        save_state(si + 1, 0)
+
+    elapsed = time.perf_counter() - t_start
+    _write_log(log_path, log)
+    manifest = {
+        **identity, "complete": not stopped_early, "wall_time_s": round(elapsed, 1),
+        "iterations": {s: getattr(cfg, f"{s}_iterations", None) or cfg.iterations for s in method.stages},
+        "parameters": method.n_parameters(), "hardware": _hardware(), "final": log[-1] if log else {},
+        "val_psnr_ldct": ld_psnr,
+    }
+    if not stopped_early:
+        method.save(out_dir / "weights.safetensors", extra={"data": job.data, "profile": job.profile})
+        manifest["weights"] = "weights.safetensors"
+        manifest["sha256"] = sha256_file(out_dir / "weights.safetensors")
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("stage", "step", "elapsed_s"), k))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
