@@ -47,7 +47,7 @@ class REDCNNConfig(MethodConfig):
         # paper: 96 filters, 55x55 patches, Adam lr 1e-4 decayed to 1e-5
         "paper": dict(filters=96, patch_size=55, batch_size=32, lr=1e-4, lr_final=1e-5, iterations=100_000, val_every=2000),
         # CPU: the same network, narrower, trained briefly
-        "quick": dict(filters=32, patch_size=48, batch_size=8, lr=3e-4, lr_final=3e-5, iterations=600, val_every=150),
+        "quick": dict(filters=32, patch_size=48, batch_size=8, lr=3e-4, lr_final=3e-5, iterations=3000, val_every=500),
     }
 
 

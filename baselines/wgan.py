@@ -103,7 +103,7 @@ class WGANConfig(MethodConfig):
 
     PROFILES: ClassVar[dict] = {
         "paper": dict(patch_size=64, batch_size=128, lr=1e-5, iterations=100_000, val_every=2000),
-        "quick": dict(patch_size=48, batch_size=8, lr=1e-4, iterations=400, val_every=100, n_critic=2),
+        "quick": dict(patch_size=32, batch_size=8, lr=1e-4, iterations=1000, val_every=250, n_critic=2),
     }
 
 

@@ -172,3 +172,53 @@ def train_cmd(method_name, profile, doses, anatomies, training, iterations, time
         state = "complete" if man["complete"] else "stopped by the time budget (run again to resume)"
         click.echo(f"{method_name} [{'+'.join(anats)} @ {', '.join(f'{d*100:g}%' for d in ds_doses)}]: {state}; "
                    f"{man['wall_time_s']} s; final {man['final']}; in {man['dir']}")
+
+
+# ----------------------------------------------------------------------------------------------- run
+@main.command("run")
+@click.option("--methods", "methods_spec", default="all", show_default=True, help="'all' or a comma list.")
+@click.option("--doses", default=None, callback=_doses, help="Doses to evaluate (default 5,10,25,50; paper preset: eight).")
+@click.option("--train-doses", default=None, callback=_doses, help="Seen doses (default 10,50; paper: 1/2,1/4,1/6,1/10).")
+@click.option("--preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
+              help="Dose protocol preset; --doses/--train-doses override it.")
+@click.option("--anatomies", default="head,chest,abdomen", callback=_anatomies, show_default=True)
+@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder (default results/runs/<time>).")
+@click.option("--retrain", is_flag=True, help="Train every method anew instead of using saved checkpoints.")
+@click.option("--metrics", "metrics_spec", default=None, help="Comma list (default: rmse,psnr,ssim).")
+@click.option("--save-images", is_flag=True, help="Also save every denoised test slice.")
+@_data_options
+@friendly
+def run_cmd(methods_spec, doses, train_doses, preset, anatomies, profile, device, seed, out, retrain, metrics_spec,
+            save_images, data_spec, cache_dir):
+    """Run methods over the dose x anatomy matrix, score them, write the results store and print a leaderboard."""
+    import time
+    from datetime import datetime
+
+    from .methods import resolve_methods
+    from .metrics import DEFAULT_METRICS, get_metric
+    from .protocol import Protocol
+    from .runner import leaderboard_text, run_matrix
+
+    t0 = time.perf_counter()
+    base = Protocol.preset(preset)
+    proto = Protocol(doses or base.doses, train_doses or base.seen_doses, anatomies)
+    methods = resolve_methods(methods_spec)
+    metrics = tuple(m.strip() for m in metrics_spec.split(",")) if metrics_spec else DEFAULT_METRICS
+    for m in metrics:
+        get_metric(m)
+    from .runner import resolve_device
+
+    dev = resolve_device(device)
+    out = out or Path("results") / "runs" / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    click.echo(f"methods: {', '.join(methods)}; doses: {', '.join(f'{d*100:g}%' for d in proto.doses)} "
+               f"(seen: {', '.join(f'{d*100:g}%' for d in proto.seen_doses)}); anatomies: {', '.join(proto.anatomies)}; "
+               f"device: {dev}; out: {out}")
+    table = run_matrix(methods, proto, out, data=data_spec, profile=profile, device=dev, seed=seed, retrain=retrain,
+                       metrics=metrics, cache_dir=cache_dir, save_images=save_images,
+                       cli_args={k: str(v) for k, v in click.get_current_context().params.items()}, echo=click.echo)
+    click.echo(leaderboard_text(table))
+    click.echo(f"results: {out}  ({len(table)} rows; wall time {time.perf_counter() - t0:.1f} s)")
+

@@ -227,7 +227,8 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("stage", "step", "elapsed_s"), k))
+    first = ["stage", "step", "elapsed_s"]
+    keys = first + sorted({k for r in rows for k in r} - set(first))
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)

@@ -1,0 +1,203 @@
+"""Import real CT data from DICOM into the dataset layout (see dataset.py).
+
+* mayo2016 — AAPM-Mayo 2016 Low Dose CT Grand Challenge: per patient (L067, ...) a full-dose
+  and a quarter-dose (25 %) series, told apart by "full"/"quarter" (or FD/QD) in the folder
+  name or SeriesDescription; all abdomen.
+* mayo2020 — TCIA "LDCT-and-Projection-data": "Full Dose Images" / "Low Dose Images" series;
+  the anatomy and the vendor's low dose follow the patient prefix: L... abdomen (25 %),
+  C... chest (10 %), N... head (25 %).
+* dicom — any full-dose CT series; only simulated doses are made from it.
+
+Pixels become HU with RescaleSlope/Intercept; slices are ordered and paired by
+ImagePositionPatient; patients are split train/val/test by sorted ID. Extra doses are
+simulated from the full-dose slices with the suite's simulator (reprojection + Yu et al.
+noise insertion). Bad files are counted and skipped with a reason; bad series raise one
+clear error.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .dataset import DATA_VERSION, SPLITS, LDCTDataset, atomic_save_npy, atomic_write_json, default_cache_dir, sha256_file
+from .geometry import FanBeamGeometry
+from .simulate import Simulator, dose_key, noise_seed
+
+MAYO2020_ANATOMY = {"L": ("abdomen", 0.25), "C": ("chest", 0.10), "N": ("head", 0.25)}
+
+
+@dataclass
+class SliceRecord:
+    path: Path
+    patient: str
+    series: str
+    kind: str  # "full" or "low"
+    z: float
+    shape: tuple
+    pixel_mm: float
+
+
+@dataclass
+class ScanReport:
+    slices: list[SliceRecord] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def summary(self) -> str:
+        parts = [f"{len(v)} {k}" for k, v in self.skipped.items() if v]
+        return "skipped " + ", ".join(parts) if parts else "nothing skipped"
+
+
+def _kind(text: str) -> str | None:
+    t = text.lower()
+    if re.search(r"quarter|low[ _-]?dose|\bqd\b|_qd|qd_", t):
+        return "low"
+    if re.search(r"full|\bfd\b|_fd|fd_|normal[ _-]?dose", t):
+        return "full"
+    return None
+
+
+def scan_folder(root: Path, source: str) -> ScanReport:
+    """Read every file's header; keep CT slices with HU rescale tags, count the rest by reason."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"DICOM folder {root} does not exist.")
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    if not files:
+        raise ValueError(f"DICOM folder {root} is empty; point --root at the folder holding the series.")
+    rep = ScanReport()
+    for p in tqdm(files, desc="reading DICOM headers", unit="file", leave=False):
+        try:
+            ds = pydicom.dcmread(p, stop_before_pixels=True)
+        except InvalidDicomError:
+            rep.skipped["non-DICOM files"].append(str(p))
+            continue
+        except Exception as exc:  # truncated or corrupt files
+            rep.skipped["unreadable files"].append(f"{p} ({type(exc).__name__})")
+            continue
+        if "PixelData" not in ds and not hasattr(ds, "Rows"):
+            rep.skipped["files without pixel data"].append(str(p))
+            continue
+        if getattr(ds, "RescaleSlope", None) is None or getattr(ds, "RescaleIntercept", None) is None:
+            rep.skipped["slices without RescaleSlope/RescaleIntercept"].append(str(p))
+            continue
+        desc = f"{p.parent} {getattr(ds, 'SeriesDescription', '')}"
+        kind = "full" if source == "dicom" else _kind(desc)
+        if kind is None:
+            rep.skipped["slices of unknown dose (no full/quarter/FD/QD in folder or description)"].append(str(p))
+            continue
+        pos = getattr(ds, "ImagePositionPatient", None)
+        z = float(pos[2]) if pos is not None else float(getattr(ds, "SliceLocation", getattr(ds, "InstanceNumber", 0)))
+        spacing = getattr(ds, "PixelSpacing", [0.7, 0.7])
+        rep.slices.append(SliceRecord(p, str(getattr(ds, "PatientID", p.parent.name)), str(getattr(ds, "SeriesInstanceUID", p.parent)),
+                                      kind, z, (int(ds.Rows), int(ds.Columns)), float(spacing[0])))
+    if not rep.slices:
+        raise ValueError(f"no usable CT slices under {root} ({rep.summary()}).")
+    return rep
+
+
+def read_hu(path: Path) -> np.ndarray:
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    return (ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)).astype(np.float32)
+
+
+def _volume(records: list[SliceRecord], size: int | None) -> np.ndarray:
+    shapes = sorted({r.shape for r in records})
+    if len(shapes) > 1:
+        raise ValueError(f"series {records[0].series} of patient {records[0].patient} mixes slice sizes {shapes}; "
+                         "import one size per series (or resample them first).")
+    vol = np.stack([read_hu(r.path) for r in records])
+    if size and vol.shape[-1] != size:
+        vol = F.interpolate(torch.from_numpy(vol)[:, None], size=(size, size), mode="area" if size < vol.shape[-1] else "bilinear",
+                            **({} if size < vol.shape[-1] else {"align_corners": False}))[:, 0].numpy()
+    return vol
+
+
+def split_patients(patients: list[str]) -> dict[str, list[str]]:
+    ps = sorted(patients)
+    n = len(ps)
+    n_test = max(1, round(0.2 * n)) if n >= 2 else 0
+    n_val = max(1, round(0.1 * n)) if n >= 4 else 0
+    n_train = n - n_test - n_val
+    return {"train": ps[:n_train], "val": ps[n_train:n_train + n_val], "test": ps[n_train + n_val:]}
+
+
+def import_dataset(root: Path, source: str = "dicom", name: str | None = None, extra_doses=(), size: int | None = None,
+                   seed: int = 0, cache_dir: Path | None = None, anatomy: str = "abdomen") -> LDCTDataset:
+    if source not in ("mayo2016", "mayo2020", "dicom"):
+        raise ValueError(f"unknown source {source!r}; choose mayo2016, mayo2020 or dicom.")
+    rep = scan_folder(root, source)
+    out = Path(cache_dir or default_cache_dir()) / (name or source)
+    by_patient: dict[str, dict[str, list[SliceRecord]]] = defaultdict(lambda: defaultdict(list))
+    for r in rep.slices:
+        by_patient[r.patient][r.kind].append(r)
+    manifest = {"kind": "dicom", "source": source, "version": DATA_VERSION, "root": str(Path(root).resolve()),
+                "files": {}, "vendor_doses": {}, "skipped": {k: len(v) for k, v in rep.skipped.items()},
+                "unpaired_slices": 0, "config": {"size": size, "seed": seed, "extra_doses": list(extra_doses)}}
+    splits: dict[str, dict[str, list[str]]] = defaultdict(lambda: {s: [] for s in SPLITS})
+    anatomy_of = {}
+    for patient in by_patient:
+        if source == "mayo2020":
+            anatomy_of[patient], _ = MAYO2020_ANATOMY.get(patient[:1].upper(), (anatomy, 0.25))
+        else:
+            anatomy_of[patient] = anatomy
+    for a in sorted(set(anatomy_of.values())):
+        for split, ps in split_patients([p for p in by_patient if anatomy_of[p] == a]).items():
+            splits[a][split] = ps
+    manifest["splits"] = {a: dict(v) for a, v in splits.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    for patient in tqdm(sorted(by_patient), desc="importing", unit="patient"):
+        a = anatomy_of[patient]
+        full = sorted(by_patient[patient]["full"], key=lambda r: r.z)
+        low = sorted(by_patient[patient].get("low", []), key=lambda r: r.z)
+        if not full:
+            raise ValueError(f"patient {patient} has no full-dose series; cannot pair or simulate its doses.")
+        if low:  # pair by table position (0.1 mm), keep only slices present in both
+            zf, zl = {round(r.z, 1): r for r in full}, {round(r.z, 1): r for r in low}
+            common = sorted(set(zf) & set(zl))
+            manifest["unpaired_slices"] += len(full) + len(low) - 2 * len(common)
+            if not common:
+                raise ValueError(f"patient {patient}: no full- and low-dose slices share a table position; cannot pair them.")
+            full, low = [zf[z] for z in common], [zl[z] for z in common]
+        pdir = out / a / patient
+        pdir.mkdir(parents=True, exist_ok=True)
+        vol_full = _volume(full, size)
+        arrays = {"full": vol_full}
+        if low:
+            vendor = 0.25 if source == "mayo2016" else MAYO2020_ANATOMY.get(patient[:1].upper(), (a, 0.25))[1]
+            manifest["vendor_doses"][patient] = vendor
+            arrays[dose_key(vendor)] = _volume(low, size)
+        if extra_doses:
+            n = vol_full.shape[-1]
+            pixel = full[0].pixel_mm * (full[0].shape[-1] / n)
+            base = FanBeamGeometry()
+            half_fan = math.asin(min(0.99, pixel * n / math.sqrt(2) / base.source_iso_mm))  # cover the whole square
+            channels = max(base.n_channels, 2 * math.ceil(half_fan / base.dgamma) + 2)
+            sim = Simulator(FanBeamGeometry(image_size=n, fov_mm=pixel * n, n_channels=channels))
+            for d in extra_doses:
+                if dose_key(d) in arrays:
+                    continue
+                arrays[dose_key(d)] = np.stack([
+                    sim.lower_dose(torch.from_numpy(s), [d], [noise_seed(seed, patient, i, d)])[0].numpy()
+                    for i, s in enumerate(vol_full)])
+        for key, arr in arrays.items():
+            path = pdir / f"{key}.npy"
+            atomic_save_npy(path, arr)
+            manifest["files"][f"{a}/{patient}/{key}.npy"] = sha256_file(path)
+        atomic_write_json(out / "manifest.json", manifest)
+    if rep.skipped:
+        print(f"import: {rep.summary()}; {manifest['unpaired_slices']} unpaired slices dropped")
+    return LDCTDataset(out)

@@ -1,0 +1,111 @@
+"""The results store: one tidy per-slice table plus the run manifest, in one run directory.
+
+    manifest.json                          how the run was made (args, config, seeds, versions, commit, hardware, timings)
+    cells/<method>/<anatomy>_<dose>.parquet  per-slice scores of one cell, written atomically (the unit of resume)
+    results.parquet                        all cells concatenated (rebuilt at the end of every run)
+    perception.parquet                     DA-CLIP's per-slice dose/anatomy perception (when FoundDiff ran)
+    examples/                              a few slices per cell for figure grids (float16 HU)
+
+Rows: run, method, anatomy, dose, seen, patient, slice, window, metric, value.
+Parquet rather than CSV: column types survive (bool `seen`, exact float64 scores), it is
+compact and fast for pandas, and a CSV is one `report --format csv` away.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data.dataset import atomic_write_json
+
+COLUMNS = ["run", "method", "anatomy", "dose", "seen", "patient", "slice", "window", "metric", "value"]
+
+
+def cell_name(anatomy: str, dose: float) -> str:
+    return f"{anatomy}_{dose:.4f}"
+
+
+class RunStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def read_manifest(self) -> dict:
+        p = self.manifest_path()
+        if not p.is_file():
+            raise FileNotFoundError(f"{self.root} is not a run directory (no manifest.json); give the folder `ldct-bench run` wrote.")
+        return json.loads(p.read_text())
+
+    def write_manifest(self, manifest: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.manifest_path(), manifest)
+
+    def cell_path(self, method: str, anatomy: str, dose: float) -> Path:
+        return self.root / "cells" / method / f"{cell_name(anatomy, dose)}.parquet"
+
+    def has_cell(self, method: str, anatomy: str, dose: float) -> bool:
+        return self.cell_path(method, anatomy, dose).is_file()
+
+    def write_cell(self, method: str, anatomy: str, dose: float, rows: pd.DataFrame) -> None:
+        _atomic_parquet(self.cell_path(method, anatomy, dose), rows[COLUMNS])
+
+    def write_examples(self, method: str, anatomy: str, dose: float, arrays: dict[str, np.ndarray]) -> None:
+        path = self.root / "examples" / method / f"{cell_name(anatomy, dose)}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **{k: np.asarray(v, dtype=np.float16) for k, v in arrays.items()})
+        os.replace(tmp, path)
+
+    def write_images(self, method: str, anatomy: str, dose: float, images: np.ndarray, meta: pd.DataFrame) -> None:
+        """--save-images: every denoised test slice of a cell, float32 HU, with its (patient, slice) index."""
+        path = self.root / "images" / method / f"{cell_name(anatomy, dose)}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, images=images.astype(np.float32), patient=meta["patient"].to_numpy().astype(str),
+                            slice=meta["slice"].to_numpy())
+        os.replace(tmp, path)
+
+    def examples(self, method: str, anatomy: str, dose: float) -> dict[str, np.ndarray] | None:
+        path = self.root / "examples" / method / f"{cell_name(anatomy, dose)}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return {k: z[k].astype(np.float32) for k in z.files}
+
+    def consolidate(self) -> pd.DataFrame:
+        """Concatenate every finished cell into results.parquet (atomically) and return it."""
+        parts = sorted((self.root / "cells").glob("*/*.parquet"))
+        table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+        table = table.sort_values(["method", "anatomy", "dose", "patient", "slice", "window", "metric"], kind="stable")
+        _atomic_parquet(self.root / "results.parquet", table.reset_index(drop=True))
+        return table
+
+    def table(self) -> pd.DataFrame:
+        path = self.root / "results.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.root} has no results.parquet; the run has not finished (run it again to resume).")
+        return pd.read_parquet(path)
+
+    def write_perception(self, df: pd.DataFrame) -> None:
+        _atomic_parquet(self.root / "perception.parquet", df)
+
+    def perception(self) -> pd.DataFrame | None:
+        path = self.root / "perception.parquet"
+        return pd.read_parquet(path) if path.is_file() else None
+
+
+def _atomic_parquet(path: Path, df: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Reproduces the committed reference checkpoints of the embedded benchmark (quick profile,
+# generalist: all anatomies, seen doses 10% and 50%, seed 0). Each folder gets weights.safetensors,
+# manifest.json (config, data version, iterations, wall time, hardware, sha256) and train_log.csv.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+KEY=$(python -c "from ldct_bench.checkpoints import checkpoint_key; from ldct_bench.data.dataset import PhantomConfig; print(checkpoint_key('quick', 'embedded-' + PhantomConfig().digest(), (0.1, 0.5), ('head', 'chest', 'abdomen')))")
+for m in ${METHODS:-redcnn corediff wgan-mse founddiff}; do
+  ldct-bench train --method "$m" --profile quick --doses 10,50 --anatomies head,chest,abdomen --seed 0 \
+    --out "results/checkpoints/$m/$KEY" "$@"
+  rm -f "results/checkpoints/$m/$KEY/state.pt"
+done

@@ -1,0 +1,134 @@
+"""Registry, checkpoints, the training harness and the baselines."""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+
+import pytest
+import torch
+
+import ldct_bench.methods as methods_mod
+from ldct_bench.methods import get_method, registry, resolve_methods
+from ldct_bench.training import TrainJob, fit
+
+# Tiny configs so every method builds and runs in a second or two on CPU.
+TINY = {
+    "redcnn": dict(filters=8, iterations=4, val_every=2, patch_size=32, batch_size=2),
+    "wgan-mse": dict(filters=8, iterations=4, val_every=2, patch_size=32, batch_size=2),
+    "wganvgg": dict(filters=8, iterations=4, val_every=2, patch_size=32, batch_size=2),
+    "corediff": dict(width=4, emm_middle=4, iterations=4, val_every=2, patch_size=32, batch_size=2, timesteps=3),
+    "founddiff": dict(clip_layers=(1, 1, 1, 1), clip_width=8, clip_heads=2, clip_embed=32, clip_anatomy_dim=16,
+                      clip_text_width=32, clip_text_layers=1, clip_n_ctx=2, clip_crop=0, clip_batch=2,
+                      daclip_iterations=2, dadiff_iterations=2, dim=8, base_d_state=2, patch_size=32, batch_size=2,
+                      val_every=2),
+}
+
+
+def build(name, **kw):
+    cls = get_method(name)
+    return cls(cls.Config.profile("quick", **{**TINY.get(name, {}), **kw})) if cls.learned else cls()
+
+
+def test_builtin_methods_are_registered():
+    assert {"ldct", "redcnn", "wganvgg", "wgan-mse", "corediff", "founddiff"} <= set(registry())
+    assert "wganvgg" not in resolve_methods("all")  # no VGG19 weights here: its labelled variant runs instead
+    assert "wgan-mse" in resolve_methods("all")
+
+
+@pytest.mark.parametrize("name", ["ldct", "redcnn", "wgan-mse", "corediff", "founddiff"])
+def test_save_load_round_trip_and_denoise_contract(name, tmp_path):
+    method = build(name)
+    method.train(False)
+    x = torch.randn(2, 1 + 2 * method.context, 32, 32) * 200
+    out = method.denoise(x)
+    assert out.shape == (2, 1, 32, 32) and out.dtype == torch.float32 and out.device == x.device
+    assert torch.isfinite(out).all() and out.min() >= -1100 and out.max() <= 3100  # HU scale, not [0, 1]
+    if not method.learned:
+        return
+    method.save(tmp_path / "w.safetensors")
+    again = type(method).load(tmp_path / "w.safetensors")
+    assert torch.equal(again.denoise(x), out)
+
+
+def test_identity_is_the_low_dose_centre_slice():
+    x = torch.randn(3, 3, 16, 16)
+    assert torch.equal(build("ldct").denoise(x), x[:, 1:2])
+
+
+def test_unknown_method_suggests_close_names():
+    with pytest.raises(ValueError, match="Did you mean redcnn"):
+        get_method("redcnm")
+
+
+def test_checkpoint_of_another_method_or_shape_is_refused(tmp_path):
+    build("redcnn").save(tmp_path / "r.safetensors")
+    with pytest.raises(ValueError, match="belongs to method 'redcnn'"):
+        get_method("corediff").load(tmp_path / "r.safetensors")
+    other = build("redcnn", filters=16)
+    from ldct_bench.methods import read_checkpoint
+
+    _, state = read_checkpoint(tmp_path / "r.safetensors")
+    with pytest.raises(ValueError, match="does not fit method 'redcnn'"):
+        other.load_state_dict(state)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        get_method("redcnn").load(tmp_path / "junk.safetensors")
+
+
+def test_entry_point_registration(monkeypatch):
+    ep = metadata.EntryPoint(name="toy", value="tests.toy_method:ToyMethod", group="ldct_bench.methods")
+    real = metadata.entry_points
+    monkeypatch.setattr(methods_mod.metadata, "entry_points",
+                        lambda group=None, **kw: [ep] if group == "ldct_bench.methods" else real(group=group, **kw))
+    monkeypatch.setattr(methods_mod, "_LOADED", False)
+    monkeypatch.setattr(methods_mod, "_REGISTRY", dict(methods_mod._REGISTRY))
+    cls = get_method("toy")
+    assert torch.equal(cls().denoise(torch.zeros(1, 1, 4, 4)), -torch.ones(1, 1, 4, 4))
+
+
+def test_corediff_degradation_ends_are_ndct_and_ldct():
+    m = build("corediff")
+    x0, xT = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    T = m.config.timesteps
+    assert torch.equal(m.degrade(x0, xT, torch.zeros(2, dtype=torch.long)), x0)
+    assert torch.equal(m.degrade(x0, xT, torch.full((2,), T)), xT)
+    mid = m.degrade(x0, xT, torch.full((2,), 1))
+    assert torch.allclose(mid.mean(), ((1 - 1 / T) * x0 + xT / T).mean())  # mean-preserving mix
+
+
+def test_wganvgg_refuses_to_train_without_vgg_weights():
+    m = build("wganvgg")
+    with pytest.raises(ValueError, match="VGG19 ImageNet weights"):
+        m.setup_training("main")
+
+
+def test_redcnn_quick_training_beats_the_low_dose_input(tiny_dataset, tmp_path):
+    torch.manual_seed(0)  # the weights' initialisation is part of "seed-fixed"
+    m = build("redcnn", filters=16, iterations=300, val_every=150, patch_size=64, batch_size=8, lr=1e-3, lr_final=1e-4)
+    # the tiny set has 2.7 mm pixels: the 5 % abdomen (71 HU from full dose) is where there is noise to remove
+    job = TrainJob("redcnn", "quick", (0.05,), ("abdomen",), tiny_dataset.root.name, seed=0)
+    man = fit(m, tiny_dataset, job, tmp_path / "ck", progress=False)
+    assert man["complete"] and (tmp_path / "ck" / "weights.safetensors").is_file()
+    assert man["final"]["val_psnr"] > man["val_psnr_ldct"] + 2.0, man["final"]
+    log = (tmp_path / "ck" / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("stage,step,elapsed_s") and len(log) == 3
+
+
+def test_resume_continues_and_refuses_a_changed_config(tiny_dataset, tmp_path):
+    job = TrainJob("redcnn", "quick", (0.1,), ("chest",), tiny_dataset.root.name, seed=0)
+    m = build("redcnn", iterations=6, val_every=3)
+    man = fit(m, tiny_dataset, job, tmp_path / "ck", time_budget_s=0.0, progress=False)
+    assert not man["complete"] and not (tmp_path / "ck" / "weights.safetensors").exists()
+    state = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
+    assert json.loads(state["progress"])["step"] == 1
+    man = fit(build("redcnn", iterations=6, val_every=3), tiny_dataset, job, tmp_path / "ck", progress=False)
+    assert man["complete"] and [r["step"] for r in man_log(tmp_path / "ck")] == [3, 6]
+    with pytest.raises(ValueError, match="cannot resume .* different config"):
+        fit(build("redcnn", iterations=6, val_every=3, lr=5e-4), tiny_dataset, job, tmp_path / "ck", progress=False)
+
+
+def man_log(d):
+    import csv
+
+    return [dict(r, step=int(r["step"])) for r in csv.DictReader(open(d / "train_log.csv"))]
