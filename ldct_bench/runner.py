@@ -146,12 +146,11 @@ def run_matrix(methods: list[str], protocol: Protocol, out: Path, *, data: str =
         manifest = {"config": config, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "cli": cli_args or {}, "timings": {}}
     manifest.update({"versions": _versions(), "git_commit": _git_commit(), "hardware": _hardware(device)})
-    store.write_manifest(manifest)
-    timings = manifest.setdefault("timings", {})
-
     t = time.perf_counter()
     ds = open_dataset(data, protocol.doses, protocol.anatomies, ("test",), cache_dir, progress=progress)
+    timings = manifest.setdefault("timings", {})
     timings["data_s"] = round(time.perf_counter() - t, 2)
+    store.write_manifest(manifest)  # only once the inputs are known to be good
     manifest["dataset"] = {"root": str(ds.root), "name": ds.root.name, "config": ds.manifest.get("config")}
     perception_rows = []
     for name in methods:
