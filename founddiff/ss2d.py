@@ -65,6 +65,7 @@ class SS2D(nn.Module):
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
         self.attn = nn.Sequential(nn.Linear(context_dim, d_inner, bias=False), nn.SiLU())  # anatomy injection
+        self.scan_backend = "auto"  # "torch", "numba" or "mamba" to force one (same parameters for all)
 
     def scan(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d_inner, H, W) -> (B, H, W, d_inner)."""
@@ -80,7 +81,7 @@ class SS2D(nn.Module):
         length = xs.shape[-1]
         ys = selective_scan(xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
                             bs.contiguous(), cs.contiguous(), self.Ds.float(), self.dt_projs_bias.reshape(-1).float(),
-                            delta_softplus=True)
+                            delta_softplus=True, backend=self.scan_backend)
         y = interleaved_merge(ys.reshape(b, K_DIRECTIONS, d, length), hp, wp)[:, :, :h, :w]
         return self.out_norm(y.permute(0, 2, 3, 1))
 

@@ -95,8 +95,8 @@ def test_learned_metrics_report_missing_weights():
 
 def test_register_a_metric_in_a_few_lines():
     @register_metric("mae_test", higher_is_better=False, unit="HU", default=False)
-    def mae(pu, ru, window):
-        return (pu - ru).abs().flatten(1).mean(1) * window.width
+    def mae(pair):
+        return (pair.pu - pair.ru).abs().flatten(1).mean(1) * pair.window.width
 
     pred, ref = _random_pair()
     got = score_batch(pred, ref, [WINDOWS["full"]], metrics=("mae_test",))[("full", "mae_test")]
@@ -152,3 +152,16 @@ def test_paired_test_is_wilcoxon_and_summary_matches_pandas():
     cmp = compare_to_best(df, {"psnr": True})
     assert cmp.loc[cmp.method == "y", "rank"].item() == 1
     assert cmp.loc[cmp.method == "x", "p_vs_best"].item() == pytest.approx(sps.wilcoxon(a - b).pvalue)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "uniform"])
+def test_fused_cpu_pass_equals_the_convolution_version(kind):
+    """The numba pass (window + MSE + SSIM in one go) against windowing, then torch convolutions."""
+    from ldct_bench.metrics.fidelity import WindowedPair, mse_unit, ssim
+
+    pred, ref = _random_pair(n=3, size=40)
+    w = WINDOWS["abdomen"]
+    fused = WindowedPair(pred, ref, w)
+    plain = WindowedPair(pred, ref, w)
+    torch.testing.assert_close(fused.ssim(kind), ssim(plain.pu, plain.ru, kind), rtol=0, atol=1e-6)
+    torch.testing.assert_close(fused.mse(), mse_unit(plain.pu, plain.ru), rtol=1e-6, atol=0)

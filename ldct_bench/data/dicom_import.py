@@ -79,15 +79,20 @@ def scan_folder(root: Path, source: str) -> ScanReport:
     rep = ScanReport()
     for p in tqdm(files, desc="reading DICOM headers", unit="file", leave=False):
         try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True)
+            ds = pydicom.dcmread(p)
         except InvalidDicomError:
             rep.skipped["non-DICOM files"].append(str(p))
             continue
-        except Exception as exc:  # truncated or corrupt files
+        except Exception as exc:  # corrupt files
             rep.skipped["unreadable files"].append(f"{p} ({type(exc).__name__})")
             continue
-        if "PixelData" not in ds and not hasattr(ds, "Rows"):
+        if "PixelData" not in ds or not hasattr(ds, "Rows"):
             rep.skipped["files without pixel data"].append(str(p))
+            continue
+        expected = int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "BitsAllocated", 16)) // 8
+        if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) and not ds.file_meta.TransferSyntaxUID.is_compressed \
+                and len(ds.PixelData) < expected:
+            rep.skipped["unreadable files"].append(f"{p} (truncated pixel data)")
             continue
         if getattr(ds, "RescaleSlope", None) is None or getattr(ds, "RescaleIntercept", None) is None:
             rep.skipped["slices without RescaleSlope/RescaleIntercept"].append(str(p))

@@ -72,13 +72,70 @@ def _filter(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.conv2d(x, kh, groups=c), kw, groups=c)
 
 
+def ssim_setup(kind: str, dtype=torch.float64):
+    k = _kernel_1d(kind, dtype)
+    n = k.numel() ** 2
+    return k, (n / (n - 1) if kind == "uniform" else 1.0)
+
+
 def ssim(pu: torch.Tensor, ru: torch.Tensor, kind: str = "gaussian", k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
-    """Mean SSIM per image of unit-range images (N, 1, H, W)."""
-    k = _kernel_1d(kind, pu.dtype).to(pu.device)
+    """Mean SSIM per image of unit-range images (N, 1, H, W), by separable convolutions."""
+    k, cov_norm = ssim_setup(kind, pu.dtype)
     if min(pu.shape[-2:]) < k.numel():
         raise ValueError(f"ssim: images of {tuple(pu.shape[-2:])} are smaller than the {k.numel()}-pixel window.")
-    n = k.numel() ** 2
-    cov_norm = n / (n - 1) if kind == "uniform" else 1.0
+    return ssim_conv(pu, ru, k.to(pu.device), cov_norm, k1, k2)
+
+
+class WindowedPair:
+    """A (prediction, reference) batch in HU seen through one window; metric functions read from it.
+
+    `pu`/`ru` (unit-range copies) are made only if a metric asks for them. On CPU, MSE and
+    SSIM come from one fused numba pass over the raw HU arrays (no copies at all); on CUDA
+    from the convolution version. Results are cached, so RMSE and PSNR share one MSE.
+    """
+
+    def __init__(self, pred_hu: torch.Tensor, ref_hu: torch.Tensor, window: Window):
+        self.pred, self.ref, self.window = pred_hu, ref_hu, window
+        self._cache: dict = {}
+
+    @property
+    def pu(self) -> torch.Tensor:
+        if "pu" not in self._cache:
+            self._cache["pu"] = to_unit(self.pred.double(), self.window)
+        return self._cache["pu"]
+
+    @property
+    def ru(self) -> torch.Tensor:
+        if "ru" not in self._cache:
+            self._cache["ru"] = to_unit(self.ref.double(), self.window)
+        return self._cache["ru"]
+
+    def _fused(self, kind: str) -> bool:
+        if self.pred.device.type != "cpu" or _numba_ssim() is None:
+            return False
+        k, cov_norm = ssim_setup(kind)
+        if min(self.pred.shape[-2:]) < k.numel():
+            raise ValueError(f"ssim: images of {tuple(self.pred.shape[-2:])} are smaller than the {k.numel()}-pixel window.")
+        mse, s = _numba_ssim()(self.pred[:, 0].float().contiguous().numpy(), self.ref[:, 0].float().contiguous().numpy(),
+                                float(self.window.lo), float(self.window.width), k.numpy(), cov_norm, 0.01**2, 0.03**2)
+        self._cache["mse"] = torch.from_numpy(mse)
+        self._cache[f"ssim_{kind}"] = torch.from_numpy(s)
+        return True
+
+    def mse(self) -> torch.Tensor:
+        if "mse" not in self._cache and not self._fused("gaussian"):
+            self._cache["mse"] = mse_unit(self.pu, self.ru)
+        return self._cache["mse"]
+
+    def ssim(self, kind: str = "gaussian") -> torch.Tensor:
+        key = f"ssim_{kind}"
+        if key not in self._cache and not self._fused(kind):
+            self._cache[key] = ssim(self.pu, self.ru, kind)
+        return self._cache[key]
+
+
+def ssim_conv(pu, ru, k, cov_norm, k1, k2):
+    """The straightforward version: five separable 'valid' convolutions, then the SSIM map."""
     stats = _filter(torch.cat([pu, ru, pu * pu, ru * ru, pu * ru], dim=1), k)
     ux, uy, uxx, uyy, uxy = stats.unbind(1)
     vx = cov_norm * (uxx - ux * ux)
@@ -87,3 +144,70 @@ def ssim(pu: torch.Tensor, ru: torch.Tensor, kind: str = "gaussian", k1: float =
     c1, c2 = k1**2, k2**2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1)
+
+
+@lru_cache(maxsize=1)
+def _numba_ssim():
+    try:
+        import numba
+        import numpy as np
+    except ImportError:  # pragma: no cover - numba is a declared dependency
+        return None
+
+    @numba.njit(parallel=True, fastmath=True, cache=True)
+    def kernel(x_hu, y_hu, lo, width, k, cov_norm, c1, c2):
+        """Window (clip to [lo, lo+width], map to [0, 1]), then MSE and mean SSIM, one pass per slice.
+
+        Loops are ordered so the innermost runs over contiguous columns (SIMD-friendly)."""
+        n, h, w = x_hu.shape
+        r = k.shape[0]
+        ho, wo = h - r + 1, w - r + 1
+        mse = np.empty(n)
+        out = np.empty(n)
+        hi = lo + width
+        for i in numba.prange(n):
+            x = np.empty((h, w))
+            y = np.empty((h, w))
+            se = 0.0
+            for row in range(h):
+                for col in range(w):
+                    a = (min(max(x_hu[i, row, col], lo), hi) - lo) / width
+                    b = (min(max(y_hu[i, row, col], lo), hi) - lo) / width
+                    x[row, col] = a
+                    y[row, col] = b
+                    se += (a - b) * (a - b)
+            mse[i] = se / (h * w)
+            m = np.zeros((5, h, wo))  # horizontally filtered x, y, xx, yy, xy
+            for row in range(h):
+                xr, yr = x[row], y[row]
+                for t in range(r):
+                    kt = k[t]
+                    for col in range(wo):
+                        a = xr[col + t]
+                        b = yr[col + t]
+                        m[0, row, col] += kt * a
+                        m[1, row, col] += kt * b
+                        m[2, row, col] += kt * a * a
+                        m[3, row, col] += kt * b * b
+                        m[4, row, col] += kt * a * b
+            total = 0.0
+            u = np.empty((5, wo))
+            for row in range(ho):
+                u[:] = 0.0
+                for t in range(r):
+                    kt = k[t]
+                    for j in range(5):
+                        src = m[j, row + t]
+                        dst = u[j]
+                        for col in range(wo):
+                            dst[col] += kt * src[col]
+                for col in range(wo):
+                    ux, uy = u[0, col], u[1, col]
+                    vx = cov_norm * (u[2, col] - ux * ux)
+                    vy = cov_norm * (u[3, col] - uy * uy)
+                    vxy = cov_norm * (u[4, col] - ux * uy)
+                    total += ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+            out[i] = total / (ho * wo)
+        return mse, out
+
+    return kernel

@@ -5,8 +5,8 @@ Add a metric in a few lines:
     from ldct_bench.metrics import register_metric
 
     @register_metric("mae", higher_is_better=False, unit="HU")
-    def mae(pu, ru, window):
-        return (pu - ru).abs().flatten(1).mean(1) * window.width
+    def mae(pair):  # pair.pu / pair.ru: the batch mapped to [0, 1] through pair.window
+        return (pair.pu - pair.ru).abs().flatten(1).mean(1) * pair.window.width
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Callable
 import torch
 
 from . import fidelity
-from .windows import Window
+from .fidelity import WindowedPair
 
-MetricFn = Callable[[torch.Tensor, torch.Tensor, Window], torch.Tensor]
+MetricFn = Callable[[WindowedPair], torch.Tensor]  # -> (N,) scores
 
 
 @dataclass(frozen=True)
@@ -60,31 +60,31 @@ def get_metric(name: str) -> Metric:
 
 # -- fidelity (our vectorised engine) ----------------------------------------------------------------
 @register_metric("rmse", higher_is_better=False, unit="HU")
-def _rmse(pu, ru, window):
-    return fidelity.rmse_hu(fidelity.mse_unit(pu, ru), window)
+def _rmse(pair):
+    return fidelity.rmse_hu(pair.mse(), pair.window)
 
 
 @register_metric("psnr", higher_is_better=True, unit="dB")
-def _psnr(pu, ru, window):
-    return fidelity.psnr(fidelity.mse_unit(pu, ru))
+def _psnr(pair):
+    return fidelity.psnr(pair.mse())
 
 
 @register_metric("ssim", higher_is_better=True, min_size=11)
-def _ssim(pu, ru, window):
-    return fidelity.ssim(pu, ru, "gaussian")
+def _ssim(pair):
+    return pair.ssim("gaussian")
 
 
 @register_metric("ssim_uniform", higher_is_better=True, default=False)
-def _ssim_uniform(pu, ru, window):
-    return fidelity.ssim(pu, ru, "uniform")
+def _ssim_uniform(pair):
+    return pair.ssim("uniform")
 
 
 # -- perceptual / structural, straight from piq (single-channel, offline) -----------------------------
 def _piq(name: str, higher: bool, min_size: int, call: Callable, default: bool = False):
-    def fn(pu, ru, window):
+    def fn(pair):
         import piq
 
-        return call(piq, pu.clamp(0, 1), ru.clamp(0, 1)).to(pu.dtype)
+        return call(piq, pair.pu, pair.ru).double()
 
     register_metric(name, higher, source="piq", min_size=min_size, default=default)(fn)
 
@@ -104,12 +104,12 @@ def _learned(name: str, files: tuple[str, ...]):
         f"its pretrained weights ({', '.join(files)}) are not on this machine and are never downloaded; "
         "put them in $LDCT_BENCH_TORCH_HOME/hub/checkpoints/ to enable it.")
 
-    def fn(pu, ru, window):
+    def fn(pair):
         os.environ["TORCH_HOME"] = os.environ["LDCT_BENCH_TORCH_HOME"]
         import piq
 
         model = (piq.LPIPS if name == "lpips" else piq.DISTS)(reduction="none")
-        return model(pu.clamp(0, 1).repeat(1, 3, 1, 1), ru.clamp(0, 1).repeat(1, 3, 1, 1)).to(pu.dtype)
+        return model(pair.pu.float().repeat(1, 3, 1, 1), pair.ru.float().repeat(1, 3, 1, 1)).double()
 
     METRICS[name] = Metric(name, fn, False, source="piq", min_size=32, needs_rgb=True, default=False, unavailable=reason)
 

@@ -1,0 +1,130 @@
+"""DICOM import on files the tests write themselves (and pydicom's bundled CT slice)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from click.testing import CliRunner
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from ldct_bench.cli import main
+from ldct_bench.data.dicom_import import import_dataset, read_hu
+
+
+def write_ct(path, hu: np.ndarray, patient="L001", series_uid=None, z=0.0, description="", rescale=True, spacing=1.0):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.SeriesDescription = "CT", patient, description
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.ImagePositionPatient = [0.0, 0.0, float(z)]
+    ds.PixelSpacing = [spacing, spacing]
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    if rescale:
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.PixelData = np.clip(hu + 1024, 0, 65535).astype(np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def mayo2016_tree(root, patients=("L001", "L002", "L003"), n=3, size=32, extra_full=True):
+    rng = np.random.default_rng(0)
+    truth = {}
+    for p in patients:
+        fs, qs = generate_uid(), generate_uid()
+        for i in range(n):
+            full = rng.normal(40, 10, (size, size)).round()
+            low = full + rng.normal(0, 30, (size, size)).round()
+            truth[(p, i)] = (full, low)
+            write_ct(root / p / "full_1mm" / f"{i}.dcm", full, p, fs, z=-i * 1.0)
+            write_ct(root / p / "quarter_1mm" / f"{i}.dcm", low, p, qs, z=-i * 1.0)
+        if extra_full:  # a slice with no quarter-dose partner
+            write_ct(root / p / "full_1mm" / "extra.dcm", np.zeros((size, size)), p, fs, z=5.0)
+    return truth
+
+
+def test_hu_conversion_on_pydicom_ct_file():
+    path = pydicom.data.get_testdata_file("CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    expect = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_array_equal(read_hu(path), expect.astype(np.float32))
+    assert -1100 < read_hu(path).min() and read_hu(path).max() < 3100
+
+
+def test_mayo2016_pairing_and_patient_split(tmp_path):
+    truth = mayo2016_tree(tmp_path / "src")
+    ds = import_dataset(tmp_path / "src", source="mayo2016", cache_dir=tmp_path / "cache")
+    assert ds.manifest["unpaired_slices"] == 3  # one extra full-dose slice per patient
+    assert ds.patients("abdomen", "test") == ["L003"] and ds.patients("abdomen", "train") == ["L001", "L002"]
+    full, low = ds.volume("abdomen", "L002", "full"), ds.volume("abdomen", "L002", "d0.2500")
+    # slices are ordered by table position (z = 0, -1, -2 -> sorted ascending: -2, -1, 0)
+    for k, i in enumerate((2, 1, 0)):
+        np.testing.assert_array_equal(full[k], truth[("L002", i)][0])
+        np.testing.assert_array_equal(low[k], truth[("L002", i)][1])
+    pairs = ds.pairs(["abdomen"], [0.25], "test")
+    assert len(pairs) == 3 and ds.manifest["vendor_doses"]["L003"] == 0.25
+
+
+def test_extra_dose_is_simulated_from_full_dose(tmp_path):
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:64, :64]
+    body = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2, 40.0, -1000.0)
+    for i in range(2):
+        write_ct(tmp_path / "src" / "P1" / f"{i}.dcm", body + rng.normal(0, 5, body.shape).round(), "P1", "1.2.3",
+                 z=i, spacing=4.0)
+    ds = import_dataset(tmp_path / "src", source="dicom", cache_dir=tmp_path / "cache", extra_doses=(0.1,))
+    full, low = ds.volume("abdomen", "P1", "full"), ds.volume("abdomen", "P1", "d0.1000")
+    inside = (yy - 32) ** 2 + (xx - 32) ** 2 < 15**2
+    assert abs(low[0][inside].mean() - full[0][inside].mean()) < 10  # same anatomy
+    assert (low[0] - full[0])[inside].std() > 5  # more noise
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="is empty"):
+        import_dataset(tmp_path / "empty", cache_dir=tmp_path / "c")
+
+
+def test_non_dicom_files_only(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "notes.txt").write_text("hello")
+    (tmp_path / "src" / "image.png").write_bytes(b"\x89PNG....")
+    with pytest.raises(ValueError, match=r"no usable CT slices .*2 non-DICOM files"):
+        import_dataset(tmp_path / "src", cache_dir=tmp_path / "c")
+
+
+def test_mixed_slice_sizes(tmp_path):
+    write_ct(tmp_path / "src" / "P1" / "a.dcm", np.zeros((32, 32)), "P1", "1.2.3", z=0)
+    write_ct(tmp_path / "src" / "P1" / "b.dcm", np.zeros((16, 16)), "P1", "1.2.3", z=1)
+    with pytest.raises(ValueError, match="mixes slice sizes"):
+        import_dataset(tmp_path / "src", cache_dir=tmp_path / "c")
+    assert not list((tmp_path / "c").rglob("*.npy"))
+
+
+def test_missing_rescale_and_unreadable_files_are_counted_and_skipped(tmp_path, capsys):
+    mayo2016_tree(tmp_path / "src", patients=("L001", "L002"), extra_full=False)
+    write_ct(tmp_path / "src" / "L001" / "full_1mm" / "norescale.dcm", np.zeros((32, 32)), "L001", z=9, rescale=False)
+    good = (tmp_path / "src" / "L001" / "full_1mm" / "0.dcm").read_bytes()
+    (tmp_path / "src" / "L001" / "full_1mm" / "truncated.dcm").write_bytes(good[:-300])  # cut inside the pixels
+    (tmp_path / "src" / "L001" / "full_1mm" / "header_only.dcm").write_bytes(good[:200])
+    ds = import_dataset(tmp_path / "src", source="mayo2016", cache_dir=tmp_path / "c")
+    skipped = ds.manifest["skipped"]
+    assert skipped["slices without RescaleSlope/RescaleIntercept"] == 1
+    assert skipped["unreadable files"] == 1 and skipped["files without pixel data"] == 1
+    assert "skipped" in capsys.readouterr().out
+    assert ds.volume("abdomen", "L001", "full").shape == (3, 32, 32)
+
+
+def test_cli_import_bad_root_is_one_clear_error(tmp_path):
+    res = CliRunner().invoke(main, ["data", "import", "--source", "mayo2016", "--root", str(tmp_path / "nope"),
+                                    "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code != 0 and "does not exist" in res.output and "Traceback" not in res.output

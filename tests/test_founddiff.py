@@ -1,0 +1,120 @@
+"""FoundDiff's parts: the selective scan and its backends, SS2D, DACB conditioning, DA-CLIP losses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from founddiff.daclip import PromptTokenizer, rank_n_contrast, supervised_contrastive
+from founddiff.selective_scan import (mamba_available, selective_scan, selective_scan_numba,
+                                      selective_scan_reference, selective_scan_torch)
+from founddiff.ss2d import SS2D, interleaved_merge, interleaved_scan
+
+from .test_methods import build
+
+
+def scan_inputs(dtype=torch.float64, b=2, d=8, n=4, length=53, groups=4, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda *s: torch.randn(*s, generator=g, dtype=dtype).to(device)  # noqa: E731
+    A = -torch.rand(d, n, generator=g, dtype=dtype).to(device) * 3
+    return mk(b, d, length), mk(b, d, length), A, mk(b, groups, n, length), mk(b, groups, n, length), mk(d), mk(d)
+
+
+@pytest.mark.parametrize("impl", [selective_scan_torch, selective_scan_numba])
+def test_scans_equal_the_sequential_recurrence_in_float64(impl):
+    args = scan_inputs()
+    torch.testing.assert_close(impl(*args), selective_scan_reference(*args), rtol=0, atol=1e-6)
+
+
+def test_parallel_scan_gradients_match_the_recurrence():
+    u, delta, A, B, C, D, bias = scan_inputs(length=17)
+    u.requires_grad_(True)
+    g1, = torch.autograd.grad(selective_scan_torch(u, delta, A, B, C, D, bias).sum(), u)
+    g2, = torch.autograd.grad(selective_scan_reference(u, delta, A, B, C, D, bias).sum(), u)
+    torch.testing.assert_close(g1, g2, rtol=0, atol=1e-8)
+
+
+@pytest.mark.gpu
+def test_mamba_ssm_kernel_equals_fallback_on_cuda():
+    if not mamba_available():
+        pytest.skip("mamba-ssm is not installed")
+    args = scan_inputs(torch.float32, d=64, length=1024, device="cuda")
+    fast = selective_scan(*args, backend="mamba")
+    torch.testing.assert_close(fast, selective_scan_torch(*args), rtol=1e-3, atol=1e-3)
+
+
+def test_interleaved_scan_is_inverted_by_merge():
+    x = torch.randn(2, 3, 6, 10)
+    xs = interleaved_scan(x)
+    assert xs.shape == (2, 4, 3, 15)
+    assert torch.equal(interleaved_merge(xs, 6, 10), x)
+    # sub-grids 1 and 3 are read column-major
+    assert torch.equal(xs[0, 1, 0, :3], x[0, 0, 1::2, 0])
+
+
+def test_one_checkpoint_serves_every_scan_backend(tmp_path):
+    """Weights saved once give the same output through the torch and numba scans (and mamba-ssm on CUDA)."""
+    torch.manual_seed(0)
+    m = build("founddiff")
+    for mod in m.unet.modules():  # give the zero-initialised adaLN layers weights, as training would
+        if isinstance(mod, torch.nn.Linear) and mod.out_features % 6 == 0 and mod.weight.abs().sum() == 0:
+            torch.nn.init.normal_(mod.weight, std=0.05)
+    m.ema.shadow.load_state_dict(m.unet.state_dict())
+    m.save(tmp_path / "fd.safetensors")
+    loaded = type(m).load(tmp_path / "fd.safetensors")
+    x = torch.randn(2, 1, 32, 32) * 100
+    outs = {}
+    for backend in ("torch", "numba"):
+        for mod in loaded.modules()["unet_ema"].modules():
+            if isinstance(mod, SS2D):
+                mod.scan_backend = backend
+        outs[backend] = loaded.denoise(x)
+    torch.testing.assert_close(outs["torch"], outs["numba"], rtol=0, atol=1e-2)  # HU (float32 rounding)
+    torch.testing.assert_close(m.denoise(x), outs["numba"], rtol=0, atol=1e-2)
+
+
+def test_dacb_is_adaln_zero_and_the_dose_embedding_conditions_the_output():
+    torch.manual_seed(0)
+    unet = build("founddiff").unet.eval()
+    x = torch.randn(1, 2, 32, 32) * 0.1
+    t = torch.tensor([500.0])
+    d1, d2 = torch.randn(1, 32), torch.randn(1, 32)
+    anat = torch.nn.functional.normalize(torch.randn(1, 16), dim=-1)
+    with torch.no_grad():
+        assert torch.equal(unet(x, t, d1, anat), unet(x, t, d2, anat))  # zero-initialised gates: no effect yet
+        for mod in unet.modules():
+            if hasattr(mod, "adaLN_modulation"):
+                torch.nn.init.normal_(mod.adaLN_modulation[-1].weight, std=0.1)
+        a, b = unet(x, t, d1, anat), unet(x, t, d2, anat)
+        c = unet(x, t, d1, torch.nn.functional.normalize(torch.randn(1, 16), dim=-1))
+    assert (a - b).abs().max() > 1e-3  # dose embedding -> time/dose condition -> shift/scale/gate
+    assert (a - c).abs().max() > 1e-3  # anatomy embedding -> SS2D
+
+
+def test_ss2d_handles_odd_sizes():
+    m = SS2D(8, 2, context_dim=4)
+    out = m(torch.randn(1, 7, 9, 8), torch.randn(1, 4))
+    assert out.shape == (1, 7, 9, 8)
+
+
+def test_rank_n_contrast_prefers_embeddings_ordered_by_dose():
+    labels = torch.log(torch.tensor([0.05, 0.1, 0.25, 0.5, 1.0]).repeat(2))
+    angle = (labels - labels.min()) / (labels.max() - labels.min()) * 1.5
+    ordered = torch.stack([angle.cos(), angle.sin()], 1)
+    shuffled = ordered[torch.randperm(10, generator=torch.Generator().manual_seed(0))]
+    assert rank_n_contrast(ordered, labels) < rank_n_contrast(shuffled, labels) - 0.1
+
+
+def test_supervised_contrastive_prefers_clustered_anatomies():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    clustered = torch.nn.functional.normalize(torch.eye(3)[labels] + 0.01 * torch.randn(6, 3), dim=1)
+    mixed = torch.nn.functional.normalize(torch.randn(6, 3, generator=torch.Generator().manual_seed(1)), dim=1)
+    assert supervised_contrastive(clustered, labels) < supervised_contrastive(mixed, labels)
+
+
+def test_prompt_tokenizer_is_offline_and_strict():
+    tok = PromptTokenizer()
+    ids = tok.encode("low dose CT noisy image .", n_ctx=4, length=16)
+    assert ids[0] == tok.vocab["<sot>"] and (ids[1:5] == tok.vocab["X"]).all()
+    with pytest.raises(ValueError, match="not in the DA-CLIP vocabulary"):
+        tok.encode("pretty picture", 4, 16)
