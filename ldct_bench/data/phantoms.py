@@ -103,9 +103,9 @@ def _chest(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, 
     b.add(-0.14 * A, -0.35 * B, 10, 10, 0, "blood")  # descending aorta
     b.add(0, 0.86 * B - 8, 13, 5, 0, "cancellous_bone", 400)  # sternum
     _spine(b, 0, -B + 32)
-    for i in range(10):  # ribs in the chest wall
-        ang = math.radians(-155 + i * 31 if i < 5 else 25 + (i - 5) * 31)
-        b.add(math.cos(ang) * (A - 5), math.sin(ang) * (B - 5), 6, 3.5, math.degrees(ang) + 90, "rib")
+    for deg in (-160, -132, -48, -20, 20, 48, 132, 160):  # ribs in the chest-wall muscle ring,
+        ang = math.radians(deg)  # clear of the sternum (top) and the spine (bottom)
+        b.add(math.cos(ang) * (A - 16), math.sin(ang) * (B - 15.5), 4.5, 3.0, math.degrees(ang) + 90, "rib")
     for side in (-1, 1):  # vessels, airways and nodules inside each lung
         cx, a, bb = side * lx, 0.42 * A - 3 * heart - 6, 0.72 * B - 6
         for j in range(r.integers(14, 24)):
@@ -142,9 +142,13 @@ def _abdomen(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float
     b.add(-0.1 * A, -0.4 * B, 12, 9, 0, "blood")  # IVC
     b.add(0.12 * A, -0.12 * B, 0.22 * A, 0.08 * B, 12, "muscle", 45)  # pancreas
     _spine(b, 0, -B + 32)
-    for _ in range(r.integers(4, 8)):  # bowel loops, some with gas
+    loops: list[tuple[float, float, float]] = []
+    for _ in range(r.integers(4, 8)):  # bowel loops, some with gas; loops do not overlap
         x, y = r.uniform(-0.05, 0.55) * A + 4 * z, r.uniform(0.05, 0.6) * B
         rad = r.uniform(9, 17)
+        if any(math.hypot(x - x2, y - y2) < rad + r2 + 1 for x2, y2, r2 in loops):
+            continue
+        loops.append((x, y, rad))
         b.add(x, y, rad, rad * r.uniform(0.7, 1.0), r.uniform(0, 180), "bowel")
         if r.uniform() < 0.6:
             g = rad * r.uniform(0.3, 0.6)
@@ -183,7 +187,35 @@ def phantom_slice(anatomy: str, patient_seed: int, z: float) -> list[Ellipse]:
     for e in b.items:
         e.cx, e.cy = c * e.cx - s * e.cy, s * e.cx + c * e.cy
         e.phi_deg += rot
-    return b.items
+    return nest(b.items)
+
+
+def _outline(e: Ellipse, n: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the boundary (and at half radius) of an ellipse."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    frac = np.r_[np.full(n, 0.999), np.full(n, 0.5)]
+    t = np.r_[t, t]
+    c, s = math.cos(math.radians(e.phi_deg)), math.sin(math.radians(e.phi_deg))
+    u, v = frac * e.a * np.cos(t), frac * e.b * np.sin(t)
+    return e.cx + u * c - v * s, e.cy + u * s + v * c
+
+
+def nest(items: list[Ellipse], shrink: float = 0.85, tries: int = 6) -> list[Ellipse]:
+    """Make every structure lie wholly inside one painted region, so additive = painted HU.
+
+    A structure whose outline crosses a boundary that its centre does not (a rib over the
+    fat/muscle edge, two bowel loops touching) is shrunk until it fits, or dropped.
+    """
+    kept: list[Ellipse] = []
+    for e in items:
+        for _ in range(tries):
+            px, py = _outline(e)
+            inside_centre = [k.contains(e.cx, e.cy) for k in kept]
+            if all(np.all(k.contains(px, py) == ic) for k, ic in zip(kept, inside_centre)):
+                kept.append(e)
+                break
+            e = Ellipse(e.cx, e.cy, e.a * shrink, e.b * shrink, e.phi_deg, e.hu, e.tissue)
+    return kept
 
 
 def to_additive(items: list[Ellipse]) -> torch.Tensor:

@@ -1,0 +1,75 @@
+"""Phantoms: tissue classes have their intended HU, patients differ, neighbouring slices are neighbours."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ldct_bench.data.geometry import FanBeamGeometry
+from ldct_bench.data.phantoms import ANATOMIES, TISSUE_HU, phantom_slice, rasterize, to_additive
+
+GEOM = FanBeamGeometry(image_size=128)
+
+
+def value_at(rows: torch.Tensor, x: float, y: float) -> float:
+    """HU of the additive phantom (what is projected) at one point."""
+    from ldct_bench.data.projector import mu_to_hu
+
+    mu = 0.0
+    for cx, cy, a, b, phi, dmu in rows.tolist():
+        c, s = np.cos(phi), np.sin(phi)
+        u, v = (x - cx) * c + (y - cy) * s, -(x - cx) * s + (y - cy) * c
+        mu += dmu * ((u / a) ** 2 + (v / b) ** 2 <= 1)
+    return float(mu_to_hu(torch.tensor(mu)))
+
+
+EXPECTED = {
+    "head": {"cortical_bone", "csf", "grey_matter", "white_matter"},
+    "chest": {"fat", "muscle", "lung", "blood", "rib", "cancellous_bone"},
+    "abdomen": {"fat", "muscle", "liver", "spleen", "kidney", "bowel", "air", "cancellous_bone"},
+}
+
+
+@pytest.mark.parametrize("anatomy", ANATOMIES)
+def test_tissue_classes_have_their_intended_hu(anatomy):
+    items = phantom_slice(anatomy, patient_seed=11, z=0.0)
+    rows = to_additive(items)
+    found = set()
+    for i, e in enumerate(items):
+        # a point of the structure that nothing painted later covers shows the structure's own value
+        for frac in (0.0, 0.5, 0.8, 0.95, 0.99):
+            pts = [(e.cx + frac * e.a * np.cos(t) * np.cos(np.radians(e.phi_deg)) - frac * e.b * np.sin(t) * np.sin(np.radians(e.phi_deg)),
+                    e.cy + frac * e.a * np.cos(t) * np.sin(np.radians(e.phi_deg)) + frac * e.b * np.sin(t) * np.cos(np.radians(e.phi_deg)))
+                   for t in np.linspace(0, 2 * np.pi, 12, endpoint=False)]
+            free = [p for p in pts if not any(later.contains(*p) for later in items[i + 1:])]
+            if free:
+                break
+        if not free:
+            continue
+        assert value_at(rows, *free[0]) == pytest.approx(e.hu, abs=0.5), (e.tissue, e.hu)
+        if e.hu == TISSUE_HU.get(e.tissue):
+            found.add(e.tissue)
+    assert EXPECTED[anatomy] <= found, EXPECTED[anatomy] - found
+
+
+@pytest.mark.parametrize("anatomy", ANATOMIES)
+def test_patients_differ_and_adjacent_slices_are_neighbours(anatomy):
+    a = rasterize(to_additive(phantom_slice(anatomy, 1, 0.0)), GEOM)
+    b = rasterize(to_additive(phantom_slice(anatomy, 2, 0.0)), GEOM)
+    a_next = rasterize(to_additive(phantom_slice(anatomy, 1, 0.08)), GEOM)
+    between_patients = (a - b).abs().mean().item()
+    between_slices = (a - a_next).abs().mean().item()
+    assert between_patients > 20
+    assert 0 < between_slices < between_patients / 2
+
+
+def test_lesions_are_low_contrast_and_small():
+    items = phantom_slice("abdomen", 5, 0.0)
+    lesions = [e for e in items if e.tissue == "liver" and e.hu != TISSUE_HU["liver"]]
+    assert lesions and all(4 <= e.a <= 10 and 10 <= abs(e.hu - TISSUE_HU["liver"]) <= 30 for e in lesions)
+
+
+def test_unknown_anatomy():
+    with pytest.raises(ValueError, match="unknown anatomy 'knee'"):
+        phantom_slice("knee", 0, 0.0)
