@@ -222,3 +222,29 @@ def run_cmd(methods_spec, doses, train_doses, preset, anatomies, profile, device
     click.echo(leaderboard_text(table))
     click.echo(f"results: {out}  ({len(table)} rows; wall time {time.perf_counter() - t0:.1f} s)")
 
+
+
+# -------------------------------------------------------------------------------------------- report
+@main.command("report")
+@click.argument("run_dirs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: <first run>/report.")
+@click.option("--format", "formats", default="html,latex,csv,md", show_default=True)
+@click.option("--metrics", "metrics_spec", default="psnr,ssim,rmse", show_default=True)
+@click.option("--window", default="founddiff", show_default=True)
+@friendly
+def report_cmd(run_dirs, out, formats, metrics_spec, window):
+    """Leaderboards (Markdown, LaTeX, HTML, CSV) and figures from one or more run folders."""
+    from .report import make_report
+
+    if not run_dirs:
+        runs = sorted(Path("results/runs").glob("*/results.parquet"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise click.ClickException("no run folders given and none under results/runs; run `ldct-bench run` first.")
+        run_dirs = (runs[-1].parent,)
+    for d in run_dirs:
+        if not (Path(d) / "manifest.json").is_file():
+            raise click.ClickException(f"{d} is not a run folder (no manifest.json).")
+    out = out or Path(run_dirs[0]) / "report"
+    files = make_report(list(run_dirs), out, tuple(f.strip() for f in formats.split(",")),
+                        tuple(m.strip() for m in metrics_spec.split(",")), window)
+    click.echo(f"report written to {out} ({len(files)} files)")

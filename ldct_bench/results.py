@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,11 @@ COLUMNS = ["run", "method", "anatomy", "dose", "seen", "patient", "slice", "wind
 
 def cell_name(anatomy: str, dose: float) -> str:
     return f"{anatomy}_{dose:.4f}"
+
+
+def safe(name: str) -> str:
+    """A method name as one path component (names are free text: 'a/b' or '<x>' must not make folders)."""
+    return quote(name, safe="-_.[]+ ")
 
 
 class RunStore:
@@ -51,7 +57,7 @@ class RunStore:
         atomic_write_json(self.manifest_path(), manifest)
 
     def cell_path(self, method: str, anatomy: str, dose: float) -> Path:
-        return self.root / "cells" / method / f"{cell_name(anatomy, dose)}.parquet"
+        return self.root / "cells" / safe(method) / f"{cell_name(anatomy, dose)}.parquet"
 
     def has_cell(self, method: str, anatomy: str, dose: float) -> bool:
         return self.cell_path(method, anatomy, dose).is_file()
@@ -60,7 +66,7 @@ class RunStore:
         _atomic_parquet(self.cell_path(method, anatomy, dose), rows[COLUMNS])
 
     def write_examples(self, method: str, anatomy: str, dose: float, arrays: dict[str, np.ndarray]) -> None:
-        path = self.root / "examples" / method / f"{cell_name(anatomy, dose)}.npz"
+        path = self.root / "examples" / safe(method) / f"{cell_name(anatomy, dose)}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, **{k: np.asarray(v, dtype=np.float16) for k, v in arrays.items()})
@@ -68,7 +74,7 @@ class RunStore:
 
     def write_images(self, method: str, anatomy: str, dose: float, images: np.ndarray, meta: pd.DataFrame) -> None:
         """--save-images: every denoised test slice of a cell, float32 HU, with its (patient, slice) index."""
-        path = self.root / "images" / method / f"{cell_name(anatomy, dose)}.npz"
+        path = self.root / "images" / safe(method) / f"{cell_name(anatomy, dose)}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, images=images.astype(np.float32), patient=meta["patient"].to_numpy().astype(str),
@@ -76,7 +82,7 @@ class RunStore:
         os.replace(tmp, path)
 
     def examples(self, method: str, anatomy: str, dose: float) -> dict[str, np.ndarray] | None:
-        path = self.root / "examples" / method / f"{cell_name(anatomy, dose)}.npz"
+        path = self.root / "examples" / safe(method) / f"{cell_name(anatomy, dose)}.npz"
         if not path.is_file():
             return None
         with np.load(path) as z:

@@ -1,0 +1,77 @@
+"""Reports from results stores: leaderboards (Markdown, LaTeX, HTML, CSV) and figures. Reads only the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..results import RunStore
+from . import figures
+from .html import page
+from .leaderboard import build_leaderboard, to_frame, to_latex, to_markdown
+
+FORMATS = ("html", "latex", "csv", "md")
+
+
+def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict], list[RunStore]]:
+    """Concatenate the tables of several runs; with more than one run, methods are labelled 'method [run]'."""
+    stores = [RunStore(d) for d in run_dirs]
+    tables, manifests = [], {}
+    for st in stores:
+        manifests[st.name] = st.read_manifest()
+        t = st.table().copy()
+        if len(stores) > 1:
+            t["method"] = t["method"] + " [" + st.name + "]"
+        tables.append(t)
+    return pd.concat(tables, ignore_index=True), manifests, stores
+
+
+def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr", "ssim", "rmse"),
+                window: str = "founddiff") -> list[Path]:
+    """Write leaderboards and figures for `run_dirs` into `out`; returns the files written."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown report format {', '.join(bad)}; choose from {', '.join(FORMATS)}.")
+    table, manifests, stores = load_runs([Path(d) for d in run_dirs])
+    boards = [build_leaderboard(table, m, window) for m in metrics]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def write(name: str, text: str):
+        p = out / name
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(p)
+        written.append(p)
+
+    if "md" in formats:
+        write("leaderboard.md", "\n".join(to_markdown(lb) for lb in boards))
+    if "latex" in formats:
+        write("leaderboard.tex", "\n".join(to_latex(lb) for lb in boards))
+    if "csv" in formats:
+        write("leaderboard.csv", pd.concat([to_frame(lb) for lb in boards]).to_csv(index=False))
+        write("results.csv", table.to_csv(index=False))
+    figs: list[tuple[str, Path]] = []
+    fig_dir = out / "figures"
+    for m in metrics[:2]:
+        figures.dose_curves(table, fig_dir / f"dose_curves_{m}", m, window)
+        figs.append((f"{m.upper()} vs dose per method (shaded: unseen doses)", fig_dir / f"dose_curves_{m}.png"))
+    figures.box_plots(table, fig_dir / "box_psnr", "psnr", window)
+    figs.append(("per-slice PSNR by anatomy, seen vs unseen doses", fig_dir / "box_psnr.png"))
+    if len(stores) == 1:
+        st = stores[0]
+        methods = [m for m in boards[0].mean.index if m != "ldct"]
+        doses = sorted(table["dose"].unique())
+        for anatomy in sorted(table["anatomy"].unique()):
+            figures.visual_grid(st, methods, anatomy, doses, fig_dir / f"grid_{anatomy}")
+            figs.append((f"{anatomy}: visual comparison and |error| maps", fig_dir / f"grid_{anatomy}.png"))
+        perception = st.perception()
+        if perception is not None:
+            figures.perception_plot(perception, fig_dir / "daclip_perception")
+            figs.append(("DA-CLIP: estimated vs true dose, and its dose embedding", fig_dir / "daclip_perception.png"))
+    written += sorted(fig_dir.glob("*"))
+    if "html" in formats:
+        write("report.html", page("ldct-bench report", boards, figs, manifests))
+    return written

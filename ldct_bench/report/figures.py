@@ -1,0 +1,126 @@
+"""Figures from the results store (matplotlib/seaborn), written as PNG and PDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..metrics.windows import DISPLAY_WINDOW, WINDOWS  # noqa: E402
+from ..protocol import dose_label  # noqa: E402
+from ..results import RunStore  # noqa: E402
+
+
+def save(fig, path: Path, dpi: int = 100) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in ("png", "pdf"):
+        p = path.with_suffix(f".{ext}")
+        fig.savefig(p, dpi=dpi)
+        out.append(p)
+    plt.close(fig)
+    return out
+
+
+def dose_curves(table: pd.DataFrame, path: Path, metric: str = "psnr", window: str = "founddiff") -> list[Path]:
+    """Metric vs dose per method and anatomy; unseen doses shaded."""
+    sub = table[(table.metric == metric) & (table.window == window)]
+    anatomies = sorted(sub.anatomy.unique())
+    fig, axes = plt.subplots(1, len(anatomies), figsize=(4.2 * len(anatomies), 3.4), squeeze=False, sharey=False)
+    seen = sub.groupby("dose")["seen"].first()
+    for ax, anatomy in zip(axes[0], anatomies):
+        d = sub[sub.anatomy == anatomy].groupby(["method", "dose"])["value"].mean().reset_index()
+        for dose, s in seen.items():
+            if not s:
+                ax.axvspan(dose / 1.12, dose * 1.12, color="0.88", zorder=0)
+        sns.lineplot(data=d, x="dose", y="value", hue="method", marker="o", ax=ax, legend=ax is axes[0][-1])
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(seen.index), [dose_label(x) for x in sorted(seen.index)])
+        ax.minorticks_off()
+        ax.set_title(anatomy)
+        ax.set_xlabel("dose (shaded: unseen in training)")
+        ax.set_ylabel(f"{metric.upper()} [{window}]")
+    if axes[0][-1].get_legend():
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def box_plots(table: pd.DataFrame, path: Path, metric: str = "psnr", window: str = "founddiff") -> list[Path]:
+    sub = table[(table.metric == metric) & (table.window == window)].copy()
+    sub["doses"] = np.where(sub.seen, "seen", "unseen")
+    g = sns.catplot(data=sub, x="method", y="value", hue="doses", col="anatomy", kind="box", height=3.2, aspect=1.2,
+                    sharey=False, fliersize=1.5)
+    g.set_axis_labels("", f"{metric.upper()} [{window}]")
+    for ax in g.axes.flat:
+        ax.tick_params(axis="x", rotation=30)
+    return save(g.figure, path)
+
+
+def visual_grid(store: RunStore, methods: list[str], anatomy: str, doses: list[float], path: Path,
+                zoom: float = 0.25) -> list[Path]:
+    """Rows: full dose, low dose, each method; columns: doses; display window of the anatomy, zoomed inset,
+    and a second block of |method - full dose| error maps."""
+    w = WINDOWS[DISPLAY_WINDOW.get(anatomy, "abdomen")]
+    rows = ["full dose", "low dose", *methods]
+    fig, axes = plt.subplots(len(rows) + len(methods), len(doses), figsize=(2.2 * len(doses), 2.2 * (len(rows) + len(methods))),
+                             squeeze=False)
+    for j, dose in enumerate(doses):
+        ref = store.examples("_input", anatomy, dose)
+        if ref is None:
+            continue
+        fd, ld = ref["fd"][0], ref["ld"][0]
+        images = {"full dose": fd, "low dose": ld}
+        for m in methods:
+            ex = store.examples(m, anatomy, dose)
+            images[m] = ex["pred"][0] if ex is not None else np.full_like(fd, np.nan)
+        h, wd = fd.shape
+        y0, x0, size = int(h * 0.4), int(wd * 0.4), max(8, int(h * zoom))
+        for i, name in enumerate(rows):
+            ax = axes[i][j]
+            ax.imshow(images[name], cmap="gray", vmin=w.lo, vmax=w.hi)
+            inset = ax.inset_axes([0.62, 0.62, 0.36, 0.36])
+            inset.imshow(images[name][y0:y0 + size, x0:x0 + size], cmap="gray", vmin=w.lo, vmax=w.hi)
+            inset.set_xticks([])
+            inset.set_yticks([])
+            ax.add_patch(plt.Rectangle((x0, y0), size, size, fill=False, ec="yellow", lw=0.8))
+        for k, name in enumerate(methods):
+            ax = axes[len(rows) + k][j]
+            ax.imshow(np.abs(images[name] - fd), cmap="magma", vmin=0, vmax=0.5 * w.width)
+        for i, name in enumerate(rows + [f"|{m} - FD|" for m in methods]):
+            axes[i][0].set_ylabel(name, fontsize=8)
+        axes[0][j].set_title(f"{dose_label(dose)}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{anatomy}, window {w.name} [{w.lo:g}, {w.hi:g}] HU; error maps 0-{0.5 * w.width:g} HU", fontsize=9)
+    fig.tight_layout()
+    return save(fig, path, dpi=90)
+
+
+def perception_plot(perception: pd.DataFrame, path: Path) -> list[Path]:
+    """DA-CLIP: estimated vs true dose (seen/unseen), and the dose embedding's first two principal components."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    p = perception.copy()
+    p["doses"] = np.where(p.seen, "seen", "unseen")
+    sns.stripplot(data=p, x="dose", y="estimated_dose", hue="doses", ax=a1, size=3, jitter=0.25)
+    a1.set_yscale("log")
+    a1.set_xlabel("true dose")
+    a1.set_ylabel("DA-CLIP estimated dose")
+    emb = p[[c for c in p.columns if c.startswith("dose_emb_")]].to_numpy()
+    emb = emb - emb.mean(0)
+    _, _, vt = np.linalg.svd(emb, full_matrices=False)
+    pcs = emb @ vt[:2].T
+    sc = a2.scatter(pcs[:, 0], pcs[:, 1], c=np.log(p.dose), cmap="viridis", s=8)
+    fig.colorbar(sc, ax=a2, label="log dose")
+    a2.set_xlabel("PC 1")
+    a2.set_ylabel("PC 2")
+    a2.set_title("dose embedding")
+    fig.tight_layout()
+    return save(fig, path)

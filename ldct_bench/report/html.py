@@ -1,0 +1,71 @@
+"""One self-contained HTML page: leaderboards (sortable), figures embedded as data URIs, the manifest.
+Every piece of text that comes from the results (method names, paths, manifest values) is escaped."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .leaderboard import FORMAT, Leaderboard
+
+SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0];
+  const rows = Array.from(body.rows);
+  const asc = th.dataset.asc !== 'true'; th.dataset.asc = asc;
+  const key = r => parseFloat(r.cells[col].dataset.v ?? r.cells[col].textContent) || r.cells[col].textContent;
+  rows.sort((a, b) => (key(a) > key(b) ? 1 : -1) * (asc ? 1 : -1));
+  rows.forEach(r => body.appendChild(r));
+}));
+"""
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}
+th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right} th{cursor:pointer;background:#f4f4f4}
+td:first-child,th:first-child{text-align:left} .best{font-weight:bold} .second{text-decoration:underline}
+th.unseen{background:#ffe9d6} img{max-width:100%} pre{background:#f8f8f8;padding:1em;overflow:auto;font-size:12px}
+"""
+
+
+def leaderboard_html(lb: Leaderboard) -> str:
+    fmt = FORMAT.get(lb.metric, "{:.4f}")
+    head = "".join(f'<th class="{"seen" if lb.seen[c[1]] else "unseen"}">{html.escape(lb.column_label(c))}</th>'
+                   for c in lb.columns())
+    body = []
+    for m in lb.mean.index:
+        cells = [f"<td>{html.escape(str(m))}</td>"]
+        for c in lb.columns():
+            v, s, r, p = lb.mean.at[m, c], lb.std.at[m, c], lb.rank.at[m, c], lb.p_value.at[m, c]
+            cls = "best" if r == 1 else "second" if r == 2 else ""
+            text = fmt.format(v) + (f" ± {fmt.format(s)}" if np.isfinite(s) else "") + ("†" if r != 1 and p < 0.05 else "")
+            cells.append(f'<td class="{cls}" data-v="{v:.6g}">{html.escape(text)}</td>')
+        cells.append(f"<td>{lb.overall_rank[m]:.2f}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    arrow = "↑" if lb.higher_is_better else "↓"
+    return (f"<h3>{html.escape(lb.metric.upper())} {arrow} <small>(window {html.escape(lb.window)})</small></h3>"
+            f'<table class="sortable"><thead><tr><th>method</th>{head}<th>mean rank</th></tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def image_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def page(title: str, boards: list[Leaderboard], figures: list[tuple[str, Path]], manifests: dict[str, dict]) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             "<p>Mean ± std over test slices; <b>best</b>, <u>second</u>; † differs from the best (Wilcoxon signed-rank, "
+             "p &lt; 0.05). Orange headers: doses not seen in training. Click a header to sort.</p>"]
+    parts += [leaderboard_html(lb) for lb in boards]
+    parts.append("<h2>Figures</h2>")
+    parts += [image_tag(p, caption) for caption, p in figures]
+    parts.append("<h2>Run manifests</h2>")
+    for name, man in manifests.items():
+        parts.append(f"<h3>{html.escape(name)}</h3><pre>{html.escape(json.dumps(man, indent=2, default=str))}</pre>")
+    parts.append(f"<script>{SORT_JS}</script></body></html>")
+    return "\n".join(parts)
