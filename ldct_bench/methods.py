@@ -82,8 +82,11 @@ class Method:
         return {}
 
     def n_parameters(self) -> int:
+        """Parameters of the networks themselves (EMA shadow copies are not counted twice)."""
         seen, total = set(), 0
-        for m in self.modules().values():
+        for key, m in self.modules().items():
+            if key.endswith("ema"):
+                continue
             for p in m.parameters():
                 if id(p) not in seen:
                     seen.add(id(p))

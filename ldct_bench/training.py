@@ -139,7 +139,7 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path, log_path = out_dir / "state.pt", out_dir / "train_log.csv"
-    identity = job.identity(method)
+    identity = json.loads(json.dumps(job.identity(method)))  # as it will read back (tuples become lists)
     cfg = method.config
     torch.manual_seed(job.seed)
     train_pairs = dataset.pairs(job.anatomies, job.doses, "train", context=method.context)
@@ -148,6 +148,7 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
     sampler = PatchSampler(train_pairs, cfg.patch_size, cfg.batch_size, job.seed)
 
     done = {"stage_index": 0, "step": 0, "elapsed_s": 0.0, "log": []}
+    resumed_stage = None  # the stage whose optimiser state was restored from disk (it needs no fresh setup)
     if resume and state_path.is_file():
         saved = torch.load(state_path, map_location="cpu", weights_only=True)
         old = json.loads(saved["identity"])
@@ -157,8 +158,10 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
                              "delete that folder (or pass --retrain) to start over.")
         method.load_state_dict(saved["weights"], source=f"training state {state_path}")
         done = json.loads(saved["progress"])
-        method.setup_training(method.stages[done["stage_index"]])
-        method.load_training_state(saved["training"])
+        if done["stage_index"] < len(method.stages) and done["step"] > 0:  # mid-stage: restore its optimiser
+            method.setup_training(method.stages[done["stage_index"]])
+            method.load_training_state(saved["training"])
+            resumed_stage = done["stage_index"]
         sampler.load_state(json.loads(saved["sampler"]))
         torch.set_rng_state(saved["torch_rng"])
 
@@ -182,7 +185,7 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
         stage = method.stages[si]
         iters = getattr(cfg, f"{stage}_iterations", None) or cfg.iterations
         start = done["step"] if si == done["stage_index"] else 0
-        if not (si == done["stage_index"] and state_path.is_file() and resume):
+        if si != resumed_stage:
             method.setup_training(stage)
         bar = tqdm(range(start, iters), desc=f"{method.name}:{stage}", unit="it", disable=not progress,
                    initial=start, total=iters)

@@ -132,3 +132,24 @@ def man_log(d):
     import csv
 
     return [dict(r, step=int(r["step"])) for r in csv.DictReader(open(d / "train_log.csv"))]
+
+
+def test_every_stage_of_a_two_stage_method_trains_and_resumes(tiny_dataset, tmp_path):
+    """FoundDiff: DA-CLIP trains in stage 1, DA-Diff in stage 2 (with its own optimiser), across a resume."""
+    torch.manual_seed(0)
+    m = build("founddiff", daclip_iterations=2, dadiff_iterations=4, val_every=2)
+    clip0 = {k: v.clone() for k, v in m.daclip.state_dict().items()}
+    unet0 = {k: v.clone() for k, v in m.unet.state_dict().items()}
+    job = TrainJob("founddiff", "quick", (0.1,), ("chest", "head"), tiny_dataset.root.name, seed=0)
+    first = fit(m, tiny_dataset, job, tmp_path / "ck", time_budget_s=0.0, progress=False)  # stops after 1 step
+    assert not first["complete"]
+    m2 = build("founddiff", daclip_iterations=2, dadiff_iterations=4, val_every=2)
+    man = fit(m2, tiny_dataset, job, tmp_path / "ck", progress=False)
+    assert man["complete"] and [r["stage"] for r in man_log(tmp_path / "ck")] == ["daclip", "dadiff", "dadiff"]
+    changed = lambda before, after: any(not torch.equal(before[k], after[k]) for k in before)  # noqa: E731
+    assert changed(clip0, m2.daclip.state_dict()) and changed(unet0, m2.unet.state_dict())
+    frozen = {k: v.clone() for k, v in m2.daclip.state_dict().items()}
+    m2.setup_training("dadiff")
+    m2.train_step({k: v for k, v in __import__("ldct_bench.training", fromlist=["x"]).PatchSampler(
+        tiny_dataset.pairs(["chest"], [0.1], "train"), 32, 2, 0).sample().items()}, 0, "dadiff")
+    assert not changed(frozen, m2.daclip.state_dict())  # DA-CLIP is frozen while DA-Diff trains
