@@ -15,7 +15,6 @@ diffusion model for low-dose CT denoising and generalization", IEEE TMI 2023).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,20 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldct_bench.layers import SinusoidalPosEmb
 from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu
 from ldct_bench.training import EMA
-
-
-class SinusoidalPosEmb(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, t):
-        half = self.dim // 2
-        freq = torch.exp(torch.arange(half, device=t.device) * -(math.log(10000) / (half - 1)))
-        arg = t.float()[:, None] * freq[None]
-        return torch.cat((arg.sin(), arg.cos()), dim=-1)
 
 
 def convs(cin: int, cout: int, n: int) -> nn.Sequential:

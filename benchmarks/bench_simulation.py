@@ -21,7 +21,7 @@ from ldct_bench.data.fbp import fbp
 from ldct_bench.data.geometry import FanBeamGeometry
 from ldct_bench.data.noise import NoiseModel
 from ldct_bench.data.phantoms import phantom_slice, rasterize, to_additive
-from ldct_bench.data.projector import MU_WATER_PER_MM, ellipse_sinogram, hu_to_mu, mu_to_hu
+from ldct_bench.data.projector import ellipse_sinogram, hu_to_mu, mu_to_hu
 from ldct_bench.data.simulate import Simulator, generator
 
 

@@ -16,11 +16,12 @@ and then transposed (channel) attention.
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ldct_bench.layers import SinusoidalPosEmb
 
 from .ss2d import SS2D
 
@@ -85,18 +86,6 @@ class DACB(nn.Module):
         h = (self.norm2(x) * (1 + scale2) + shift2).permute(0, 3, 1, 2).contiguous()
         x = x + gate2 * self.attn_blk(h).permute(0, 2, 3, 1)
         return x.permute(0, 3, 1, 2).contiguous()
-
-
-class SinusoidalPosEmb(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, t):
-        half = self.dim // 2
-        freq = torch.exp(torch.arange(half, device=t.device) * -(math.log(10000) / (half - 1)))
-        arg = t.float()[:, None] * freq[None]
-        return torch.cat((arg.sin(), arg.cos()), dim=-1)
 
 
 class DADiffUNet(nn.Module):

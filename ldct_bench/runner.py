@@ -8,7 +8,6 @@ write the cell atomically. A re-run with the same --out skips finished cells.
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import sys

@@ -8,7 +8,7 @@ as the full-dose images of the Mayo data sets do.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ import torch
 from .fbp import fbp
 from .geometry import FanBeamGeometry
 from .noise import NoiseModel, check_dose
-from .projector import ellipse_sinogram, hu_to_mu, mu_to_hu, project_image
+from .projector import hu_to_mu, mu_to_hu, project_image
 
 
 @dataclass(frozen=True)
