@@ -36,7 +36,7 @@ def test_builtin_methods_are_registered():
     assert "wgan-mse" in resolve_methods("all")
 
 
-@pytest.mark.parametrize("name", ["ldct", "redcnn", "wgan-mse", "corediff", "founddiff"])
+@pytest.mark.parametrize("name", ["ldct", "redcnn", "wganvgg", "wgan-mse", "corediff", "founddiff"])
 def test_save_load_round_trip_and_denoise_contract(name, tmp_path):
     method = build(name)
     method.train(False)
