@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ldct_bench.methods import Method, MethodConfig, register
-from ldct_bench.training import EMA, ANATOMY_INDEX
+from ldct_bench.training import ANATOMY_INDEX, EMA, centre_slice
 
 from .dadiff import DADiffUNet, ResidualSchedule
 from .daclip import DACLIP, pairwise_rank_loss, rank_n_contrast, supervised_contrastive
@@ -106,9 +106,7 @@ class FoundDiff(Method):
     # -- inference ----------------------------------------------------------------------------------------
     def denoise(self, ld_hu):
         c = self.config
-        ld_hu = ld_hu.to(self.device)
-        centre = ld_hu[:, ld_hu.shape[1] // 2:][:, :1]
-        x_in = to_model(centre)
+        x_in = to_model(centre_slice(ld_hu.to(self.device)))
         with torch.inference_mode():
             emb = self.daclip(x_in)
             h, w = x_in.shape[-2:]
@@ -176,7 +174,7 @@ class FoundDiff(Method):
         c = self.config
         with torch.no_grad():
             emb = self.daclip(to_model(batch["slice"]))
-        x_in, x0 = to_model(batch["ld"][:, batch["ld"].shape[1] // 2:][:, :1]), to_model(batch["fd"])
+        x_in, x0 = to_model(centre_slice(batch["ld"])), to_model(batch["fd"])
         x_res = x_in - x0
         t = torch.randint(0, c.timesteps, (len(x0),), device=x0.device)
         noise = torch.randn_like(x0)
@@ -194,10 +192,9 @@ class FoundDiff(Method):
         """After DA-CLIP: fit its dose/anatomy read-outs on whole training slices, then freeze it."""
         if stage != "daclip" or pairs is None:
             return
-        c = pairs.ld.shape[1] // 2
         rng = np.random.default_rng(0)
         idx = torch.from_numpy(rng.choice(len(pairs), size=min(len(pairs), 192), replace=False))
-        imgs = torch.cat([pairs.ld[idx, c:c + 1], pairs.fd[idx]])
+        imgs = torch.cat([centre_slice(pairs.ld[idx]), pairs.fd[idx]])
         dose = torch.tensor(pairs.meta["dose"].to_numpy()[idx.numpy()], dtype=torch.float32)
         dose = torch.cat([dose, torch.ones(len(idx))])
         anat = torch.tensor([ANATOMY_INDEX[a] for a in pairs.meta["anatomy"].to_numpy()[idx.numpy()]]).repeat(2)

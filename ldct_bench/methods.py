@@ -115,12 +115,11 @@ class Method:
         """Weights as safetensors, with the method name and config in the header."""
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from .atomic import atomic_path
+
         meta = {"method": self.name, "config": json.dumps(self.config.to_dict()), **(extra or {})}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(self.state_dict(), str(tmp), metadata={k: str(v) for k, v in meta.items()})
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file(self.state_dict(), str(tmp), metadata={k: str(v) for k, v in meta.items()})
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu") -> "Method":

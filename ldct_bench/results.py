@@ -14,14 +14,13 @@ compact and fast for pandas, and a CSV is one `report --format csv` away.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
-from .data.dataset import atomic_write_json
+from .atomic import atomic_path, atomic_write_json
 
 COLUMNS = ["run", "method", "anatomy", "dose", "seen", "patient", "slice", "window", "metric", "value"]
 
@@ -67,19 +66,15 @@ class RunStore:
 
     def write_examples(self, method: str, anatomy: str, dose: float, arrays: dict[str, np.ndarray]) -> None:
         path = self.root / "examples" / safe(method) / f"{cell_name(anatomy, dose)}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **{k: np.asarray(v, dtype=np.float16) for k, v in arrays.items()})
-        os.replace(tmp, path)
+        with atomic_path(path, ".tmp.npz") as tmp:  # savez insists on the .npz ending
+            np.savez_compressed(tmp, **{k: np.asarray(v, dtype=np.float16) for k, v in arrays.items()})
 
     def write_images(self, method: str, anatomy: str, dose: float, images: np.ndarray, meta: pd.DataFrame) -> None:
         """--save-images: every denoised test slice of a cell, float32 HU, with its (patient, slice) index."""
         path = self.root / "images" / safe(method) / f"{cell_name(anatomy, dose)}.npz"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, images=images.astype(np.float32), patient=meta["patient"].to_numpy().astype(str),
-                            slice=meta["slice"].to_numpy())
-        os.replace(tmp, path)
+        with atomic_path(path, ".tmp.npz") as tmp:
+            np.savez_compressed(tmp, images=images.astype(np.float32), patient=meta["patient"].to_numpy().astype(str),
+                                slice=meta["slice"].to_numpy())
 
     def examples(self, method: str, anatomy: str, dose: float) -> dict[str, np.ndarray] | None:
         path = self.root / "examples" / safe(method) / f"{cell_name(anatomy, dose)}.npz"
@@ -111,7 +106,5 @@ class RunStore:
 
 
 def _atomic_parquet(path: Path, df: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)

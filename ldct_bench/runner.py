@@ -8,12 +8,8 @@ write the cell atomically. A re-run with the same --out skips finished cells.
 
 from __future__ import annotations
 
-import platform
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +20,12 @@ from tqdm.auto import tqdm
 from .checkpoints import checkpoint_key, find_checkpoint, training_dir
 from .data.dataset import LDCTDataset, PhantomConfig, default_cache_dir
 from .data.phantoms import ANATOMIES
+from .environment import git_commit, hardware, versions
 from .methods import Method, get_method
 from .metrics import DEFAULT_METRICS, score_batch, windows_for
 from .protocol import Protocol, dose_label
 from .results import RunStore
-from .training import TrainJob, fit
+from .training import TrainJob, centre_slice, fit
 
 
 def resolve_device(spec: str) -> str:
@@ -102,30 +99,6 @@ def load_or_train(name: str, profile: str, ds: LDCTDataset, seen, anatomies, *, 
     return method, {"source": str(path)}
 
 
-def _versions() -> dict:
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("ldct-bench", "torch", "numpy", "numba", "pandas", "scikit-image", "piq", "pydicom", "mamba-ssm"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _hardware(device: str) -> dict:
-    return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": __import__("os").cpu_count(),
-            "torch_threads": torch.get_num_threads(), "device": device,
-            "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None}
-
-
 def run_matrix(methods: list[str], protocol: Protocol, out: Path, *, data: str = "embedded", profile: str = "quick",
                device: str = "cpu", seed: int = 0, retrain: bool = False, metrics=DEFAULT_METRICS,
                cache_dir: Path | None = None, batch_size: int = 8, examples: int = 1, save_images: bool = False,
@@ -144,7 +117,7 @@ def run_matrix(methods: list[str], protocol: Protocol, out: Path, *, data: str =
     else:
         manifest = {"config": config, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "cli": cli_args or {}, "timings": {}}
-    manifest.update({"versions": _versions(), "git_commit": _git_commit(), "hardware": _hardware(device)})
+    manifest.update({"versions": versions(), "git_commit": git_commit(), "hardware": hardware(device)})
     t = time.perf_counter()
     ds = open_dataset(data, protocol.doses, protocol.anatomies, ("test",), cache_dir, progress=progress)
     timings = manifest.setdefault("timings", {})
@@ -217,15 +190,14 @@ def _save_examples(store: RunStore, name: str, anatomy: str, dose: float, pairs,
     for patient in pairs.meta["patient"].unique()[:n]:
         rows = np.flatnonzero(pairs.meta["patient"].to_numpy() == patient)
         picks.append(rows[len(rows) // 2])
-    c = pairs.ld.shape[1] // 2
     store.write_examples(name, anatomy, dose, {"pred": pred[picks, 0].numpy()})
     if store.examples("_input", anatomy, dose) is None:
-        store.write_examples("_input", anatomy, dose, {"ld": pairs.ld[picks, c].numpy(), "fd": pairs.fd[picks, 0].numpy()})
+        store.write_examples("_input", anatomy, dose, {"ld": centre_slice(pairs.ld[picks])[:, 0].numpy(),
+                                                       "fd": pairs.fd[picks, 0].numpy()})
 
 
 def _perception(method, pairs, anatomy, dose, seen) -> pd.DataFrame:
-    c = pairs.ld.shape[1] // 2
-    out = method.perceive(pairs.ld[:, c:c + 1])
+    out = method.perceive(centre_slice(pairs.ld))
     return pd.DataFrame({"anatomy": anatomy, "dose": dose, "seen": seen, "patient": pairs.meta["patient"].to_numpy(),
                          "slice": pairs.meta["slice"].to_numpy(), "dose_score": out["dose_score"].cpu().numpy(),
                          "estimated_dose": out["estimated_dose"].cpu().numpy(),

@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.dataset import LDCTDataset, Pairs, sha256_file, atomic_write_json
+from .atomic import atomic_path, atomic_write_json
+from .data.dataset import LDCTDataset, Pairs, sha256_file
+from .environment import hardware
 from .metrics import WINDOWS, score_batch
 from .methods import Method
 
@@ -72,11 +72,10 @@ class PatchSampler:
                 a, b = a.flip(dims), b.flip(dims)
             ld.append(a)
             fd.append(b)
-        c = self.ld.shape[1] // 2
         t = torch.from_numpy(idx)
         # whole slices too: methods that perceive global properties (FoundDiff's DA-CLIP) need them
         return {"ld": torch.stack(ld), "fd": torch.stack(fd), "dose": self.dose[t], "anatomy": self.anatomy[t],
-                "slice": self.ld[t, c:c + 1], "slice_fd": self.fd[t]}
+                "slice": centre_slice(self.ld[t]), "slice_fd": self.fd[t]}
 
     def state(self) -> dict:
         return self.rng.bit_generator.state
@@ -127,12 +126,6 @@ def validation_psnr(method: Method | None, pairs: Pairs, batch: int = 4) -> floa
     return float(torch.cat(scores).mean())
 
 
-def _hardware() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
 def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, time_budget_s: float | None = None,
         val_slices: int = 4, progress: bool = True, resume: bool = True) -> dict:
     """Train `method` on the seen doses/anatomies of `dataset`; returns the manifest written to out_dir."""
@@ -177,9 +170,8 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
                    "torch_rng": torch.get_rng_state(),
                    "progress": json.dumps({"stage_index": stage_index, "step": step,
                                            "elapsed_s": time.perf_counter() - t_start, "log": log})}
-        tmp = state_path.with_name("state.pt.tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, state_path)
+        with atomic_path(state_path) as tmp:
+            torch.save(payload, tmp)
 
     for si in range(done["stage_index"], len(method.stages)):
         stage = method.stages[si]
@@ -218,7 +210,7 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
     manifest = {
         **identity, "complete": not stopped_early, "wall_time_s": round(elapsed, 1),
         "iterations": {s: getattr(cfg, f"{s}_iterations", None) or cfg.iterations for s in method.stages},
-        "parameters": method.n_parameters(), "hardware": _hardware(), "final": log[-1] if log else {},
+        "parameters": method.n_parameters(), "hardware": hardware(str(method.device)), "final": log[-1] if log else {},
         "val_psnr_ldct": ld_psnr,
     }
     if not stopped_early:
@@ -232,9 +224,7 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
 def _write_log(path: Path, rows: list[dict]) -> None:
     first = ["stage", "step", "elapsed_s"]
     keys = first + sorted({k for r in rows for k in r} - set(first))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)

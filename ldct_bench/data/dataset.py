@@ -28,6 +28,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_save_npy, atomic_write_json
+
 from .phantoms import ANATOMIES, phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
 from .projector import ellipse_sinogram
 from .simulate import Simulator, dose_key, noise_seed
@@ -99,19 +101,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(array, dtype=np.float32))
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 @dataclass

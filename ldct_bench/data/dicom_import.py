@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .dataset import DATA_VERSION, SPLITS, LDCTDataset, atomic_save_npy, atomic_write_json, default_cache_dir, sha256_file
+from ..atomic import atomic_save_npy, atomic_write_json
+from .dataset import DATA_VERSION, SPLITS, LDCTDataset, default_cache_dir, sha256_file
 from .geometry import FanBeamGeometry
 from .simulate import Simulator, dose_key, noise_seed
 

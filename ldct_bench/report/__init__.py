@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..atomic import atomic_write_text
 from ..results import RunStore
 from . import figures
 from .html import page
@@ -40,11 +41,8 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     written: list[Path] = []
 
     def write(name: str, text: str):
-        p = out / name
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(p)
-        written.append(p)
+        atomic_write_text(out / name, text)
+        written.append(out / name)
 
     if "md" in formats:
         write("leaderboard.md", "\n".join(to_markdown(lb) for lb in boards))
