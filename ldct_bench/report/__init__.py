@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from ..atomic import atomic_write_text
+from ..environment import git_commit, versions
 from ..results import RunStore
 from . import figures
 from .html import page
@@ -72,4 +74,10 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     written += sorted(fig_dir.glob("*"))
     if "html" in formats:
         write("report.html", page("ldct-bench report", boards, figs, manifests))
+    # how this report was made: which stores, which options, which code (the stores' own manifests say how they were made)
+    write("report_manifest.json", json.dumps({
+        "command": "ldct-bench report " + " ".join(str(d) for d in run_dirs) + f" --out {out} --format {','.join(formats)}"
+                   f" --metrics {','.join(metrics)} --window {window}",
+        "runs": {st.name: str(st.root) for st in stores}, "git_commit": git_commit(), "versions": versions(),
+        "files": sorted(str(p.relative_to(out)) for p in written)}, indent=2))
     return written

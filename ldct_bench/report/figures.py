@@ -22,7 +22,8 @@ def save(fig, path: Path, dpi: int = 100) -> list[Path]:
     out = []
     for ext in ("png", "pdf"):
         p = path.with_suffix(f".{ext}")
-        fig.savefig(p, dpi=dpi)
+        # no creation date in the PDF, so a report rebuilt from the same store is byte-identical
+        fig.savefig(p, dpi=dpi, metadata={"CreationDate": None} if ext == "pdf" else None)
         out.append(p)
     plt.close(fig)
     return out
@@ -109,7 +110,12 @@ def perception_plot(perception: pd.DataFrame, path: Path) -> list[Path]:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     p = perception.copy()
     p["doses"] = np.where(p.seen, "seen", "unseen")
-    sns.stripplot(data=p, x="dose", y="estimated_dose", hue="doses", ax=a1, size=3, jitter=0.25)
+    doses = sorted(p.dose.unique())
+    x = p.dose.map({d: i for i, d in enumerate(doses)}) + np.random.default_rng(0).uniform(-0.25, 0.25, len(p))
+    for label, part in (("seen", p.seen), ("unseen", ~p.seen)):  # own seeded jitter: the figure is reproducible
+        a1.scatter(x[part], p.estimated_dose[part], s=6, label=label)
+    a1.set_xticks(range(len(doses)), [dose_label(d) for d in doses])
+    a1.legend(frameon=False)
     a1.set_yscale("log")
     a1.set_xlabel("true dose")
     a1.set_ylabel("DA-CLIP estimated dose")

@@ -25,7 +25,8 @@ document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventL
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222} table{border-collapse:collapse;margin:1em 0}
-th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right} th{cursor:pointer;background:#f4f4f4}
+th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right} td{white-space:nowrap;font-variant-numeric:tabular-nums}
+.scroll{overflow-x:auto} th{cursor:pointer;background:#f4f4f4}
 td:first-child,th:first-child{text-align:left} .best{font-weight:bold} .second{text-decoration:underline}
 th.unseen{background:#ffe9d6} img{max-width:100%} pre{background:#f8f8f8;padding:1em;overflow:auto;font-size:12px}
 """
@@ -47,8 +48,8 @@ def leaderboard_html(lb: Leaderboard) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     arrow = "↑" if lb.higher_is_better else "↓"
     return (f"<h3>{html.escape(lb.metric.upper())} {arrow} <small>(window {html.escape(lb.window)})</small></h3>"
-            f'<table class="sortable"><thead><tr><th>method</th>{head}<th>mean rank</th></tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+            f'<div class="scroll"><table class="sortable"><thead><tr><th>method</th>{head}<th>mean rank</th></tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def image_tag(path: Path, alt: str) -> str:

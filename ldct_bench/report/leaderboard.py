@@ -104,7 +104,8 @@ def _tex_escape(s: str) -> str:
 
 
 def to_latex(lb: Leaderboard, caption: str | None = None) -> str:
-    """A booktabs table that compiles as-is (needs \\usepackage{booktabs})."""
+    """A booktabs table that compiles as-is (needs \\usepackage{booktabs,graphicx}): anatomies grouped over their
+    doses in a two-row header, scaled to the line width because a dose x anatomy matrix is wide."""
     fmt = FORMAT.get(lb.metric, "{:.4f}")
     rows = _cells(lb, fmt, lambda t: rf"\textbf{{{t}}}", lambda t: rf"\underline{{{t}}}", r"$^\dagger$")
     rows = [[_tex_escape(r[0]), *(c.replace("±", r"$\pm$") for c in r[1:])] for r in rows]
@@ -115,12 +116,21 @@ def to_latex(lb: Leaderboard, caption: str | None = None) -> str:
     cap = caption or (f"{lb.metric.upper()} {arrow} per anatomy and dose, mean $\\pm$ std over test slices, computed in "
                       f"the {_tex_escape(lb.window)} window (images clipped to the window, data range = window width). "
                       r"Best in bold, second underlined; $^\dagger$: differs from the best (Wilcoxon, $p<0.05$). "
-                      "Doses right of the rule were not seen in training.")
-    head = ["Method", *[_tex_escape(lb.column_label(c)) for c in cols], "Rank"]
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{cap}}}", rf"\begin{{tabular}}{{{spec}}}",
-             r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+                      "Doses right of the rule (*) were not seen in training.")
+    groups, rules = [], []  # consecutive columns of one anatomy on one side of the seen/unseen rule
+    for i, (anatomy, dose) in enumerate(cols):
+        if groups and groups[-1][0] == (anatomy, lb.seen[dose]):
+            groups[-1][1] += 1
+        else:
+            groups.append([(anatomy, lb.seen[dose]), 1, i + 2])
+    top = ["", *(rf"\multicolumn{{{n}}}{{c}}{{{_tex_escape(key[0])}}}" for key, n, _ in groups), ""]
+    rules = " ".join(rf"\cmidrule(lr){{{first}-{first + n - 1}}}" for _, n, first in groups)
+    head = ["Method", *[_tex_escape(dose_label(c[1]) + ("" if lb.seen[c[1]] else "*")) for c in cols], "Rank"]
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{cap}}}", r"\resizebox{\linewidth}{!}{%",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(top) + r" \\", rules, " & ".join(head) + r" \\",
+             r"\midrule"]
     lines += [" & ".join(r) + r" \\" for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
