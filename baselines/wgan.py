@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldct_bench.distributed import average_gradients
 from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu
 
 VGG19_LAYERS = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
@@ -125,6 +126,9 @@ class WGANVGG(Method):
     def modules(self):
         return {"gen": self.gen}
 
+    def trained_modules(self, stage):
+        return ("gen",)  # the critic's gradients are averaged by hand (DDP has no double backward for its penalty)
+
     def denoise(self, ld_hu):
         with torch.inference_mode():
             return unit_to_hu(self.gen(hu_to_unit(ld_hu.to(self.device))))
@@ -157,10 +161,12 @@ class WGANVGG(Method):
         cfg = self.config
         x, y = hu_to_unit(batch["ld"]), hu_to_unit(batch["fd"])
         for _ in range(cfg.n_critic):
-            fake = self.gen(x).detach()
+            with torch.no_grad():
+                fake = self.gen(x)
             d_loss = self.critic(fake).mean() - self.critic(y).mean() + cfg.gp_weight * self._gradient_penalty(y, fake)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
+            average_gradients(self.critic)
             self.opt_d.step()
         fake = self.gen(x)
         content = self._content(fake, y)

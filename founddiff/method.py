@@ -87,6 +87,9 @@ class FoundDiff(Method):
     def modules(self):
         return {"daclip": self.daclip, "unet": self.unet, "unet_ema": self.ema.shadow}
 
+    def trained_modules(self, stage):
+        return ("daclip",) if stage == "daclip" else ("unet",)
+
     def train(self, mode: bool = True) -> None:
         self.unet.train(mode)
         self.ema.shadow.eval()
@@ -110,7 +113,7 @@ class FoundDiff(Method):
         with torch.inference_mode():
             emb = self.daclip(x_in)
             h, w = x_in.shape[-2:]
-            m = self.unet.multiple
+            m = self.ema.shadow.multiple
             ph, pw = (-h) % m, (-w) % m
             x_pad = F.pad(x_in, (0, pw, 0, ph), mode="reflect") if ph or pw else x_in
             gen = torch.Generator(device=self.device).manual_seed(c.sample_seed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import click
@@ -158,17 +159,21 @@ def _data_options(fn):
 def train_cmd(method_name, profile, doses, anatomies, training, iterations, time_budget, device, seed, out, retrain,
               vgg19_weights, data_spec, cache_dir):
     """Train a method through the shared harness (resumes an interrupted run)."""
-    from .runner import open_dataset, resolve_device, train_method
+    from .distributed import local_device
     from .protocol import Protocol
+    from .runner import open_dataset, resolve_device, train_method
 
     seen = doses or Protocol().seen_doses
     ds = open_dataset(data_spec, seen, anatomies, ("train", "val"), cache_dir)
     cells = [(anatomies, seen)] if training == "generalist" else [((a,), (d,)) for a in anatomies for d in seen]
     overrides = {k: v for k, v in (("iterations", iterations), ("vgg19_weights", str(vgg19_weights or "")))
                  if v not in (None, "")}
+    dev = local_device(resolve_device(device))  # under torchrun: this rank's GPU
     for anats, ds_doses in cells:
-        man = train_method(method_name, profile, ds, ds_doses, anats, seed=seed, device=resolve_device(device),
+        man = train_method(method_name, profile, ds, ds_doses, anats, seed=seed, device=dev,
                            out=out, retrain=retrain, time_budget=time_budget, overrides=overrides, cache_dir=cache_dir)
+        if man.get("processes", 1) > 1 and int(os.environ.get("RANK", "0")):
+            continue  # rank 0 speaks for the group
         state = "complete" if man["complete"] else "stopped by the time budget (run again to resume)"
         click.echo(f"{method_name} [{'+'.join(anats)} @ {', '.join(f'{d*100:g}%' for d in ds_doses)}]: {state}; "
                    f"{man['wall_time_s']} s; final {man['final']}; in {man['dir']}")

@@ -23,6 +23,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .distributed import bare
+
 HU_LO, HU_HI = -1024.0, 3072.0
 
 
@@ -93,9 +95,13 @@ class Method:
                     total += p.numel()
         return total
 
+    def trained_modules(self, stage: str) -> tuple[str, ...]:
+        """Attribute names of the networks `stage` trains (wrapped in DDP under torchrun)."""
+        return tuple(k for k in self.modules() if not k.endswith("ema"))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{k}.{n}": t.detach().cpu().contiguous() for k, m in self.modules().items()
-                for n, t in m.state_dict().items()}
+                for n, t in bare(m).state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
         own = self.state_dict()
@@ -109,7 +115,7 @@ class Method:
                              "was it saved by another method or profile?")
         for k, m in self.modules().items():
             prefix = k + "."
-            m.load_state_dict({n[len(prefix):]: t for n, t in state.items() if n.startswith(prefix)})
+            bare(m).load_state_dict({n[len(prefix):]: t for n, t in state.items() if n.startswith(prefix)})
 
     def save(self, path: Path, extra: dict | None = None) -> None:
         """Weights as safetensors, with the method name and config in the header."""

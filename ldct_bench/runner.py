@@ -68,6 +68,7 @@ def train_method(name: str, profile: str, ds: LDCTDataset, doses, anatomies, *, 
     cls = get_method(name)
     if not cls.learned:
         raise ValueError(f"method {name!r} has nothing to train.")
+    torch.manual_seed(seed)  # the initial weights are part of what a seed reproduces (and the same on every rank)
     method = cls(cls.Config.profile(profile, **(overrides or {})), device)
     key = checkpoint_key(profile, ds.root.name, doses, anatomies, seed)
     out = Path(out) if out else training_dir(name, key, cache_dir)

@@ -4,7 +4,8 @@
 method's `train_step`, validates PSNR on whole validation slices, checkpoints with
 everything needed to resume (weights, optimisers, RNG states, step), writes a CSV log
 and a manifest, and honours iteration and wall-time budgets. Methods with several
-stages (FoundDiff: DA-CLIP, then DA-Diff) run them in order, each resumable.
+stages (FoundDiff: DA-CLIP, then DA-Diff) run them in order, each resumable. Under
+torchrun the same loop trains data-parallel (see distributed.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_path, atomic_write_json
+from . import distributed
 from .data.dataset import LDCTDataset, Pairs, sha256_file
 from .environment import hardware
 from .metrics import WINDOWS, score_batch
@@ -134,7 +136,9 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
     state_path, log_path = out_dir / "state.pt", out_dir / "train_log.csv"
     identity = json.loads(json.dumps(job.identity(method)))  # as it will read back (tuples become lists)
     cfg = method.config
-    torch.manual_seed(job.seed)
+    w = distributed.world(str(method.device))
+    progress = progress and w.main
+    torch.manual_seed(job.seed + w.rank)  # each rank its own noise; the patch sampler's seed stays shared
     train_pairs = dataset.pairs(job.anatomies, job.doses, "train", context=method.context)
     has_val = all(dataset.patients(a, "val") for a in job.anatomies)
     val_pairs = dataset.pairs(job.anatomies, job.doses, "val", context=method.context, max_slices=val_slices) if has_val else None
@@ -157,14 +161,20 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
             resumed_stage = done["stage_index"]
         sampler.load_state(json.loads(saved["sampler"]))
         torch.set_rng_state(saved["torch_rng"])
+        if w.rank:  # rank 0's saved generator, moved on per rank
+            torch.manual_seed(job.seed + w.rank + 7919 * done["step"])
 
     log = done["log"]
     t_start = time.perf_counter() - done["elapsed_s"]
     stopped_early = False
     method.train(True)
-    ld_psnr = validation_psnr(None, val_pairs) if val_pairs is not None else float("nan")
+    ld_psnr = validation_psnr(None, val_pairs) if val_pairs is not None and w.main else float("nan")
 
     def save_state(stage_index: int, step: int):
+        """Rank 0 writes; every rank leaves only once it is on disk."""
+        if not w.main:
+            distributed.barrier(w)
+            return
         payload = {"identity": json.dumps(identity), "weights": method.state_dict(),
                    "training": method.training_state(), "sampler": json.dumps(sampler.state()),
                    "torch_rng": torch.get_rng_state(),
@@ -172,6 +182,7 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
                                            "elapsed_s": time.perf_counter() - t_start, "log": log})}
         with atomic_path(state_path) as tmp:
             torch.save(payload, tmp)
+        distributed.barrier(w)
 
     for si in range(done["stage_index"], len(method.stages)):
         stage = method.stages[si]
@@ -181,24 +192,25 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
             method.setup_training(stage)
         bar = tqdm(range(start, iters), desc=f"{method.name}:{stage}", unit="it", disable=not progress,
                    initial=start, total=iters)
-        step = start
-        for step in bar:
-            batch = {k: v.to(method.device) for k, v in sampler.sample().items()}
-            losses = method.train_step(batch, step, stage)
-            last = step + 1 == iters
-            if (step + 1) % cfg.val_every == 0 or last:
-                row = {"stage": stage, "step": step + 1, "elapsed_s": round(time.perf_counter() - t_start, 2),
-                       **{k: round(float(v), 6) for k, v in losses.items()}}
-                if val_pairs is not None and getattr(method, "validates", lambda s: True)(stage):
-                    row["val_psnr"] = round(validation_psnr(method, val_pairs), 4)
-                    row["val_psnr_ldct"] = round(ld_psnr, 4)
-                log.append(row)
-                bar.set_postfix({k: v for k, v in row.items() if k in ("loss", "val_psnr")})
-                save_state(si, step + 1)
-            if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
-                save_state(si, step + 1)
-                stopped_early = True
-                break
+        with distributed.data_parallel(method, stage, w):
+            for step in bar:
+                batch = distributed.shard({k: v.to(method.device) for k, v in sampler.sample().items()}, w)
+                losses = method.train_step(batch, step, stage)
+                last = step + 1 == iters
+                if (step + 1) % cfg.val_every == 0 or last:
+                    row = {"stage": stage, "step": step + 1, "elapsed_s": round(time.perf_counter() - t_start, 2),
+                           **{k: round(float(v), 6) for k, v in losses.items()}}
+                    if val_pairs is not None and w.main and getattr(method, "validates", lambda s: True)(stage):
+                        row["val_psnr"] = round(validation_psnr(method, val_pairs), 4)
+                        row["val_psnr_ldct"] = round(ld_psnr, 4)
+                    log.append(row)
+                    bar.set_postfix({k: v for k, v in row.items() if k in ("loss", "val_psnr")})
+                    save_state(si, step + 1)
+                out_of_time = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
+                if time_budget_s is not None and distributed.agree(out_of_time, w):
+                    save_state(si, step + 1)
+                    stopped_early = True
+                    break
         if stopped_early:
             break
         method.finish_stage(stage, train_pairs)
@@ -206,18 +218,22 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
         save_state(si + 1, 0)
 
     elapsed = time.perf_counter() - t_start
-    _write_log(log_path, log)
     manifest = {
         **identity, "complete": not stopped_early, "wall_time_s": round(elapsed, 1),
         "iterations": {s: getattr(cfg, f"{s}_iterations", None) or cfg.iterations for s in method.stages},
         "parameters": method.n_parameters(), "hardware": hardware(str(method.device)), "final": log[-1] if log else {},
-        "val_psnr_ldct": ld_psnr,
+        "val_psnr_ldct": ld_psnr, "processes": w.size,
     }
+    if not w.main:  # rank 0 writes the log, weights and manifest
+        distributed.barrier(w)
+        return manifest
+    _write_log(log_path, log)
     if not stopped_early:
         method.save(out_dir / "weights.safetensors", extra={"data": job.data, "profile": job.profile})
         manifest["weights"] = "weights.safetensors"
         manifest["sha256"] = sha256_file(out_dir / "weights.safetensors")
     atomic_write_json(out_dir / "manifest.json", manifest)
+    distributed.barrier(w)
     return manifest
 
 
