@@ -194,10 +194,18 @@ def train_cmd(method_name, profile, doses, anatomies, training, iterations, time
 @click.option("--retrain", is_flag=True, help="Train every method anew instead of using saved checkpoints.")
 @click.option("--metrics", "metrics_spec", default=None, help="Comma list (default: rmse,psnr,ssim).")
 @click.option("--save-images", is_flag=True, help="Also save every denoised test slice.")
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
+              help="Run each (method, anatomy) unit as a submitit job (default: all in this process).")
+@click.option("--partition", default=None, help="SLURM partition for --executor slurm.")
+@click.option("--gpus-per-job", type=int, default=0, show_default=True)
+@click.option("--cpus-per-job", type=int, default=2, show_default=True)
+@click.option("--mem-gb", type=int, default=16, show_default=True)
+@click.option("--time-min", type=int, default=120, show_default=True, help="Time limit of each job.")
+@click.option("--status", is_flag=True, help="Show which units of the run at --out are done, running or failed.")
 @_data_options
 @friendly
 def run_cmd(methods_spec, doses, train_doses, preset, anatomies, profile, device, seed, out, retrain, metrics_spec,
-            save_images, data_spec, cache_dir):
+            save_images, executor, partition, gpus_per_job, cpus_per_job, mem_gb, time_min, status, data_spec, cache_dir):
     """Run methods over the dose x anatomy matrix, score them, write the results store and print a leaderboard."""
     import time
     from datetime import datetime
@@ -216,14 +224,32 @@ def run_cmd(methods_spec, doses, train_doses, preset, anatomies, profile, device
         get_metric(m)
     from .runner import resolve_device
 
-    dev = resolve_device(device)
+    if status:
+        from .fanout import unit_states
+        from .results import RunStore
+
+        if out is None:
+            raise click.UsageError("--status needs --out RUN_DIR.")
+        click.echo(unit_states(RunStore(out), methods, proto).to_string(index=False))
+        return
+    dev = "cuda" if executor == "slurm" and gpus_per_job else resolve_device(device)  # jobs run elsewhere
     out = out or Path("results") / "runs" / datetime.now().strftime("run-%Y%m%d-%H%M%S")
     click.echo(f"methods: {', '.join(methods)}; doses: {', '.join(f'{d*100:g}%' for d in proto.doses)} "
                f"(seen: {', '.join(f'{d*100:g}%' for d in proto.seen_doses)}); anatomies: {', '.join(proto.anatomies)}; "
                f"device: {dev}; out: {out}")
-    table = run_matrix(methods, proto, out, data=data_spec, profile=profile, device=dev, seed=seed, retrain=retrain,
-                       metrics=metrics, cache_dir=cache_dir, save_images=save_images,
-                       cli_args={k: str(v) for k, v in click.get_current_context().params.items()}, echo=click.echo)
+    common = dict(data=data_spec, profile=profile, device=dev, seed=seed, retrain=retrain, metrics=metrics,
+                  cache_dir=cache_dir, save_images=save_images, echo=click.echo,
+                  cli_args={k: str(v) for k, v in click.get_current_context().params.items()})
+    if executor:
+        from .fanout import ClusterOptions, JobsIncomplete, run_matrix_jobs
+
+        options = ClusterOptions(partition, gpus_per_job, cpus_per_job, mem_gb, time_min)
+        try:
+            table = run_matrix_jobs(methods, proto, out, executor, options=options, **common)
+        except JobsIncomplete as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        table = run_matrix(methods, proto, out, **common)
     click.echo(leaderboard_text(table))
     click.echo(f"results: {out}  ({len(table)} rows; wall time {time.perf_counter() - t0:.1f} s)")
 

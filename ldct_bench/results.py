@@ -3,7 +3,8 @@
     manifest.json                          how the run was made (args, config, seeds, versions, commit, hardware, timings)
     cells/<method>/<anatomy>_<dose>.parquet  per-slice scores of one cell, written atomically (the unit of resume)
     results.parquet                        all cells concatenated (rebuilt at the end of every run)
-    perception.parquet                     DA-CLIP's per-slice dose/anatomy perception (when FoundDiff ran)
+    perception.parquet                     DA-CLIP's per-slice dose/anatomy perception (when FoundDiff ran),
+                                           gathered from perception/<anatomy>_<dose>.parquet, one per FoundDiff cell
     examples/                              a few slices per cell for figure grids (float16 HU)
 
 Rows: run, method, anatomy, dose, seen, patient, slice, window, metric, value.
@@ -84,11 +85,14 @@ class RunStore:
             return {k: z[k].astype(np.float32) for k in z.files}
 
     def consolidate(self) -> pd.DataFrame:
-        """Concatenate every finished cell into results.parquet (atomically) and return it."""
+        """Concatenate every finished cell into results.parquet (and perception.parquet), atomically; return it."""
         parts = sorted((self.root / "cells").glob("*/*.parquet"))
         table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
         table = table.sort_values(["method", "anatomy", "dose", "patient", "slice", "window", "metric"], kind="stable")
         _atomic_parquet(self.root / "results.parquet", table.reset_index(drop=True))
+        seen = sorted((self.root / "perception").glob("*.parquet"))
+        if seen:
+            _atomic_parquet(self.root / "perception.parquet", pd.concat([pd.read_parquet(p) for p in seen], ignore_index=True))
         return table
 
     def table(self) -> pd.DataFrame:
@@ -97,8 +101,8 @@ class RunStore:
             raise FileNotFoundError(f"{self.root} has no results.parquet; the run has not finished (run it again to resume).")
         return pd.read_parquet(path)
 
-    def write_perception(self, df: pd.DataFrame) -> None:
-        _atomic_parquet(self.root / "perception.parquet", df)
+    def write_perception(self, anatomy: str, dose: float, df: pd.DataFrame) -> None:
+        _atomic_parquet(self.root / "perception" / f"{cell_name(anatomy, dose)}.parquet", df)
 
     def perception(self) -> pd.DataFrame | None:
         path = self.root / "perception.parquet"

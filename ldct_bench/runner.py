@@ -100,12 +100,10 @@ def load_or_train(name: str, profile: str, ds: LDCTDataset, seen, anatomies, *, 
     return method, {"source": str(path)}
 
 
-def run_matrix(methods: list[str], protocol: Protocol, out: Path, *, data: str = "embedded", profile: str = "quick",
-               device: str = "cpu", seed: int = 0, retrain: bool = False, metrics=DEFAULT_METRICS,
-               cache_dir: Path | None = None, batch_size: int = 8, examples: int = 1, save_images: bool = False,
-               cli_args: dict | None = None, progress: bool = True, echo=print) -> pd.DataFrame:
-    """Run every method on every (anatomy, dose) cell and write the results store at `out`."""
-    t0 = time.perf_counter()
+def prepare_run(methods: list[str], protocol: Protocol, out: Path, *, data: str, profile: str, device: str, seed: int,
+                retrain: bool, metrics, cache_dir: Path | None, cli_args: dict | None, progress: bool
+                ) -> tuple[RunStore, dict, LDCTDataset]:
+    """Check the run folder against its configuration, open the test data, write the first manifest."""
     store = RunStore(out)
     config = {"methods": methods, "protocol": protocol.to_dict(), "data": data, "profile": profile, "seed": seed,
               "metrics": list(metrics), "retrain": retrain}
@@ -121,68 +119,96 @@ def run_matrix(methods: list[str], protocol: Protocol, out: Path, *, data: str =
     manifest.update({"versions": versions(), "git_commit": git_commit(), "hardware": hardware(device)})
     t = time.perf_counter()
     ds = open_dataset(data, protocol.doses, protocol.anatomies, ("test",), cache_dir, progress=progress)
-    timings = manifest.setdefault("timings", {})
-    timings["data_s"] = round(time.perf_counter() - t, 2)
+    manifest.setdefault("timings", {})["data_s"] = round(time.perf_counter() - t, 2)
     store.write_manifest(manifest)  # only once the inputs are known to be good
     manifest["dataset"] = {"root": str(ds.root), "name": ds.root.name, "config": ds.manifest.get("config")}
-    perception_rows = []
-    for name in methods:
-        cells = protocol.cells()
-        if all(store.has_cell(name, a, d) for a, d, _ in cells) and not (name == "founddiff" and store.perception() is None):
-            echo(f"{name}: all {len(cells)} cells already done, skipping")
+    return store, manifest, ds
+
+
+def needs_training(name: str, profile: str, ds: LDCTDataset, protocol: Protocol, seed: int, retrain: bool,
+                   cache_dir: Path | None) -> bool:
+    key = checkpoint_key(profile, ds.root.name, protocol.seen_doses, protocol.anatomies, seed)
+    return get_method(name).learned and (retrain or find_checkpoint(name, key, cache_dir) is None)
+
+
+def evaluate_cells(store: RunStore, name: str, method: Method, ds: LDCTDataset, cells, *, seed: int, device: str,
+                   metrics, batch_size: int = 8, examples: int = 1, save_images: bool = False, progress: bool = True,
+                   after_cell=None) -> dict[str, float]:
+    """Denoise and score each unfinished (anatomy, dose, seen) cell; the cell file is written last, so a cell
+    file means the cell is complete. Returns the seconds spent denoising and scoring."""
+    spent = {"denoise_s": 0.0, "score_s": 0.0}
+    for anatomy, dose, seen in tqdm(cells, desc=name, unit="cell", disable=not progress):
+        if store.has_cell(name, anatomy, dose):
             continue
+        pairs = ds.pairs([anatomy], [dose], "test", context=method.context)
+        torch.manual_seed(seed)
         t = time.perf_counter()
-        needs_training = get_method(name).learned and (retrain or find_checkpoint(
-            name, checkpoint_key(profile, ds.root.name, protocol.seen_doses, protocol.anatomies, seed), cache_dir) is None)
-        if needs_training and data == "embedded":  # the training splits are simulated only when needed
-            open_dataset(data, protocol.seen_doses, protocol.anatomies, ("train", "val"), cache_dir, progress=progress)
-        method, info = load_or_train(name, profile, ds, protocol.seen_doses, protocol.anatomies, seed=seed,
-                                     device=device, retrain=retrain, cache_dir=cache_dir, progress=progress)
-        method.train(False)
-        manifest.setdefault("methods", {})[name] = {**info, "parameters": method.n_parameters(),
-                                                   "description": method.description,
-                                                   "config": method.config.to_dict() if method.learned else {}}
-        timings[f"{name}.load_s"] = round(time.perf_counter() - t, 2)
-        denoise_s = score_s = 0.0
-        bar = tqdm(cells, desc=f"{name}", unit="cell", disable=not progress)
-        for anatomy, dose, seen in bar:
-            done = store.has_cell(name, anatomy, dose)
-            if done and name != "founddiff":
-                continue
-            pairs = ds.pairs([anatomy], [dose], "test", context=method.context)
-            if not done:
-                torch.manual_seed(seed)
-                t = time.perf_counter()
-                pred = torch.cat([method.denoise(pairs.ld[i:i + batch_size].to(device)).float().cpu()
-                                  for i in range(0, len(pairs), batch_size)])
-                denoise_s += time.perf_counter() - t
-                if not torch.isfinite(pred).all():
-                    raise RuntimeError(f"{name} produced NaN/inf on {anatomy} at {dose_label(dose)}; "
-                                       "its checkpoint may be broken.")
-                t = time.perf_counter()
-                scores = score_batch(pred, pairs.fd, windows_for(anatomy), tuple(metrics))
-                score_s += time.perf_counter() - t
-                rows = pd.concat([pd.DataFrame({
-                    "run": store.name, "method": name, "anatomy": anatomy, "dose": dose, "seen": seen,
-                    "patient": pairs.meta["patient"].to_numpy(), "slice": pairs.meta["slice"].to_numpy(),
-                    "window": w, "metric": m, "value": v.numpy()}) for (w, m), v in scores.items()], ignore_index=True)
-                _save_examples(store, name, anatomy, dose, pairs, pred, examples)
-                if save_images:
-                    store.write_images(name, anatomy, dose, pred[:, 0].numpy(), pairs.meta)
-                store.write_cell(name, anatomy, dose, rows)  # last: a cell file means the cell is complete
-            if name == "founddiff":  # DA-CLIP's perception, for the embedding plots (cheap)
-                perception_rows.append(_perception(method, pairs, anatomy, dose, seen))
-        timings[f"{name}.denoise_s"] = round(denoise_s, 2)
-        timings[f"{name}.score_s"] = round(score_s, 2)
-        store.write_manifest(manifest)
-    if perception_rows:
-        store.write_perception(pd.concat(perception_rows, ignore_index=True))
+        pred = torch.cat([method.denoise(pairs.ld[i:i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(pairs), batch_size)])
+        spent["denoise_s"] += time.perf_counter() - t
+        if not torch.isfinite(pred).all():
+            raise RuntimeError(f"{name} produced NaN/inf on {anatomy} at {dose_label(dose)}; its checkpoint may be broken.")
+        t = time.perf_counter()
+        scores = score_batch(pred, pairs.fd, windows_for(anatomy), tuple(metrics))
+        spent["score_s"] += time.perf_counter() - t
+        rows = pd.concat([pd.DataFrame({
+            "run": store.name, "method": name, "anatomy": anatomy, "dose": dose, "seen": seen,
+            "patient": pairs.meta["patient"].to_numpy(), "slice": pairs.meta["slice"].to_numpy(),
+            "window": w, "metric": m, "value": v.numpy()}) for (w, m), v in scores.items()], ignore_index=True)
+        _save_examples(store, name, anatomy, dose, pairs, pred, examples)
+        if save_images:
+            store.write_images(name, anatomy, dose, pred[:, 0].numpy(), pairs.meta)
+        if hasattr(method, "perceive"):  # DA-CLIP's perception, for the embedding plots (cheap)
+            store.write_perception(anatomy, dose, _perception(method, pairs, anatomy, dose, seen))
+        store.write_cell(name, anatomy, dose, rows)
+        if after_cell is not None:
+            after_cell()
+    return spent
+
+
+def finish_run(store: RunStore, manifest: dict, t0: float) -> pd.DataFrame:
     table = store.consolidate()
-    timings["total_s"] = round(time.perf_counter() - t0, 2)
+    manifest["timings"]["total_s"] = round(time.perf_counter() - t0, 2)
     manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest["rows"] = int(len(table))
     store.write_manifest(manifest)
     return table
+
+
+def run_matrix(methods: list[str], protocol: Protocol, out: Path, *, data: str = "embedded", profile: str = "quick",
+               device: str = "cpu", seed: int = 0, retrain: bool = False, metrics=DEFAULT_METRICS,
+               cache_dir: Path | None = None, batch_size: int = 8, examples: int = 1, save_images: bool = False,
+               cli_args: dict | None = None, progress: bool = True, echo=print) -> pd.DataFrame:
+    """Run every method on every (anatomy, dose) cell in this process and write the results store at `out`."""
+    t0 = time.perf_counter()
+    store, manifest, ds = prepare_run(methods, protocol, out, data=data, profile=profile, device=device, seed=seed,
+                                      retrain=retrain, metrics=metrics, cache_dir=cache_dir, cli_args=cli_args,
+                                      progress=progress)
+    timings = manifest["timings"]
+    for name in methods:
+        cells = protocol.cells()
+        if all(store.has_cell(name, a, d) for a, d, _ in cells):
+            echo(f"{name}: all {len(cells)} cells already done, skipping")
+            continue
+        t = time.perf_counter()
+        if needs_training(name, profile, ds, protocol, seed, retrain, cache_dir) and data == "embedded":
+            # the training splits are simulated only when needed
+            open_dataset(data, protocol.seen_doses, protocol.anatomies, ("train", "val"), cache_dir, progress=progress)
+        method, info = load_or_train(name, profile, ds, protocol.seen_doses, protocol.anatomies, seed=seed,
+                                     device=device, retrain=retrain, cache_dir=cache_dir, progress=progress)
+        method.train(False)
+        manifest.setdefault("methods", {})[name] = describe(method, info)
+        timings[f"{name}.load_s"] = round(time.perf_counter() - t, 2)
+        spent = evaluate_cells(store, name, method, ds, cells, seed=seed, device=device, metrics=metrics,
+                               batch_size=batch_size, examples=examples, save_images=save_images, progress=progress)
+        timings.update({f"{name}.{k}": round(v, 2) for k, v in spent.items()})
+        store.write_manifest(manifest)
+    return finish_run(store, manifest, t0)
+
+
+def describe(method: Method, info: dict) -> dict:
+    return {**info, "parameters": method.n_parameters(), "description": method.description,
+            "config": method.config.to_dict() if method.learned else {}}
 
 
 def _save_examples(store: RunStore, name: str, anatomy: str, dose: float, pairs, pred: torch.Tensor, n: int) -> None:
