@@ -69,7 +69,8 @@ def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softp
     """CPU inference kernel (no autograd); same arguments and result as the others."""
     import numpy as np
 
-    args = [t.detach().contiguous().numpy() for t in (u, delta, A, B, C)]
+    # B and C with the state index last (b, g, l, n), contiguous for the vectorised loop over the state
+    args = [t.detach().contiguous().numpy() for t in (u, delta, A, B.transpose(-1, -2), C.transpose(-1, -2))]
     d = args[0].shape[1]
     zeros = np.zeros(d, dtype=args[0].dtype)
     Dn = D.detach().to(u.dtype).numpy() if D is not None else zeros
@@ -89,7 +90,14 @@ def _numba_kernel():
         import numba
         import numpy as np
 
-        @numba.njit(parallel=True, fastmath=False, cache=True)
+        # exp(x) = 2^k exp(r), r = x - k ln2 in [0, ln2): a degree-11 Taylor polynomial (error < 1e-10) and a
+        # table of powers of two, so the loop over the state dimension is arithmetic and a gather: it vectorises
+        # (libm's exp does not). Decays are exp of non-positive numbers; below -700 they are 0 to double precision.
+        taylor = np.array([1.0 / math.factorial(i) for i in range(12)])
+        pow2 = np.array([2.0 ** k for k in range(-1011, 1)])
+        log2e, ln2 = 1.0 / math.log(2.0), math.log(2.0)
+
+        @numba.njit(parallel=True, fastmath=True, cache=True)
         def kernel(u, delta, A, B, C, D, bias, softplus):
             nb, nd, nl = u.shape
             ng, nn = B.shape[1], A.shape[1]
@@ -98,7 +106,7 @@ def _numba_kernel():
             for job in numba.prange(nb * nd):
                 b, d = job // nd, job % nd
                 g = d // per
-                h = np.zeros(nn, dtype=u.dtype)
+                h = np.zeros(nn, dtype=np.float64)
                 for t in range(nl):
                     dl = delta[b, d, t] + bias[d]
                     if softplus:
@@ -106,8 +114,14 @@ def _numba_kernel():
                     du = dl * u[b, d, t]
                     acc = 0.0
                     for n in range(nn):
-                        h[n] = math.exp(dl * A[d, n]) * h[n] + du * B[b, g, n, t]
-                        acc += h[n] * C[b, g, n, t]
+                        x = max(dl * A[d, n], -700.0)
+                        k = math.floor(x * log2e)
+                        r = x - k * ln2
+                        e = taylor[11]
+                        for i in range(10, -1, -1):
+                            e = e * r + taylor[i]
+                        h[n] = e * pow2[int(k) + 1011] * h[n] + du * B[b, g, t, n]
+                        acc += h[n] * C[b, g, t, n]
                     y[b, d, t] = acc + D[d] * u[b, d, t]
             return y
 

@@ -85,8 +85,7 @@ def unit_job(out: str, unit: dict, checkpoint: str | None, data: str, seed: int,
     """Evaluate one unit into the store at `out`; returns its timings and the method's description."""
     u = Unit(**unit)
     cls = get_method(u.method)
-    method = cls.load(Path(checkpoint), device) if checkpoint else cls(None, device)
-    method.train(False)
+    method = (cls.load(Path(checkpoint), device) if checkpoint else cls(None, device)).for_inference()
     ds = open_dataset(data, sorted({d for _, d, _ in u.cells}), [u.anatomy], ("test",), cache_dir, progress=False)
     die_after = int(os.environ.get("LDCT_BENCH_KILL_AFTER_CELLS", "0"))  # test hook: die as a scheduler kill would
     written = {"n": 0}

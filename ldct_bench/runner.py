@@ -196,7 +196,7 @@ def run_matrix(methods: list[str], protocol: Protocol, out: Path, *, data: str =
             open_dataset(data, protocol.seen_doses, protocol.anatomies, ("train", "val"), cache_dir, progress=progress)
         method, info = load_or_train(name, profile, ds, protocol.seen_doses, protocol.anatomies, seed=seed,
                                      device=device, retrain=retrain, cache_dir=cache_dir, progress=progress)
-        method.train(False)
+        method.for_inference()
         manifest.setdefault("methods", {})[name] = describe(method, info)
         timings[f"{name}.load_s"] = round(time.perf_counter() - t, 2)
         spent = evaluate_cells(store, name, method, ds, cells, seed=seed, device=device, metrics=metrics,

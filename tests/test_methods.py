@@ -51,6 +51,19 @@ def test_save_load_round_trip_and_denoise_contract(name, tmp_path):
     assert torch.equal(again.denoise(x), out)
 
 
+@pytest.mark.parametrize("name", ["redcnn", "wgan-mse", "corediff", "founddiff"])
+def test_channels_last_inference_equals_the_plain_layout(name):
+    torch.manual_seed(0)
+    method = build(name)
+    method.train(False)
+    x = torch.randn(2, 1 + 2 * method.context, 48, 48) * 200 + 40
+    plain = method.denoise(x)
+    fast = method.for_inference().denoise(x)
+    kernels = [p for m in method.modules().values() for p in m.parameters() if p.dim() == 4]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    assert (fast - plain).abs().max().item() < 1e-2 and (plain - x[:, method.context:method.context + 1]).abs().max() > 1
+
+
 def test_identity_is_the_low_dose_centre_slice():
     x = torch.randn(3, 3, 16, 16)
     assert torch.equal(build("ldct").denoise(x), x[:, 1:2])

@@ -84,7 +84,7 @@ def test_piq_metrics_equal_direct_piq_calls(name):
         "haarpsi": lambda: piq.haarpsi(pu, ru, data_range=1.0, reduction="none"),
     }[name]()
     ours = score_batch(pred, ref, [w], metrics=(name,))[("abdomen", name)]
-    torch.testing.assert_close(ours, direct.double(), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(ours, direct.double(), rtol=2e-5, atol=1e-7)  # ours runs piq in float32
 
 
 def test_learned_metrics_report_missing_weights():

@@ -74,41 +74,93 @@ def backproject(geom: FanBeamGeometry, q: torch.Tensor, backend: str = "auto") -
     return _backproject_torch(geom, q)
 
 
-def _backproject_numba(geom: FanBeamGeometry, q: torch.Tensor) -> torch.Tensor:
-    x, y = (z.numpy().reshape(-1) for z in geom.pixel_centres())
+def _backproject_numba(geom: FanBeamGeometry, q: torch.Tensor, exact: bool = False) -> torch.Tensor:
+    """Row-parallel back-projection. Along an image row the source-frame coordinates are linear in x, and the
+    fan angle atan(across/along) is an odd polynomial (|tan| <= 0.5 inside any clinical FOV: error < 3e-8 rad,
+    1/40000 of a channel), so the inner loop over pixels is branch-free arithmetic that vectorises."""
+    n = geom.image_size
+    c = (np.arange(n) - (n - 1) / 2) * geom.pixel_mm
+    xs, ys = c, -c  # column x and row y of the pixel centres (row 0 on top), as in geom.pixel_centres()
     beta = geom.view_angles().numpy()
-    qv = np.ascontiguousarray(q.detach().to(torch.float32).permute(1, 2, 0).numpy())  # (V, C, B)
-    out = _bp_kernel()(qv, x, y, np.cos(beta), np.sin(beta), geom.source_iso_mm, geom.dgamma)
+    qv = np.ascontiguousarray(q.detach().to(torch.float32).numpy())  # (B, V, C)
+    r = np.abs(xs).max() * math.sqrt(2)  # the corner pixels see the widest fan angle, asin(r / D)
+    max_tan = r / math.sqrt(max(geom.source_iso_mm**2 - r * r, 1e-9))
+    kernel = _bp_kernel_exact() if exact or max_tan > 0.5 else _bp_kernel()
+    out = kernel(qv, xs, ys, np.cos(beta), np.sin(beta), geom.source_iso_mm, geom.dgamma)
     out *= 2 * math.pi / geom.n_views
-    img = torch.from_numpy(out.T.copy()).reshape(q.shape[0], geom.image_size, geom.image_size)
-    return img.to(q.dtype)
+    return torch.from_numpy(out).to(q.dtype)
 
 
 @lru_cache(maxsize=1)
 def _bp_kernel():
+    # atan(z) = sum_k (-1)^k z^(2k+1) / (2k+1): 11 terms leave < 0.5^23/23 = 5e-9 at |z| <= 0.5
+    coef = np.array([(-1.0) ** k / (2 * k + 1) for k in range(11)])
+
     @numba.njit(parallel=True, fastmath=True, cache=True)
-    def kernel(qv, x, y, cos_b, sin_b, dist, dgamma):
-        n_v, n_c, n_b = qv.shape
-        n_p = x.shape[0]
-        out = np.zeros((n_p, n_b), dtype=np.float64)
+    def kernel(qv, xs, ys, cos_b, sin_b, dist, dgamma):
+        n_b, n_v, n_c = qv.shape
+        n_r, n_x = ys.shape[0], xs.shape[0]
+        out = np.zeros((n_b, n_r, n_x), dtype=np.float64)
         centre = (n_c - 1) / 2.0
         top = n_c - 1.000001
         inv_dg = 1.0 / dgamma
-        for p in numba.prange(n_p):
-            px, py = x[p], y[p]
-            acc = np.zeros(n_b, dtype=np.float64)
+        for r in numba.prange(n_r):
+            py = ys[r]
+            acc = np.zeros((n_b, n_x), dtype=np.float64)
+            i0 = np.empty(n_x, dtype=np.int64)
+            w0 = np.empty(n_x, dtype=np.float64)
+            w1 = np.empty(n_x, dtype=np.float64)
             for v in range(n_v):
-                along = dist - (px * cos_b[v] + py * sin_b[v])
-                across = px * sin_b[v] - py * cos_b[v]
-                inv_l2 = 1.0 / (along * along + across * across)
-                pos = np.arctan2(across, along) * inv_dg + centre
-                pos = min(max(pos, 0.0), top)
-                i0 = int(pos)
-                w1 = (pos - i0) * inv_l2
-                w0 = inv_l2 - w1
-                for b in range(n_b):
-                    acc[b] += qv[v, i0, b] * w0 + qv[v, i0 + 1, b] * w1
-            out[p] = acc
+                cb, sb = cos_b[v], sin_b[v]
+                a0, c0 = dist - py * sb, -py * cb
+                for j in range(n_x):  # geometry of the whole row: pure arithmetic, vectorised
+                    along = a0 - xs[j] * cb
+                    across = c0 + xs[j] * sb
+                    z = across / along
+                    z2 = z * z
+                    poly = coef[10]
+                    for k in range(9, -1, -1):
+                        poly = poly * z2 + coef[k]
+                    pos = min(max(z * poly * inv_dg + centre, 0.0), top)
+                    i = int(pos)
+                    inv_l2 = 1.0 / (along * along + across * across)
+                    i0[j] = i
+                    w1[j] = (pos - i) * inv_l2
+                    w0[j] = inv_l2 - w1[j]
+                for b in range(n_b):  # then the gather, shared by every sinogram of the batch
+                    q = qv[b, v]
+                    for j in range(n_x):
+                        acc[b, j] += q[i0[j]] * w0[j] + q[i0[j] + 1] * w1[j]
+            out[:, r, :] = acc
+        return out
+
+    return kernel
+
+
+@lru_cache(maxsize=1)
+def _bp_kernel_exact():
+    """The straightforward version (arctan2 per pixel and view): the reference the fast kernel is tested against,
+    and the fall-back for fans wider than the polynomial covers."""
+
+    @numba.njit(parallel=True, fastmath=False, cache=True)
+    def kernel(qv, xs, ys, cos_b, sin_b, dist, dgamma):
+        n_b, n_v, n_c = qv.shape
+        n_r, n_x = ys.shape[0], xs.shape[0]
+        out = np.zeros((n_b, n_r, n_x), dtype=np.float64)
+        centre = (n_c - 1) / 2.0
+        top = n_c - 1.000001
+        for r in numba.prange(n_r):
+            for j in range(n_x):
+                px, py = xs[j], ys[r]
+                for v in range(n_v):
+                    along = dist - (px * cos_b[v] + py * sin_b[v])
+                    across = px * sin_b[v] - py * cos_b[v]
+                    inv_l2 = 1.0 / (along * along + across * across)
+                    pos = min(max(math.atan2(across, along) / dgamma + centre, 0.0), top)
+                    i0 = int(pos)
+                    w1 = (pos - i0) * inv_l2
+                    for b in range(n_b):
+                        out[b, r, j] += qv[b, v, i0] * (inv_l2 - w1) + qv[b, v, i0 + 1] * w1
         return out
 
     return kernel
