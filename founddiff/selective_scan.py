@@ -66,17 +66,22 @@ def selective_scan_torch(u, delta, A, B, C, D=None, delta_bias=None, delta_softp
 
 
 def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
-    """CPU inference kernel (no autograd); same arguments and result as the others."""
+    """CPU inference kernel (no autograd); same arguments and result as the others.
+
+    Channels innermost: the recurrence runs over positions, and at each position over all channels of a group
+    at once, so the work is wide, contiguous and vectorises; parallel over (batch, group)."""
     import numpy as np
 
-    # B and C with the state index last (b, g, l, n), contiguous for the vectorised loop over the state
-    args = [t.detach().contiguous().numpy() for t in (u, delta, A, B.transpose(-1, -2), C.transpose(-1, -2))]
-    d = args[0].shape[1]
-    zeros = np.zeros(d, dtype=args[0].dtype)
+    nd = u.shape[1]
+    # (b, l, d) for the per-position inputs; B and C state-last (b, g, l, n); A state-first (n, d)
+    ut, dt = (t.detach().transpose(1, 2).contiguous().numpy() for t in (u, delta))
+    Bt, Ct = (t.detach().transpose(-1, -2).contiguous().numpy() for t in (B, C))
+    At = A.detach().to(u.dtype).t().contiguous().numpy()
+    zeros = np.zeros(nd, dtype=ut.dtype)
     Dn = D.detach().to(u.dtype).numpy() if D is not None else zeros
     bias = delta_bias.detach().to(u.dtype).numpy() if delta_bias is not None else zeros
-    y = _numba_kernel()(*args, Dn, bias, bool(delta_softplus))
-    return torch.from_numpy(y)
+    y = _numba_kernel()(ut, dt, At, Bt, Ct, Dn, bias, bool(delta_softplus))
+    return torch.from_numpy(y).transpose(1, 2)
 
 
 _KERNEL = None
@@ -91,38 +96,46 @@ def _numba_kernel():
         import numpy as np
 
         # exp(x) = 2^k exp(r), r = x - k ln2 in [0, ln2): a degree-11 Taylor polynomial (error < 1e-10) and a
-        # table of powers of two, so the loop over the state dimension is arithmetic and a gather: it vectorises
-        # (libm's exp does not). Decays are exp of non-positive numbers; below -700 they are 0 to double precision.
+        # table of powers of two: arithmetic and a gather, which vectorise (libm's exp does not). The decays are
+        # exp of non-positive numbers; below -700 they are 0 to double precision.
         taylor = np.array([1.0 / math.factorial(i) for i in range(12)])
         pow2 = np.array([2.0 ** k for k in range(-1011, 1)])
         log2e, ln2 = 1.0 / math.log(2.0), math.log(2.0)
 
         @numba.njit(parallel=True, fastmath=True, cache=True)
         def kernel(u, delta, A, B, C, D, bias, softplus):
-            nb, nd, nl = u.shape
-            ng, nn = B.shape[1], A.shape[1]
+            nb, nl, nd = u.shape
+            ng, nn = B.shape[1], A.shape[0]
             per = nd // ng
             y = np.empty_like(u)
-            for job in numba.prange(nb * nd):
-                b, d = job // nd, job % nd
-                g = d // per
-                h = np.zeros(nn, dtype=np.float64)
+            for job in numba.prange(nb * ng):
+                b, g = job // ng, job % ng
+                d0 = g * per
+                h = np.zeros((nn, per), dtype=np.float64)
+                dl = np.empty(per, dtype=np.float64)
+                du = np.empty(per, dtype=np.float64)
+                acc = np.empty(per, dtype=np.float64)
                 for t in range(nl):
-                    dl = delta[b, d, t] + bias[d]
-                    if softplus:
-                        dl = dl if dl > 20.0 else math.log1p(math.exp(dl))
-                    du = dl * u[b, d, t]
-                    acc = 0.0
+                    for j in range(per):
+                        x = delta[b, t, d0 + j] + bias[d0 + j]
+                        if softplus:
+                            x = x if x > 20.0 else math.log1p(math.exp(x))
+                        dl[j] = x
+                        du[j] = x * u[b, t, d0 + j]
+                        acc[j] = D[d0 + j] * u[b, t, d0 + j]
                     for n in range(nn):
-                        x = max(dl * A[d, n], -700.0)
-                        k = math.floor(x * log2e)
-                        r = x - k * ln2
-                        e = taylor[11]
-                        for i in range(10, -1, -1):
-                            e = e * r + taylor[i]
-                        h[n] = e * pow2[int(k) + 1011] * h[n] + du * B[b, g, t, n]
-                        acc += h[n] * C[b, g, t, n]
-                    y[b, d, t] = acc + D[d] * u[b, d, t]
+                        bv, cv = B[b, g, t, n], C[b, g, t, n]
+                        for j in range(per):
+                            x = max(dl[j] * A[n, d0 + j], -700.0)
+                            k = math.floor(x * log2e)
+                            r = x - k * ln2
+                            e = taylor[11]
+                            for i in range(10, -1, -1):
+                                e = e * r + taylor[i]
+                            h[n, j] = e * pow2[int(k) + 1011] * h[n, j] + du[j] * bv
+                            acc[j] += h[n, j] * cv
+                    for j in range(per):
+                        y[b, t, d0 + j] = acc[j]
             return y
 
         _KERNEL = kernel

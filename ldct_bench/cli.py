@@ -279,3 +279,31 @@ def report_cmd(run_dirs, out, formats, metrics_spec, window):
     files = make_report(list(run_dirs), out, tuple(f.strip() for f in formats.split(",")),
                         tuple(m.strip() for m in metrics_spec.split(",")), window)
     click.echo(f"report written to {out} ({len(files)} files)")
+
+
+# --------------------------------------------------------------------------------------------- bench
+@main.command("bench")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N] (inference stage).")
+@click.option("--size", type=click.Choice(["256", "512"]), default="512", show_default=True)
+@click.option("--methods", "methods_spec", default="all", show_default=True, help="Methods for the inference stage.")
+@click.option("--stages", default="simulation,metrics,inference", show_default=True)
+@click.option("--end-to-end", is_flag=True, help="Also time the default `ldct-bench run` (a few minutes).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where to write OUT.csv and OUT.json (default results/bench/bench-<time>).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+@friendly
+def bench_cmd(device, size, methods_spec, stages, end_to_end, out, cache_dir):
+    """Throughput of simulation, metrics and inference beside a reference measured in the same run; peak memory."""
+    from datetime import datetime
+
+    from .bench import run_bench
+    from .methods import resolve_methods
+    from .runner import resolve_device
+
+    chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
+    bad = [s for s in chosen if s not in ("simulation", "metrics", "inference")]
+    if bad:
+        raise click.BadParameter(f"unknown stage {', '.join(bad)}; choose from simulation, metrics, inference.")
+    out = out or Path("results") / "bench" / datetime.now().strftime("bench-%Y%m%d-%H%M%S")
+    run_bench(int(size), resolve_device(device), resolve_methods(methods_spec), end_to_end, out, cache_dir, chosen,
+              echo=click.echo)

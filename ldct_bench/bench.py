@@ -1,0 +1,244 @@
+"""`ldct-bench bench`: each stage's throughput beside a reference measured in the same run, and peak memory.
+
+Stages:
+  simulation  slices/s of exact fan-beam projection + noise + FBP, vs scikit-image's radon/iradon
+              (parallel beam, same number of views over half a turn), and both FBP errors in HU;
+  metrics     slices/s of the metric engine, vs a per-slice scikit-image (+ piq) loop, and the largest
+              difference between their numbers;
+  inference   ms per slice for every method (diffusion models with their sampling steps), batch sized
+              to the device;
+  end-to-end  (--end-to-end) the default `ldct-bench run` in a child process, split by stage, with its peak RSS.
+Ratios are ours / reference throughput, so above 1 is faster. Results go to CSV and JSON so runs can be
+compared over time.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .atomic import atomic_write_json, atomic_write_text
+from .environment import git_commit, hardware, versions
+
+
+def _row(stage, item, ours, reference=None, unit="", reference_name="", note="", higher_is_better=True) -> dict:
+    ratio = (ours / reference if higher_is_better else reference / ours) if reference else None
+    return {"stage": stage, "item": item, "ours": round(ours, 3), "reference": None if reference is None else round(reference, 3),
+            "unit": unit, "ratio": None if ratio is None else round(ratio, 2), "reference_name": reference_name, "note": note}
+
+
+def _best_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+# ----------------------------------------------------------------------------------------------- simulation
+def bench_simulation(size: int, repeats: int = 2) -> list[dict]:
+    from skimage.transform import iradon, radon
+
+    from .data.fbp import fbp
+    from .data.geometry import FanBeamGeometry
+    from .data.noise import NoiseModel
+    from .data.phantoms import phantom_slice, rasterize, to_additive
+    from .data.projector import ellipse_sinogram, hu_to_mu, mu_to_hu
+    from .data.simulate import Simulator, generator
+
+    geom = FanBeamGeometry(image_size=size)
+    theta = np.linspace(0.0, 180.0, geom.n_views // 2, endpoint=False)  # parallel beam needs half a turn
+    rows = to_additive(phantom_slice("abdomen", 1, 0.0))
+    mu_img = hu_to_mu(rasterize(rows, geom).double()).numpy()
+    sim = Simulator(geom)
+
+    def ours():
+        return sim.scan(ellipse_sinogram(geom, rows), [0.25], [1])
+
+    def reference():
+        sino = radon(mu_img, theta=theta, circle=False) * geom.pixel_mm
+        noisy = NoiseModel().transmit(torch.from_numpy(sino), 0.25, generator(1)).numpy()
+        return iradon(noisy / geom.pixel_mm, theta=theta, filter_name="hann", circle=False, output_size=size)
+
+    ours()  # warm-up: numba compilation, cached filters
+    t_ours, t_ref = _best_time(ours, repeats), _best_time(reference, repeats)
+
+    # accuracy: noiseless reconstruction of a water ellipse (+ a bone insert) in a flat water region, HU RMSE
+    mu_w = hu_to_mu(torch.tensor(0.0)).item()
+    water = torch.tensor([[0, 0, 120, 100, 0.0, mu_w], [70, 0, 12, 12, 0.0, hu_to_mu(torch.tensor(1000.0)).item() - mu_w]],
+                         dtype=torch.float64)
+    x, y = geom.pixel_centres()
+    roi = ((x + 20) ** 2 + y**2) < 40**2
+
+    def rmse(img):
+        return float(torch.as_tensor(img)[roi].pow(2).mean().sqrt())
+
+    notes = []
+    for label, phantom in (("water+bone", water), ("water", water[:1])):
+        mine = mu_to_hu(fbp(geom, ellipse_sinogram(geom, phantom).float()))
+        mu = hu_to_mu(rasterize(phantom, geom).double()).numpy()
+        theirs = mu_to_hu(torch.from_numpy(iradon(radon(mu, theta=theta, circle=False), theta=theta, filter_name="hann",
+                                                  circle=False, output_size=size)))
+        notes.append(f"FBP RMSE {label}: ours {rmse(mine):.2f} HU, reference {rmse(theirs):.2f} HU")
+    return [_row("simulation", f"project+noise+FBP {size}x{size}", 1 / t_ours, 1 / t_ref, "slices/s",
+                 "scikit-image radon/iradon", "; ".join(notes))]
+
+
+# -------------------------------------------------------------------------------------------------- metrics
+def bench_metrics(size: int, n: int = 16) -> list[dict]:
+    import piq
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from .metrics import WINDOWS, score_batch
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(n, 1, size, size, generator=g) * 300
+    pred = ref + torch.randn(ref.shape, generator=g) * 40
+    w = WINDOWS["abdomen"]
+
+    def reference_fidelity():
+        out = {"psnr": [], "ssim": [], "rmse": []}
+        for p, r in zip(pred[:, 0].double().numpy(), ref[:, 0].double().numpy()):
+            p, r = np.clip(p, w.lo, w.hi) - w.lo, np.clip(r, w.lo, w.hi) - w.lo
+            out["psnr"].append(peak_signal_noise_ratio(r, p, data_range=w.width))
+            out["ssim"].append(structural_similarity(r, p, data_range=w.width, gaussian_weights=True, sigma=1.5,
+                                                     use_sample_covariance=False))
+            out["rmse"].append(float(np.sqrt(np.mean((p - r) ** 2))))
+        return out
+
+    calls = {"ms_ssim": piq.multi_scale_ssim, "vif": piq.vif_p, "gmsd": piq.gmsd,
+             "fsim": lambda p, r, **k: piq.fsim(p, r, chromatic=False, **k), "haarpsi": piq.haarpsi}
+
+    def reference_piq():
+        pu, ru = ((t.double().clamp(w.lo, w.hi) - w.lo) / w.width for t in (pred, ref))
+        return {k: [float(f(pu[i:i + 1], ru[i:i + 1], data_range=1.0)) for i in range(n)] for k, f in calls.items()}
+
+    def diff(ours, theirs):
+        return max(float(np.max(np.abs(ours[(w.name, k)].numpy() - np.array(v)) / np.maximum(1e-12, np.abs(v))))
+                   for k, v in theirs.items())
+
+    score_batch(pred[:2], ref[:2], [w], tuple(calls) + ("rmse", "psnr", "ssim"))  # warm-up
+    rows = []
+    t = time.perf_counter()
+    ours = score_batch(pred, ref, [w], ("rmse", "psnr", "ssim"))
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    theirs = reference_fidelity()
+    t_ref = time.perf_counter() - t
+    rows.append(_row("metrics", f"PSNR/SSIM/RMSE {size}x{size}", n / t_ours, n / t_ref, "slices/s",
+                     "scikit-image per slice", f"max relative difference {diff(ours, theirs):.1e}"))
+    names = ("rmse", "psnr", "ssim", *calls)
+    t = time.perf_counter()
+    ours_all = score_batch(pred, ref, [w], names)
+    t_all = time.perf_counter() - t
+    t = time.perf_counter()
+    theirs_piq = reference_piq()
+    t_ref_all = t_ref + time.perf_counter() - t
+    rows.append(_row("metrics", f"+ MS-SSIM/VIF/FSIM/GMSD/HaarPSI {size}x{size}", n / t_all, n / t_ref_all, "slices/s",
+                     "scikit-image + piq per slice (float64)",
+                     f"max relative difference {max(diff(ours_all, theirs), diff(ours_all, theirs_piq)):.1e}"))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ inference
+def auto_batch(method, size: int, device: str, cap: int = 16) -> int:
+    """CUDA: the largest power of two up to `cap` that runs without running out of memory. CPU: 4, which
+    keeps every method's activations at 512x512 well under a laptop's memory."""
+    if not device.startswith("cuda"):
+        return 4
+    batch = 1
+    while batch * 2 <= cap:
+        try:
+            method.denoise(torch.zeros(batch * 2, 1 + 2 * method.context, size, size, device=device))
+            batch *= 2
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            torch.cuda.empty_cache()
+    return batch
+
+
+def bench_inference(size: int, device: str, methods: list[str], min_seconds: float = 3.0) -> list[dict]:
+    from .methods import get_method
+
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for name in methods:
+        cls = get_method(name)
+        method = (cls(cls.Config.profile("quick"), device) if cls.learned else cls(None, device)).for_inference()
+        batch = auto_batch(method, size, device)
+        x = (torch.randn(batch, 1 + 2 * method.context, size, size, generator=g) * 200 + 40).to(device)
+        method.denoise(x)  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while n == 0 or time.perf_counter() - t0 < min_seconds:
+            method.denoise(x)
+            n += batch
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        ms = 1000 * (time.perf_counter() - t0) / n
+        steps = getattr(method.config, "sampling_steps", None) if cls.learned else None
+        steps = steps or (getattr(method.config, "timesteps", None) if name == "corediff" else None)
+        note = f"batch {batch}" + (f", {steps} sampling steps" if steps else "")
+        rows.append(_row("inference", f"{name} {size}x{size}", ms, None, "ms/slice", "", note, higher_is_better=False))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+def bench_end_to_end(cache_dir: Path | None = None) -> list[dict]:
+    """The default `ldct-bench run --methods all --doses 5,10,25,50` in a child process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "ldct_bench", "run", "--methods", "all", "--doses", "5,10,25,50", "--out", str(out)]
+        if cache_dir:
+            cmd += ["--cache-dir", str(cache_dir)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        wall = time.perf_counter() - t
+        rss_gb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 2**20
+        timings = json.loads((out / "manifest.json").read_text())["timings"]
+    rows = [_row("end-to-end", "default run: wall", wall, None, "s", "", f"peak RSS {rss_gb:.2f} GB", False)]
+    for key, v in sorted(timings.items()):
+        if key.endswith(("denoise_s", "score_s")) or key == "data_s":
+            rows.append(_row("end-to-end", key, v, None, "s", "", "", False))
+    return rows
+
+
+def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = None, end_to_end: bool = False,
+              out: Path | None = None, cache_dir: Path | None = None, stages=("simulation", "metrics", "inference"),
+              echo=print) -> pd.DataFrame:
+    from .methods import resolve_methods
+
+    rows = []
+    if "simulation" in stages:
+        rows += bench_simulation(size)
+    if "metrics" in stages:
+        rows += bench_metrics(size)
+    if "inference" in stages:
+        rows += bench_inference(size, device, methods or resolve_methods("all"))
+    if end_to_end:
+        rows += bench_end_to_end(cache_dir)
+    table = pd.DataFrame(rows)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    gpu = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    echo(table.drop(columns=["reference_name"]).to_string(index=False))
+    echo(f"peak RSS of this process {peak:.2f} GB" + (f"; peak GPU memory {gpu:.2f} GB" if gpu is not None else ""))
+    if out is not None:
+        out = Path(out)
+        atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False))
+        atomic_write_json(out.with_suffix(".json"), {
+            "size": size, "device": device, "rows": rows, "peak_rss_gb": round(peak, 3), "peak_gpu_gb": gpu,
+            "hardware": hardware(device), "versions": versions(), "git_commit": git_commit(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        echo(f"written: {out.with_suffix('.csv')} and {out.with_suffix('.json')}")
+    return table
