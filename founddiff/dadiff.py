@@ -118,6 +118,10 @@ class DADiffUNet(nn.Module):
                 if not last else nn.Conv2d(b, a, 3, padding=1)]))
         self.final_res_block = ResnetBlock(dim * 2, dim)
         self.final_conv = nn.Conv2d(dim, channels, 1)
+        # zero-initialised read-out (as the adaLN-Zero gates): the predicted residual starts at 0, so sampling
+        # starts from the low-dose input itself and training can only move it where that helps
+        nn.init.zeros_(self.final_conv.weight)
+        nn.init.zeros_(self.final_conv.bias)
         self.multiple = 2 ** (n - 1) * 2  # spatial size must divide by this (down-samplers x SS2D sub-grids)
 
     def condition(self, time, dose_emb):
