@@ -6,6 +6,7 @@
     perception.parquet                     DA-CLIP's per-slice dose/anatomy perception (when FoundDiff ran),
                                            gathered from perception/<anatomy>_<dose>.parquet, one per FoundDiff cell
     examples/                              a few slices per cell for figure grids (float16 HU)
+    images/<method>/<cell>.npz, <cell>/<patient>/*.dcm   --save-images: every denoised slice (DICOM when the input was)
 
 Rows: run, method, anatomy, dose, seen, patient, slice, window, metric, value.
 Parquet rather than CSV: column types survive (bool `seen`, exact float64 scores), it is
@@ -76,6 +77,10 @@ class RunStore:
         with atomic_path(path, ".tmp.npz") as tmp:
             np.savez_compressed(tmp, images=images.astype(np.float32), patient=meta["patient"].to_numpy().astype(str),
                                 slice=meta["slice"].to_numpy())
+
+    def images_dir(self, method: str, anatomy: str, dose: float) -> Path:
+        """Where --save-images puts a cell's DICOM series (one folder per patient)."""
+        return self.root / "images" / safe(method) / cell_name(anatomy, dose)
 
     def examples(self, method: str, anatomy: str, dose: float) -> dict[str, np.ndarray] | None:
         path = self.root / "examples" / safe(method) / f"{cell_name(anatomy, dose)}.npz"

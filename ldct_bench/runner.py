@@ -158,6 +158,7 @@ def evaluate_cells(store: RunStore, name: str, method: Method, ds: LDCTDataset, 
         _save_examples(store, name, anatomy, dose, pairs, pred, examples)
         if save_images:
             store.write_images(name, anatomy, dose, pred[:, 0].numpy(), pairs.meta)
+            _save_dicom(store, ds, name, anatomy, dose, pred[:, 0].numpy(), pairs.meta)
         if hasattr(method, "perceive"):  # DA-CLIP's perception, for the embedding plots (cheap)
             store.write_perception(anatomy, dose, _perception(method, pairs, anatomy, dose, seen))
         store.write_cell(name, anatomy, dose, rows)
@@ -221,6 +222,22 @@ def _save_examples(store: RunStore, name: str, anatomy: str, dose: float, pairs,
     if store.examples("_input", anatomy, dose) is None:
         store.write_examples("_input", anatomy, dose, {"ld": centre_slice(pairs.ld[picks])[:, 0].numpy(),
                                                        "fd": pairs.fd[picks, 0].numpy()})
+
+
+def _save_dicom(store: RunStore, ds: LDCTDataset, name: str, anatomy: str, dose: float, images: np.ndarray,
+                meta: pd.DataFrame) -> None:
+    """When the test slices came from DICOM: one derived series per patient, headers copied from the sources."""
+    from .data.dicom_export import write_series
+    from .data.simulate import dose_key
+
+    for patient in meta["patient"].unique():
+        rows = np.flatnonzero(meta["patient"].to_numpy() == patient)
+        sources = ds.source_files(anatomy, patient, dose_key(dose))
+        if sources is None:
+            return  # simulated phantoms have no DICOM to copy
+        write_series(images[rows], [sources[i] for i in meta["slice"].to_numpy()[rows]],
+                     store.images_dir(name, anatomy, dose) / str(patient),
+                     f"ldct-bench {name} denoised ({dose_label(dose)} dose)")
 
 
 def _perception(method, pairs, anatomy, dose, seen) -> pd.DataFrame:

@@ -128,3 +128,30 @@ def test_cli_import_bad_root_is_one_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["data", "import", "--source", "mayo2016", "--root", str(tmp_path / "nope"),
                                     "--cache-dir", str(tmp_path / "c")])
     assert res.exit_code != 0 and "does not exist" in res.output and "Traceback" not in res.output
+
+
+def test_save_images_writes_dicom_series_with_the_source_headers(tmp_path):
+    from ldct_bench.protocol import Protocol
+    from ldct_bench.runner import run_matrix
+
+    truth = mayo2016_tree(tmp_path / "src", n=2)
+    ds = import_dataset(tmp_path / "src", source="mayo2016", cache_dir=tmp_path / "cache", extra_doses=(0.1,))
+    out = tmp_path / "run"
+    run_matrix(["ldct"], Protocol((0.25, 0.1), (0.25,), ("abdomen",)), out, data=str(ds.root), cache_dir=tmp_path / "cache",
+               save_images=True, progress=False, echo=lambda *a: None)
+    quarter = sorted((out / "images" / "ldct" / "abdomen_0.2500" / "L003").glob("*.dcm"))
+    assert len(quarter) == 2
+    written = [pydicom.dcmread(p) for p in quarter]
+    source = pydicom.dcmread(tmp_path / "src" / "L003" / "quarter_1mm" / "0.dcm")
+    assert len({d.SeriesInstanceUID for d in written}) == 1 and written[0].SeriesInstanceUID != source.SeriesInstanceUID
+    assert len({d.SOPInstanceUID for d in written}) == 2 and source.SOPInstanceUID not in {d.SOPInstanceUID for d in written}
+    assert written[0].PatientID == "L003" and "ldct" in written[0].SeriesDescription
+    assert list(written[0].ImageType) == ["DERIVED", "SECONDARY"]
+    for k, i in enumerate((1, 0)):  # the identity 'method' gives back each quarter-dose slice, in table order
+        np.testing.assert_array_equal(read_hu(quarter[k]), truth[("L003", i)][1])
+        assert float(written[k].ImagePositionPatient[2]) == -i
+    # a simulated dose takes its headers from the full-dose slice it was made from
+    tenth = pydicom.dcmread(out / "images" / "ldct" / "abdomen_0.1000" / "L003" / "0000.dcm")
+    assert tenth.SeriesDescription.startswith("ldct-bench ldct") and "10%" in tenth.SeriesDescription
+    np.testing.assert_allclose(read_hu(out / "images" / "ldct" / "abdomen_0.1000" / "L003" / "0000.dcm"),
+                               ds.volume("abdomen", "L003", "d0.1000")[0].round(), atol=0.5)

@@ -186,6 +186,11 @@ class LDCTDataset:
             raise KeyError(f"{rel} is not in the dataset at {self.root}; simulate or import that dose first.")
         return np.load(self.root / rel, mmap_mode="r")
 
+    def source_files(self, anatomy: str, patient: str, key: str) -> list[Path] | None:
+        """The DICOM file of every slice of an imported volume (None for simulated phantoms)."""
+        files = self.manifest.get("sources", {}).get(f"{anatomy}/{patient}/{key}")
+        return [Path(f) for f in files] if files else None
+
     def pairs(self, anatomies, doses, split: str, context: int = 0, max_slices: int | None = None) -> Pairs:
         """Low-dose/full-dose pairs for every slice of `split`, each dose and anatomy; context=k adds k neighbours per side."""
         lds, fds, rows = [], [], []

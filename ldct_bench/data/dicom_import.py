@@ -203,6 +203,9 @@ def import_dataset(root: Path, source: str = "dicom", name: str | None = None, e
             path = pdir / f"{key}.npy"
             atomic_save_npy(path, arr)
             manifest["files"][f"{a}/{patient}/{key}.npy"] = sha256_file(path)
+            # the DICOM each slice came from (a simulated dose: its full-dose slice), for --save-images
+            origin = low if low and key == dose_key(vendor) else full
+            manifest.setdefault("sources", {})[f"{a}/{patient}/{key}"] = [str(r.path.resolve()) for r in origin]
         atomic_write_json(out / "manifest.json", manifest)
     if rep.skipped:
         print(f"import: {rep.summary()}; {manifest['unpaired_slices']} unpaired slices dropped")
