@@ -1,0 +1,66 @@
+"""FoundDiff trained with the quick profile on simulated data: DA-CLIP perceives dose and anatomy on held-out
+patients, an unseen dose landing between its seen neighbours; DA-Diff beats its low-dose input (seed-fixed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from ldct_bench.checkpoints import REFERENCE_DIR
+from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
+from ldct_bench.data.phantoms import ANATOMIES
+from ldct_bench.methods import get_method
+from ldct_bench.runner import train_method
+from ldct_bench.training import centre_slice
+
+DOSES = (0.05, 0.1, 0.25, 0.5)  # the default protocol: 10 % and 50 % seen, 25 % between them, 5 % below
+
+
+def test_daclip_of_the_reference_checkpoint_orders_doses(tmp_path):
+    """The committed quick-profile FoundDiff (trained by results/checkpoints/make.sh) on the held-out test
+    patients of the embedded benchmark, simulated here afresh."""
+    weights = sorted((REFERENCE_DIR / "founddiff").glob("*/weights.safetensors"))
+    assert weights, "the reference FoundDiff checkpoint is missing"
+    method = get_method("founddiff").load(weights[0])
+    ds = LDCTDataset.embedded(PhantomConfig(), doses=DOSES, splits=("test",), cache_dir=tmp_path, progress=False)
+    rows = []
+    for dose in DOSES:
+        pairs = ds.pairs(ANATOMIES, [dose], "test")
+        seen = method.perceive(centre_slice(pairs.ld))
+        rows.append(pd.DataFrame({"dose": dose, "score": seen["dose_score"].numpy(),
+                                  "estimated": seen["estimated_dose"].numpy(),
+                                  "anatomy": pairs.meta["anatomy"].to_numpy(),
+                                  "guess": [ANATOMIES[i] for i in seen["estimated_anatomy"].numpy()]}))
+    p = pd.concat(rows)
+    rho = spearmanr(p.dose, p.score).statistic
+    median = p.groupby("dose").estimated.median()
+    accuracy = (p.anatomy == p.guess).mean()
+    print(f"Spearman {rho:.3f}; median estimated dose {median.round(3).to_dict()}; anatomy accuracy {accuracy:.1%}")
+    assert rho > 0.9
+    assert median[0.1] < median[0.25] < median[0.5]  # the unseen dose between its seen neighbours
+    assert accuracy > 0.95
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """256 x 256 phantoms, 2 training patients per anatomy, a short DA-CLIP stage and 150 DA-Diff steps."""
+    config = PhantomConfig(image_size=256, slices_per_patient=4, train_patients=2, val_patients=1, test_patients=1)
+    ds = LDCTDataset.embedded(config, doses=(0.1, 0.5), splits=("train", "val"),
+                              cache_dir=tmp_path_factory.mktemp("small"), progress=False)
+    out = tmp_path_factory.mktemp("founddiff")
+    man = train_method("founddiff", "quick", ds, (0.1, 0.5), ANATOMIES, out=out, progress=False,
+                       overrides=dict(daclip_iterations=100, dadiff_iterations=150, val_every=75))
+    return man, out
+
+
+def test_quick_dadiff_beats_its_low_dose_input(trained):
+    man, out = trained
+    val = pd.read_csv(Path(out) / "train_log.csv").dropna(subset=["val_psnr"])
+    print(val[["step", "val_psnr", "val_psnr_ldct"]].to_string(index=False))
+    assert (val.val_psnr > val.val_psnr_ldct).all()  # zero-initialised read-out: it starts from the input
+    assert val.val_psnr.iloc[-1] > val.val_psnr_ldct.iloc[-1] + 0.2
+    assert man["complete"] and np.isfinite(val.val_psnr).all()
