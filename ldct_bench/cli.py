@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 import click
@@ -159,7 +158,7 @@ def _data_options(fn):
 def train_cmd(method_name, profile, doses, anatomies, training, iterations, time_budget, device, seed, out, retrain,
               vgg19_weights, data_spec, cache_dir):
     """Train a method through the shared harness (resumes an interrupted run)."""
-    from .distributed import local_device
+    from .distributed import from_env, local_device
     from .protocol import Protocol
     from .runner import open_dataset, resolve_device, train_method
 
@@ -172,7 +171,7 @@ def train_cmd(method_name, profile, doses, anatomies, training, iterations, time
     for anats, ds_doses in cells:
         man = train_method(method_name, profile, ds, ds_doses, anats, seed=seed, device=dev,
                            out=out, retrain=retrain, time_budget=time_budget, overrides=overrides, cache_dir=cache_dir)
-        if man.get("processes", 1) > 1 and int(os.environ.get("RANK", "0")):
+        if not from_env().main:
             continue  # rank 0 speaks for the group
         state = "complete" if man["complete"] else "stopped by the time budget (run again to resume)"
         click.echo(f"{method_name} [{'+'.join(anats)} @ {', '.join(f'{d*100:g}%' for d in ds_doses)}]: {state}; "

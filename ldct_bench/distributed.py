@@ -34,10 +34,15 @@ class World:
         return self.size > 1
 
 
+def from_env() -> World:
+    """This process's place in the group torchrun describes in the environment (one process without torchrun)."""
+    return World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                 int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def world(device: str = "cpu") -> World:
-    """The process group torchrun describes in the environment, initialised on first use (gloo on CPU, nccl on CUDA)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    w = World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
+    """from_env(), with the process group initialised on first use (gloo on CPU, nccl on CUDA)."""
+    w = from_env()
     if w.active and not dist.is_initialized():
         if str(device).startswith("cuda"):
             torch.cuda.set_device(w.local_rank)
@@ -47,7 +52,7 @@ def world(device: str = "cpu") -> World:
 
 def local_device(spec: str) -> str:
     """Under torchrun each rank takes the GPU of its local rank."""
-    w = World(local_rank=int(os.environ.get("LOCAL_RANK", "0")), size=int(os.environ.get("WORLD_SIZE", "1")))
+    w = from_env()
     return f"cuda:{w.local_rank}" if w.active and spec == "cuda" else spec
 
 

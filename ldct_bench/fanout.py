@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_write_json
-from .checkpoints import checkpoint_key, find_checkpoint
 from .methods import get_method
 from .protocol import Protocol
 from .results import RunStore
-from .runner import describe, evaluate_cells, finish_run, needs_training, open_dataset, prepare_run, train_method
+from .runner import (describe, evaluate_cells, finish_run, needs_training, open_dataset, prepare_run,
+                     saved_checkpoint, train_method)
 
 EXECUTORS = ("local", "slurm")
 
@@ -148,10 +148,11 @@ def run_matrix_jobs(methods: list[str], protocol: Protocol, out: Path, executor_
     _write_jobs(store, jobs)
     if submitted:
         echo(f"training {', '.join(to_train)} as {len(submitted)} job(s)")
-    failed = [m for m, job in submitted.items() if _failed(job)]
-    key = checkpoint_key(profile, ds.root.name, protocol.seen_doses, protocol.anatomies, seed)
-    checkpoints = {m: (str(find_checkpoint(m, key, cache_dir)) if get_method(m).learned else None)
-                   for m in {u.method for u in todo} if m not in failed}
+    failed = [m for m, job in submitted.items() if _result(job) is None]
+    checkpoints = {}
+    for m in {u.method for u in todo} - set(failed):
+        path = saved_checkpoint(m, profile, ds, protocol, seed, cache_dir) if get_method(m).learned else None
+        checkpoints[m] = str(path) if path else None
 
     # 2. evaluate every unit that is not done
     runnable = [u for u in todo if u.method not in failed and (checkpoints[u.method] or not get_method(u.method).learned)]
@@ -162,10 +163,10 @@ def run_matrix_jobs(methods: list[str], protocol: Protocol, out: Path, executor_
     _write_jobs(store, jobs)
     echo(f"submitted {len(unit_jobs)} unit job(s) to the {executor_kind} executor; logs in {store.root / 'jobs'}")
     for k, job in unit_jobs.items():
-        if _failed(job):
+        res = _result(job)
+        if res is None:
             failed.append(k)
             continue
-        res = job.result()
         name = k.split("/")[0]
         manifest.setdefault("methods", {})[name] = res["method"]
         for t, v in res["timings"].items():
@@ -182,19 +183,18 @@ class JobsIncomplete(RuntimeError):
     """Some units did not finish; the store holds everything that did."""
 
 
-def _failed(job) -> bool:
-    """Wait for `job`; True when it raised or died (its log says why)."""
+def _result(job):
+    """Wait for `job` and return what it returned; None when it raised or died (its log says why)."""
     while not job.done():
         time.sleep(0.5)
     from submitit.local.local import LocalJob
 
     if isinstance(job, LocalJob) and not job.paths.result_pickle.exists():
-        return True  # killed: a local job leaves no result (submitit would wait for one on a shared file system)
+        return None  # killed: a local job leaves no result (submitit would wait for one on a shared file system)
     try:
-        job.result()
-        return False
+        return job.result()
     except Exception:  # submitit re-raises the job's error, or reports a job that died without a result
-        return True
+        return None
 
 
 def _jobs_path(store: RunStore) -> Path:

@@ -125,10 +125,16 @@ def prepare_run(methods: list[str], protocol: Protocol, out: Path, *, data: str,
     return store, manifest, ds
 
 
+def saved_checkpoint(name: str, profile: str, ds: LDCTDataset, protocol: Protocol, seed: int,
+                     cache_dir: Path | None) -> Path | None:
+    """The weights of `name` trained for this dataset, profile, seen doses, anatomies and seed, if any."""
+    key = checkpoint_key(profile, ds.root.name, protocol.seen_doses, protocol.anatomies, seed)
+    return find_checkpoint(name, key, cache_dir)
+
+
 def needs_training(name: str, profile: str, ds: LDCTDataset, protocol: Protocol, seed: int, retrain: bool,
                    cache_dir: Path | None) -> bool:
-    key = checkpoint_key(profile, ds.root.name, protocol.seen_doses, protocol.anatomies, seed)
-    return get_method(name).learned and (retrain or find_checkpoint(name, key, cache_dir) is None)
+    return get_method(name).learned and (retrain or saved_checkpoint(name, profile, ds, protocol, seed, cache_dir) is None)
 
 
 def evaluate_cells(store: RunStore, name: str, method: Method, ds: LDCTDataset, cells, *, seed: int, device: str,
