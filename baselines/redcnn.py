@@ -1,7 +1,7 @@
 """RED-CNN (Chen et al., "Low-dose CT with a residual encoder-decoder convolutional neural
 network", IEEE TMI 2017): 5 conv + 5 deconv layers, 5x5 kernels, no padding, residual
 shortcuts from the input, the 2nd and the 4th layer to their mirrored deconvolutions,
-ReLU, MSE on patches, Adam."""
+ReLU, MSE on patches, Adam. One deviation: the last deconvolution starts at zero (see REDCNNConfig)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu
+from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu, weighted_mse
 
 
 class REDCNN(nn.Module):
-    def __init__(self, filters: int = 96, kernel: int = 5):
+    def __init__(self, filters: int = 96, kernel: int = 5, zero_readout: bool = True):
         super().__init__()
         self.enc = nn.ModuleList([nn.Conv2d(1 if i == 0 else filters, filters, kernel) for i in range(5)])
         self.dec = nn.ModuleList([nn.ConvTranspose2d(filters, 1 if i == 4 else filters, kernel) for i in range(5)])
+        if zero_readout:  # the last deconvolution adds to the input shortcut: start as the identity
+            nn.init.zeros_(self.dec[4].weight)
+            nn.init.zeros_(self.dec[4].bias)
 
     def forward(self, x):
         res1 = x
@@ -42,6 +45,9 @@ class REDCNN(nn.Module):
 class REDCNNConfig(MethodConfig):
     filters: int = 96
     lr_final: float = 1e-5  # the paper decays the learning rate from 1e-4 towards 1e-5
+    # Deviation from the paper (random initialisation): the last deconvolution starts at zero, so the
+    # network starts as the identity and short budgets cannot end below the LDCT input.
+    zero_readout: bool = True
 
     PROFILES: ClassVar[dict] = {
         # paper: 96 filters, 55x55 patches, Adam lr 1e-4 decayed to 1e-5
@@ -59,7 +65,7 @@ class RedCNN(Method):
 
     def __init__(self, config=None, device="cpu"):
         super().__init__(config, device)
-        self.net = REDCNN(self.config.filters).to(self.device)
+        self.net = REDCNN(self.config.filters, zero_readout=self.config.zero_readout).to(self.device)
 
     def modules(self):
         return {"net": self.net}
@@ -75,7 +81,7 @@ class RedCNN(Method):
 
     def train_step(self, batch, step, stage):
         pred = self.net(hu_to_unit(batch["ld"]))
-        loss = F.mse_loss(pred, hu_to_unit(batch["fd"]))
+        loss = weighted_mse(pred, hu_to_unit(batch["fd"]), batch.get("weight"))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

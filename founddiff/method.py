@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ldct_bench.methods import Method, MethodConfig, register
+from ldct_bench.methods import Method, MethodConfig, register, weighted_mse
 from ldct_bench.training import ANATOMY_INDEX, EMA, centre_slice
 
 from .dadiff import DADiffUNet, ResidualSchedule
@@ -183,7 +183,7 @@ class FoundDiff(Method):
         noise = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, x_res, t, noise)
         pred = self.unet(torch.cat((x_t, x_in), 1), self.schedule.time_input(t), emb["dose"], emb["anatomy"])
-        loss = F.mse_loss(pred, x_res)
+        loss = weighted_mse(pred, x_res, batch.get("weight"))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

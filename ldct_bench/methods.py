@@ -36,6 +36,12 @@ def unit_to_hu(x: torch.Tensor, lo: float = HU_LO, hi: float = HU_HI) -> torch.T
     return x * (hi - lo) + lo
 
 
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE with one weight per sample (the harness's cell-balancing `batch["weight"]`); plain MSE without."""
+    per_sample = ((pred - target) ** 2).flatten(1).mean(dim=1)
+    return per_sample.mean() if weight is None else (per_sample * weight.to(per_sample)).mean()
+
+
 @dataclass
 class MethodConfig:
     """Fields every learned method shares; subclasses add their own. Profiles override defaults."""
@@ -150,6 +156,8 @@ class Method:
         """Create optimisers etc. for `stage` (called before the first train_step or a resume)."""
 
     def train_step(self, batch: dict, step: int, stage: str) -> dict[str, float]:
+        """One optimiser step on `batch` (ld, fd patches in HU; dose, anatomy; per-sample loss `weight`,
+        which pixel losses should apply through `weighted_mse`). Returns the numbers to log."""
         raise NotImplementedError
 
     def training_state(self) -> dict:

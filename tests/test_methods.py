@@ -55,9 +55,12 @@ def test_save_load_round_trip_and_denoise_contract(name, tmp_path):
 def test_channels_last_inference_equals_the_plain_layout(name):
     torch.manual_seed(0)
     method = build(name)
-    if name == "founddiff":  # its read-out starts at zero (output = input); give it a trained-like one
-        torch.nn.init.normal_(method.unet.final_conv.weight, std=0.1)
-        method.ema.shadow.load_state_dict(method.unet.state_dict())
+    net, readout = {"founddiff": ("unet", "final_conv"), "corediff": ("net", "outc"),
+                    "redcnn": ("net", "dec.4")}.get(name, (None, None))
+    if net:  # its read-out starts at zero (output = input); give it a trained-like one
+        torch.nn.init.normal_(getattr(method, net).get_submodule(readout).weight, std=0.1)
+        if hasattr(method, "ema"):
+            method.ema.shadow.load_state_dict(getattr(method, net).state_dict())
     method.train(False)
     x = torch.randn(2, 1 + 2 * method.context, 48, 48) * 200 + 40
     plain = method.denoise(x)
@@ -65,6 +68,24 @@ def test_channels_last_inference_equals_the_plain_layout(name):
     kernels = [p for m in method.modules().values() for p in m.parameters() if p.dim() == 4]
     assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
     assert (fast - plain).abs().max().item() < 1e-2 and (plain - x[:, method.context:method.context + 1]).abs().max() > 1
+
+
+@pytest.mark.parametrize("name,flag,tol_hu", [("redcnn", "zero_readout", 1e-2), ("corediff", "zero_readout", 1e-2),
+                                              ("wgan-mse", "identity_init", 40.0)])
+def test_baselines_start_as_the_identity(name, flag, tol_hu):
+    """An untrained baseline returns its input (RED-CNN, CoreDiff exactly; WGAN's Dirac start nearly),
+    so a short training budget improves on the input instead of starting hundreds of HU away."""
+    cls = get_method(name)
+    errors = {}
+    for on in (True, False):
+        torch.manual_seed(0)
+        method = cls(cls.Config.profile("quick", **{flag: on}))
+        method.train(False)
+        c = method.context
+        x = torch.rand(2, 1 + 2 * c, 48, 48) * 1400 - 1000
+        err = (method.denoise(x) - x[:, c:c + 1]).abs()
+        errors[on] = err.max().item() if tol_hu < 1 else err.mean().item()
+    assert errors[True] < tol_hu and errors[False] > 300, errors
 
 
 def test_identity_is_the_low_dose_centre_slice():
@@ -131,17 +152,21 @@ def test_redcnn_quick_training_beats_the_low_dose_input(tiny_dataset, tmp_path):
     assert log[0].startswith("stage,step,elapsed_s") and len(log) == 3
 
 
-def test_resume_continues_and_refuses_a_changed_config(tiny_dataset, tmp_path):
-    job = TrainJob("redcnn", "quick", (0.1,), ("chest",), tiny_dataset.root.name, seed=0)
-    m = build("redcnn", iterations=6, val_every=3)
+@pytest.mark.parametrize("name", ["redcnn", "wgan-mse"])  # wgan-mse: two optimisers and their schedules
+def test_resume_continues_and_refuses_a_changed_config(name, tiny_dataset, tmp_path):
+    job = TrainJob(name, "quick", (0.1,), ("chest",), tiny_dataset.root.name, seed=0)
+    m = build(name, iterations=6, val_every=3)
     man = fit(m, tiny_dataset, job, tmp_path / "ck", time_budget_s=0.0, progress=False)
     assert not man["complete"] and not (tmp_path / "ck" / "weights.safetensors").exists()
     state = torch.load(tmp_path / "ck" / "state.pt", weights_only=True)
     assert json.loads(state["progress"])["step"] == 1
-    man = fit(build("redcnn", iterations=6, val_every=3), tiny_dataset, job, tmp_path / "ck", progress=False)
+    resumed = build(name, iterations=6, val_every=3)
+    man = fit(resumed, tiny_dataset, job, tmp_path / "ck", progress=False)
     assert man["complete"] and [r["step"] for r in man_log(tmp_path / "ck")] == [3, 6]
+    lr = {"redcnn": lambda m: m.opt, "wgan-mse": lambda m: m.opt_g}[name](resumed).param_groups[0]["lr"]
+    assert lr == pytest.approx(resumed.config.lr_final)  # the decay went on from where it stopped
     with pytest.raises(ValueError, match="cannot resume .* different config"):
-        fit(build("redcnn", iterations=6, val_every=3, lr=5e-4), tiny_dataset, job, tmp_path / "ck", progress=False)
+        fit(build(name, iterations=6, val_every=3, lr=5e-4), tiny_dataset, job, tmp_path / "ck", progress=False)
 
 
 def man_log(d):
@@ -169,3 +194,40 @@ def test_every_stage_of_a_two_stage_method_trains_and_resumes(tiny_dataset, tmp_
     m2.train_step({k: v for k, v in __import__("ldct_bench.training", fromlist=["x"]).PatchSampler(
         tiny_dataset.pairs(["chest"], [0.1], "train"), 32, 2, 0).sample().items()}, 0, "dadiff")
     assert not changed(frozen, m2.daclip.state_dict())  # DA-CLIP is frozen while DA-Diff trains
+
+
+def _pairs(cells):
+    """Synthetic pairs: per (anatomy, dose, noise std in HU) cell, 3 slices of fd plus that noise."""
+    import pandas as pd
+
+    from ldct_bench.data.dataset import Pairs
+
+    g = torch.Generator().manual_seed(0)
+    fd = torch.rand(3 * len(cells), 1, 16, 16, generator=g) * 1000 - 500
+    std = torch.tensor([s for _, _, s in cells for _ in range(3)]).view(-1, 1, 1, 1)
+    meta = pd.DataFrame([(a, d) for a, d, _ in cells for _ in range(3)], columns=["anatomy", "dose"])
+    return Pairs(fd + std * torch.randn(fd.shape, generator=g), fd, meta)
+
+
+def test_cell_weights_balance_cells_by_their_input_error():
+    from ldct_bench.training import cell_weights
+
+    pairs = _pairs([("chest", 0.5, 10.0), ("chest", 0.1, 20.0), ("abdomen", 0.1, 40.0)])
+    w = cell_weights(pairs)
+    mse = ((pairs.ld - pairs.fd) ** 2).flatten(1).mean(1).view(3, 3).mean(1)  # per cell
+    assert torch.allclose(w.mean(), torch.tensor(1.0))
+    assert torch.equal(w.view(3, 3), w.view(3, 3)[:, :1].expand(3, 3))  # one weight per cell
+    assert torch.allclose(w.view(3, 3)[:, 0] * mse, (w[0] * mse[0]).expand(3), rtol=1e-4)  # weight x error equal
+    assert 12 < w[0] / w[-1] < 20  # noise std 10 against 40 HU: about 16x
+    assert torch.equal(cell_weights(_pairs([("head", 0.1, 25.0)])), torch.ones(3))  # one cell: plain MSE
+
+
+def test_weighted_mse_is_plain_mse_without_weights():
+    from torch.nn import functional as F
+
+    from ldct_bench.methods import weighted_mse
+
+    a, b = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    assert torch.allclose(weighted_mse(a, b), F.mse_loss(a, b))
+    w = torch.tensor([0.0, 0.0, 2.0, 2.0])
+    assert torch.allclose(weighted_mse(a, b, w), F.mse_loss(a[2:], b[2:]))

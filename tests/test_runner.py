@@ -97,3 +97,18 @@ def test_bad_arguments_give_one_clear_error_and_write_nothing(args, message, tmp
     assert message in res.output, res.output
     assert "Traceback" not in res.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("metric", ["psnr", "ssim"])
+def test_reference_run_every_learned_method_beats_the_input_on_every_seen_cell(metric):
+    """The committed reference run (README's first command): the floor every learned method must clear."""
+    from pathlib import Path
+
+    from ldct_bench.report.leaderboard import build_leaderboard
+
+    table = pd.read_parquet(Path(__file__).resolve().parent.parent / "results/runs/reference/results.parquet")
+    lb = build_leaderboard(table, metric)
+    seen = [col for col in lb.columns() if lb.seen[col[1]]]
+    assert len(seen) == 6 and set(lb.mean.index) == {"ldct", "redcnn", "corediff", "wgan-mse", "founddiff"}
+    gain = lb.mean[seen].drop(index="ldct") - lb.mean.loc["ldct", seen]
+    assert (gain > 0).all().all(), f"{metric} at or below the input:\n{gain.round(4)}"
