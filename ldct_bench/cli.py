@@ -153,10 +153,12 @@ def _data_options(fn):
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default: the cache).")
 @click.option("--retrain", is_flag=True, help="Start over instead of resuming.")
 @click.option("--vgg19-weights", type=click.Path(path_type=Path), default=None, help="Local VGG19 file for wganvgg.")
+@click.option("--plain-loss", is_flag=True,
+              help="The papers' unweighted loss instead of weighting each (anatomy, dose) cell by 1/its input error.")
 @_data_options
 @friendly
 def train_cmd(method_name, profile, doses, anatomies, training, iterations, time_budget, device, seed, out, retrain,
-              vgg19_weights, data_spec, cache_dir):
+              vgg19_weights, plain_loss, data_spec, cache_dir):
     """Train a method through the shared harness (resumes an interrupted run)."""
     from .distributed import from_env, local_device
     from .protocol import Protocol
@@ -167,6 +169,8 @@ def train_cmd(method_name, profile, doses, anatomies, training, iterations, time
     cells = [(anatomies, seen)] if training == "generalist" else [((a,), (d,)) for a in anatomies for d in seen]
     overrides = {k: v for k, v in (("iterations", iterations), ("vgg19_weights", str(vgg19_weights or "")))
                  if v not in (None, "")}
+    if plain_loss:
+        overrides["balance_cells"] = False
     dev = local_device(resolve_device(device))  # under torchrun: this rank's GPU
     for anats, ds_doses in cells:
         man = train_method(method_name, profile, ds, ds_doses, anats, seed=seed, device=dev,

@@ -52,6 +52,9 @@ class MethodConfig:
     lr: float = 1e-4
     val_every: int = 250
     ema_decay: float = 0.0  # 0 disables EMA
+    # weight each (anatomy, dose) cell's loss by 1 / its input error (training.cell_weights); False trains
+    # on the papers' plain MSE
+    balance_cells: bool = True
 
     PROFILES: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {}}
 

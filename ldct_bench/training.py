@@ -71,11 +71,11 @@ class PatchSampler:
     """Random (optionally flipped) patches from in-memory pairs, with dose and anatomy labels and
     cell-balancing loss weights (see `cell_weights`)."""
 
-    def __init__(self, pairs: Pairs, patch: int, batch: int, seed: int):
+    def __init__(self, pairs: Pairs, patch: int, batch: int, seed: int, balance_cells: bool = True):
         self.ld, self.fd = pairs.ld, pairs.fd
         self.dose = torch.tensor(pairs.meta["dose"].to_numpy(), dtype=torch.float32)
         self.anatomy = torch.tensor([ANATOMY_INDEX.get(a, -1) for a in pairs.meta["anatomy"]], dtype=torch.long)
-        self.weight = cell_weights(pairs)
+        self.weight = cell_weights(pairs) if balance_cells else torch.ones(len(self.dose))
         h, w = self.ld.shape[-2:]
         self.patch = min(patch, h, w) if patch > 0 else min(h, w)
         self.batch = batch
@@ -162,7 +162,7 @@ def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, t
     train_pairs = dataset.pairs(job.anatomies, job.doses, "train", context=method.context)
     has_val = all(dataset.patients(a, "val") for a in job.anatomies)
     val_pairs = dataset.pairs(job.anatomies, job.doses, "val", context=method.context, max_slices=val_slices) if has_val else None
-    sampler = PatchSampler(train_pairs, cfg.patch_size, cfg.batch_size, job.seed)
+    sampler = PatchSampler(train_pairs, cfg.patch_size, cfg.batch_size, job.seed, cfg.balance_cells)
 
     done = {"stage_index": 0, "step": 0, "elapsed_s": 0.0, "log": []}
     resumed_stage = None  # the stage whose optimiser state was restored from disk (it needs no fresh setup)

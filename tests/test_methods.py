@@ -222,6 +222,30 @@ def test_cell_weights_balance_cells_by_their_input_error():
     assert torch.equal(cell_weights(_pairs([("head", 0.1, 25.0)])), torch.ones(3))  # one cell: plain MSE
 
 
+def test_the_sampler_weights_cells_unless_told_to_train_on_plain_mse():
+    from ldct_bench.training import PatchSampler
+
+    pairs = _pairs([("chest", 0.5, 10.0), ("abdomen", 0.1, 40.0)])
+    balanced = PatchSampler(pairs, 8, 64, seed=0).sample()
+    assert balanced["weight"].max() / balanced["weight"].min() > 12  # both cells drawn among 64 patches
+    plain = PatchSampler(pairs, 8, 64, seed=0, balance_cells=False).sample()
+    assert torch.equal(plain["weight"], torch.ones(64))
+
+
+def test_train_plain_loss_reaches_the_config(tiny_dataset, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from ldct_bench.cli import main
+
+    res = CliRunner().invoke(main, ["train", "--method", "redcnn", "--iterations", "1", "--anatomies", "chest",
+                                    "--data", str(tiny_dataset.root), "--out", str(tmp_path / "ck"),
+                                    "--cache-dir", str(tmp_path / "c"), "--plain-loss"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ck" / "manifest.json").read_text())["config"]["balance_cells"] is False
+
+
 def test_weighted_mse_is_plain_mse_without_weights():
     from torch.nn import functional as F
 
