@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.layers import SinusoidalPosEmb
+from ldct_bench.layers import SinusoidalPosEmb, zero_init
 from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu, weighted_mse
 from ldct_bench.training import EMA
 
@@ -68,8 +68,7 @@ class ClearNet(nn.Module):
         self.emm = nn.ModuleList([ErrorModulation(c, emm_middle) for c in (w1, w2, w2, w1)])
         self.outc = nn.Conv2d(w1, 1, 1)
         if zero_readout:  # the predicted residual starts at 0: every sampling step starts as the identity
-            nn.init.zeros_(self.outc.weight)
-            nn.init.zeros_(self.outc.bias)
+            zero_init(self.outc)
 
     def _cond(self, i, h, temb, x_adjust):
         c = self.time[i](temb)[:, :, None, None]

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldct_bench.layers import zero_init
 from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu, weighted_mse
+from ldct_bench.training import exponential_decay
 
 
 class REDCNN(nn.Module):
@@ -21,8 +23,7 @@ class REDCNN(nn.Module):
         self.enc = nn.ModuleList([nn.Conv2d(1 if i == 0 else filters, filters, kernel) for i in range(5)])
         self.dec = nn.ModuleList([nn.ConvTranspose2d(filters, 1 if i == 4 else filters, kernel) for i in range(5)])
         if zero_readout:  # the last deconvolution adds to the input shortcut: start as the identity
-            nn.init.zeros_(self.dec[4].weight)
-            nn.init.zeros_(self.dec[4].bias)
+            zero_init(self.dec[4])
 
     def forward(self, x):
         res1 = x
@@ -76,8 +77,7 @@ class RedCNN(Method):
 
     def setup_training(self, stage):
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
-        gamma = (self.config.lr_final / self.config.lr) ** (1 / max(1, self.config.iterations))
-        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma)
+        self.sched = exponential_decay(self.opt, self.config)
 
     def train_step(self, batch, step, stage):
         pred = self.net(hu_to_unit(batch["ld"]))

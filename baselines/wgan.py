@@ -28,6 +28,7 @@ from torch import nn
 
 from ldct_bench.distributed import average_gradients
 from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu, weighted_mse
+from ldct_bench.training import exponential_decay
 
 VGG19_LAYERS = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -161,8 +162,7 @@ class WGANVGG(Method):
         self.critic = Critic(cfg.patch_size).to(self.device)
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-        gamma = (cfg.lr_final / cfg.lr) ** (1 / max(1, cfg.iterations))
-        self.scheds = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma) for opt in (self.opt_g, self.opt_d)]
+        self.scheds = [exponential_decay(opt, cfg) for opt in (self.opt_g, self.opt_d)]
         if cfg.content == "vgg":
             path = _vgg_path(cfg.vgg19_weights)
             if not path:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.layers import SinusoidalPosEmb
+from ldct_bench.layers import SinusoidalPosEmb, zero_init
 
 from .ss2d import SS2D
 
@@ -76,8 +76,7 @@ class DACB(nn.Module):
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn_blk = TransposedAttention(dim, max(1, dim // 32))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 6 * dim))
-        nn.init.zeros_(self.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.adaLN_modulation[-1].bias)
+        zero_init(self.adaLN_modulation[-1])
 
     def forward(self, x, anatomy, cond):
         x = x.permute(0, 2, 3, 1)
@@ -120,8 +119,7 @@ class DADiffUNet(nn.Module):
         self.final_conv = nn.Conv2d(dim, channels, 1)
         # zero-initialised read-out (as the adaLN-Zero gates): the predicted residual starts at 0, so sampling
         # starts from the low-dose input itself and training can only move it where that helps
-        nn.init.zeros_(self.final_conv.weight)
-        nn.init.zeros_(self.final_conv.bias)
+        zero_init(self.final_conv)
         self.multiple = 2 ** (n - 1) * 2  # spatial size must divide by this (down-samplers x SS2D sub-grids)
 
     def condition(self, time, dose_emb):

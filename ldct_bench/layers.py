@@ -8,6 +8,14 @@ import torch
 from torch import nn
 
 
+def zero_init(layer: nn.Module) -> nn.Module:
+    """Zero weight and bias: a read-out or gate that starts switched off, so the network around it starts
+    as its shortcut (the identity, for a residual read-out) and training only moves it where that helps."""
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class SinusoidalPosEmb(nn.Module):
     """Transformer-style sinusoidal embedding of a (possibly fractional) diffusion time step."""
 

@@ -31,6 +31,13 @@ from .metrics import WINDOWS, score_batch
 from .methods import Method
 
 
+def exponential_decay(optimizer: torch.optim.Optimizer, config) -> torch.optim.lr_scheduler.ExponentialLR:
+    """Per-step exponential decay of the learning rate from `config.lr` to `config.lr_final` over
+    `config.iterations` steps (RED-CNN's schedule; the quick WGAN's too)."""
+    gamma = (config.lr_final / config.lr) ** (1 / max(1, config.iterations))
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+
+
 class EMA:
     """Exponential moving average of a module's weights (used for inference when enabled)."""
 
