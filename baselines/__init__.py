@@ -1,3 +1,3 @@
-"""The classic baselines; importing this package registers them."""
+"""The classic baselines: the low-dose input, RED-CNN, WGAN-VGG (and WGAN-MSE), CoreDiff.
 
-from . import corediff, ldct, redcnn, wgan  # noqa: F401
+Each registers through the `ldct_bench.methods` entry-point group in pyproject.toml, as a plug-in would."""

@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.layers import SinusoidalPosEmb, zero_init
-from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu, weighted_mse
-from ldct_bench.training import EMA
+from ldct_bench.methods import Method, MethodConfig
+from ldct_bench.toolkit import EMA, SinusoidalPosEmb, hu_to_unit, unit_to_hu, weighted_mse, zero_init
 
 
 def convs(cin: int, cout: int, n: int) -> nn.Sequential:
@@ -115,7 +114,6 @@ class CoreDiffConfig(MethodConfig):
     }
 
 
-@register
 class CoreDiff(Method):
     name = "corediff"
     description = "CoreDiff (Gao et al., IEEE TMI 2023): contextual cold diffusion, CLEAR-Net + EMM, T=10"
@@ -131,6 +129,10 @@ class CoreDiff(Method):
 
     def modules(self):
         return {"net": self.net, "ema": self.ema.shadow}
+
+    @property
+    def sampling_steps(self) -> int:
+        return self.config.timesteps
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         return (1.0 - t.float() / self.config.timesteps).view(-1, 1, 1, 1)

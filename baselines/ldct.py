@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from ldct_bench.methods import Method, register
-from ldct_bench.training import centre_slice
+from ldct_bench.methods import Method
+from ldct_bench.toolkit import centre_slice
 
 
-@register
 class LowDose(Method):
     name = "ldct"
     description = "Identity: the low-dose FBP image (the floor every method must beat)"

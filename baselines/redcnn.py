@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.layers import zero_init
-from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu, weighted_mse
-from ldct_bench.training import exponential_decay
+from ldct_bench.methods import Method, MethodConfig
+from ldct_bench.toolkit import exponential_decay, hu_to_unit, unit_to_hu, weighted_mse, zero_init
 
 
 class REDCNN(nn.Module):
@@ -58,7 +57,6 @@ class REDCNNConfig(MethodConfig):
     }
 
 
-@register
 class RedCNN(Method):
     name = "redcnn"
     description = "RED-CNN (Chen et al., IEEE TMI 2017): residual encoder-decoder CNN, MSE"

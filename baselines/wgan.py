@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.distributed import average_gradients
-from ldct_bench.methods import Method, MethodConfig, hu_to_unit, register, unit_to_hu, weighted_mse
-from ldct_bench.training import exponential_decay
+from ldct_bench.methods import Method, MethodConfig
+from ldct_bench.toolkit import average_gradients, exponential_decay, hu_to_unit, unit_to_hu, weighted_mse
 
 VGG19_LAYERS = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -98,7 +97,7 @@ class VGG19Features(nn.Module):
         return self.features((x.repeat(1, 3, 1, 1) - self.mean) / self.std)
 
     @classmethod
-    def from_file(cls, path: Path) -> "VGG19Features":
+    def from_file(cls, path: Path) -> VGG19Features:
         state = torch.load(path, map_location="cpu", weights_only=True)
         net = cls()
         feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
@@ -132,7 +131,6 @@ class WGANConfig(MethodConfig):
     }
 
 
-@register
 class WGANVGG(Method):
     name = "wganvgg"
     description = "WGAN-VGG (Yang et al., IEEE TMI 2018): WGAN-GP + VGG19 perceptual loss (needs local VGG19 weights)"
@@ -226,7 +224,6 @@ class WGANMSEConfig(WGANConfig):
     PROFILES: ClassVar[dict] = WGANConfig.PROFILES
 
 
-@register
 class WGANMSE(WGANVGG):
     name = "wgan-mse"
     description = "WGAN-MSE variant of WGAN-VGG (Yang et al. 2018 ablation): WGAN-GP + MSE, no VGG19 needed"

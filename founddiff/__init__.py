@@ -1,3 +1,3 @@
-"""FoundDiff: DA-CLIP dose/anatomy perception + DA-Diff with the Mamba-based DACB; importing registers it."""
+"""FoundDiff: DA-CLIP dose/anatomy perception + DA-Diff with the Mamba-based DACB.
 
-from . import method  # noqa: F401
+Registered through the `ldct_bench.methods` entry-point group in pyproject.toml, as a plug-in would be."""

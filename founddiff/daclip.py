@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ANATOMY_NAMES = ("head", "chest", "abdomen")
+from ldct_bench.toolkit import ANATOMIES
+
 PROMPTS = ("high dose CT image .", "low dose CT noisy image .")
 
 
@@ -114,7 +115,7 @@ class PromptTokenizer:
 
     specials = ("<pad>", "<sot>", "<eot>", "X")
 
-    def __init__(self, extra_words=("of", "the", "image", *ANATOMY_NAMES)):
+    def __init__(self, extra_words=("of", "the", "image", *ANATOMIES)):
         words = sorted({w for p in PROMPTS for w in p.lower().split()} | set(extra_words))
         self.vocab = {t: i for i, t in enumerate((*self.specials, *words))}
 
@@ -186,7 +187,7 @@ class DACLIP(nn.Module):
         # read-outs fitted after training (saved with the weights)
         self.register_buffer("dose_w", torch.zeros(embed_dim))
         self.register_buffer("dose_b", torch.zeros(()))
-        self.register_buffer("anatomy_centroids", torch.zeros(len(ANATOMY_NAMES), anatomy_dim))
+        self.register_buffer("anatomy_centroids", torch.zeros(len(ANATOMIES), anatomy_dim))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (N, 1, H, W) in [-1, 1] ((HU + 1000) / 3000 mapped to [-1, 1])."""
@@ -206,7 +207,7 @@ class DACLIP(nn.Module):
         coef = torch.linalg.solve(x.t() @ x + reg, x.t() @ log_dose.double())
         self.dose_w.copy_(coef[:-1].float())
         self.dose_b.copy_(coef[-1].float())
-        for k in range(len(ANATOMY_NAMES)):
+        for k in range(len(ANATOMIES)):
             sel = anatomy == k
             if sel.any():
                 self.anatomy_centroids[k] = F.normalize(anat_emb[sel].mean(0), dim=0)

@@ -16,12 +16,11 @@ and then transposed (channel) attention.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.layers import SinusoidalPosEmb, zero_init
+from ldct_bench.toolkit import SinusoidalPosEmb, zero_init
 
 from .ss2d import SS2D
 

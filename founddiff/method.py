@@ -9,21 +9,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ldct_bench.methods import Method, MethodConfig, register, weighted_mse
-from ldct_bench.training import ANATOMY_INDEX, EMA, centre_slice
+from ldct_bench.methods import Method, MethodConfig
+from ldct_bench.toolkit import ANATOMY_INDEX, EMA, centre_slice, hu_to_unit, unit_to_hu, weighted_mse
 
-from .dadiff import DADiffUNet, ResidualSchedule
 from .daclip import DACLIP, pairwise_rank_loss, rank_n_contrast, supervised_contrastive
+from .dadiff import DADiffUNet, ResidualSchedule
 
-HU_LO, HU_RANGE = -1000.0, 3000.0  # FoundDiff maps [-1000, 2000] HU to [0, 1], then to [-1, 1]
+HU_LO, HU_HI = -1000.0, 2000.0  # FoundDiff maps [-1000, 2000] HU to [0, 1], then to [-1, 1]
 
 
 def to_model(hu: torch.Tensor) -> torch.Tensor:
-    return ((hu - HU_LO) / HU_RANGE) * 2 - 1
+    return hu_to_unit(hu, HU_LO, HU_HI) * 2 - 1
 
 
 def to_hu(x: torch.Tensor) -> torch.Tensor:
-    return (x + 1) / 2 * HU_RANGE + HU_LO
+    return unit_to_hu((x + 1) / 2, HU_LO, HU_HI)
 
 
 @dataclass
@@ -54,6 +54,7 @@ class FoundDiffConfig(MethodConfig):
     ema_decay: float = 0.995
     ema_every: int = 10
 
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("sampling_steps", "start_noise", "sample_seed")
     PROFILES: ClassVar[dict] = {
         "paper": dict(batch_size=4, patch_size=0, lr=2e-4, val_every=5000),
         "quick": dict(clip_layers=(1, 1, 1, 1), clip_width=16, clip_heads=4, clip_embed=128, clip_anatomy_dim=64,
@@ -65,11 +66,14 @@ class FoundDiffConfig(MethodConfig):
     def __post_init__(self):
         self.clip_layers, self.mults = tuple(self.clip_layers), tuple(self.mults)
 
+    def stage_iterations(self, stage: str) -> int:
+        return {"daclip": self.daclip_iterations, "dadiff": self.dadiff_iterations}[stage]
 
-@register
+
 class FoundDiff(Method):
     name = "founddiff"
-    description = "FoundDiff (Chen et al. 2025): DA-CLIP dose/anatomy perception + DA-Diff residual diffusion with Mamba DACB"
+    description = ("FoundDiff (Chen et al. 2025): DA-CLIP dose/anatomy perception + DA-Diff residual diffusion "
+                   "with Mamba DACB")
     Config = FoundDiffConfig
     stages = ("daclip", "dadiff")
 
@@ -96,7 +100,11 @@ class FoundDiff(Method):
         self.daclip.train(mode and self.stage == "daclip")
 
     def validates(self, stage: str) -> bool:
-        return stage == "dadiff"
+        return stage == "dadiff"  # DA-CLIP's stage trains no denoiser
+
+    @property
+    def sampling_steps(self) -> int:
+        return self.config.sampling_steps
 
     # -- perception ---------------------------------------------------------------------------------------
     def perceive(self, ld_hu: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -32,8 +32,9 @@ from .environment import git_commit, hardware, versions
 
 def _row(stage, item, ours, reference=None, unit="", reference_name="", note="", higher_is_better=True) -> dict:
     ratio = (ours / reference if higher_is_better else reference / ours) if reference else None
-    return {"stage": stage, "item": item, "ours": round(ours, 3), "reference": None if reference is None else round(reference, 3),
-            "unit": unit, "ratio": None if ratio is None else round(ratio, 2), "reference_name": reference_name, "note": note}
+    return {"stage": stage, "item": item, "ours": round(ours, 3),
+            "reference": None if reference is None else round(reference, 3), "unit": unit,
+            "ratio": None if ratio is None else round(ratio, 2), "reference_name": reference_name, "note": note}
 
 
 def _best_time(fn, repeats: int) -> float:
@@ -174,8 +175,7 @@ def bench_inference(size: int, device: str, methods: list[str], min_seconds: flo
     rows = []
     g = torch.Generator().manual_seed(0)
     for name in methods:
-        cls = get_method(name)
-        method = (cls(cls.Config.profile("quick"), device) if cls.learned else cls(None, device)).for_inference()
+        method = get_method(name)(None, device).for_inference()  # the quick profile's networks
         batch = auto_batch(method, size, device)
         x = (torch.randn(batch, 1 + 2 * method.context, size, size, generator=g) * 200 + 40).to(device)
         method.denoise(x)  # warm-up
@@ -186,8 +186,7 @@ def bench_inference(size: int, device: str, methods: list[str], min_seconds: flo
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         ms = 1000 * (time.perf_counter() - t0) / n
-        steps = getattr(method.config, "sampling_steps", None) if cls.learned else None
-        steps = steps or (getattr(method.config, "timesteps", None) if name == "corediff" else None)
+        steps = method.sampling_steps
         note = f"batch {batch}" + (f", {steps} sampling steps" if steps else "")
         rows.append(_row("inference", f"{name} {size}x{size}", ms, None, "ms/slice", "", note, higher_is_better=False))
     return rows

@@ -1,11 +1,16 @@
-"""Where trained weights live: committed reference checkpoints first, then the user's cache.
+"""What a trained checkpoint is (its TrainJob), and where it lives: committed reference weights first, then the
+user's cache.
 
 A checkpoint folder is named by everything that makes it: method, profile, dataset (its
-directory name carries the data config hash), seen doses, anatomies and seed.
+directory name carries the data config hash), seen doses, anatomies, seed, and the config
+fields set on top of the profile (`--set`), which add a short hash of themselves.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data.dataset import default_cache_dir
@@ -13,23 +18,48 @@ from .data.dataset import default_cache_dir
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "checkpoints"
 
 
-def checkpoint_key(profile: str, data: str, doses, anatomies, seed: int = 0) -> str:
-    d = "+".join(f"{x * 100:g}" for x in sorted(doses))
-    a = "+".join(sorted(anatomies))
-    return f"{profile}-{data}-seen{d}-{a}-s{seed}"
+@dataclass
+class TrainJob:
+    """What a training run is: its identity decides whether a checkpoint can be found or resumed."""
+
+    method: str
+    profile: str
+    doses: tuple[float, ...]
+    anatomies: tuple[str, ...]
+    data: str  # dataset directory name (carries the data config hash)
+    seed: int = 0
+    overrides: dict = field(default_factory=dict)  # config fields set on top of the profile (they change training)
+
+    def identity(self, method) -> dict:
+        """What a resumed training must match (the config holds the overrides)."""
+        return {"method": self.method, "profile": self.profile, "doses": [float(d) for d in self.doses],
+                "anatomies": list(self.anatomies), "data": self.data, "seed": self.seed,
+                "config": method.config.to_dict()}
+
+    @property
+    def key(self) -> str:
+        d = "+".join(f"{x * 100:g}" for x in sorted(self.doses))
+        a = "+".join(sorted(self.anatomies))
+        key = f"{self.profile}-{self.data}-seen{d}-{a}-s{self.seed}"
+        if self.overrides:
+            blob = json.dumps(self.overrides, sort_keys=True, default=str).encode()
+            key += f"-set{hashlib.sha256(blob).hexdigest()[:8]}"
+        return key
 
 
-def candidates(method: str, key: str, cache_dir: Path | None = None) -> list[Path]:
-    return [REFERENCE_DIR / method / key, Path(cache_dir or default_cache_dir()) / "checkpoints" / method / key]
+def candidates(job: TrainJob, cache_dir: Path | None = None) -> list[Path]:
+    cache = Path(cache_dir or default_cache_dir()) / "checkpoints"
+    return [REFERENCE_DIR / job.method / job.key, cache / job.method / job.key]
 
 
-def find_checkpoint(method: str, key: str, cache_dir: Path | None = None) -> Path | None:
-    """The first complete checkpoint (weights.safetensors present) for method/key, or None."""
-    for d in candidates(method, key, cache_dir):
+def find_checkpoint(job: TrainJob, cache_dir: Path | None = None) -> Path | None:
+    """The first complete checkpoint (weights.safetensors present) of `job`, or None."""
+    for d in candidates(job, cache_dir):
         if (d / "weights.safetensors").is_file():
             return d / "weights.safetensors"
     return None
 
 
-def training_dir(method: str, key: str, cache_dir: Path | None = None) -> Path:
-    return candidates(method, key, cache_dir)[1]
+def training_dir(job: TrainJob, cache_dir: Path | None = None) -> Path:
+    """Where `job` trains when no folder is given: the user's cache."""
+    return candidates(job, cache_dir)[1]

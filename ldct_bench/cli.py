@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import functools
 import json
+import time
+from datetime import datetime
 from pathlib import Path
 
 import click
 
+from .config import PROFILES
+from .conventions import ANATOMIES, dose_labels, split_list
+from .environment import resolve_device
 from .protocol import parse_anatomies, parse_doses
 
 
@@ -58,14 +63,15 @@ def data():
 
 
 @data.command("simulate")
-@click.option("--anatomies", default="head,chest,abdomen", callback=_anatomies, show_default=True)
+@click.option("--anatomies", default=",".join(ANATOMIES), callback=_anatomies, show_default=True)
 @click.option("--doses", default="5,10,25,50", callback=_doses, show_default=True,
               help="Percents (25), fractions (1/4) or decimals (0.25).")
 @click.option("--patients", type=int, default=None, help="Patients per anatomy (split 75/10/15 %); default 6/1/2.")
 @click.option("--slices", type=int, default=8, show_default=True, help="Adjacent slices per patient.")
 @click.option("--size", type=click.IntRange(32, 1024), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Default: $LDCT_BENCH_CACHE or ~/.cache/ldct-bench.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Default: $LDCT_BENCH_CACHE or ~/.cache/ldct-bench.")
 @friendly
 def data_simulate(anatomies, doses, patients, slices, size, seed, cache_dir):
     """Simulate the embedded phantom dataset (cached; re-running reuses it)."""
@@ -94,8 +100,8 @@ def data_info(cache_dir):
 
         ds = LDCTDataset(m.parent)
         splits = {a: {s: len(p) for s, p in v.items()} for a, v in man["splits"].items()}
-        doses = ", ".join(f"{d * 100:g}%" for d in ds.doses())
-        click.echo(f"{m.parent}\n  kind={man['kind']} files={len(man['files'])} doses=[{doses}]\n  patients={splits}")
+        click.echo(f"{m.parent}\n  kind={man['kind']} files={len(man['files'])} doses=[{dose_labels(ds.doses())}]\n"
+                   f"  patients={splits}")
 
 
 @data.command("import")
@@ -131,7 +137,7 @@ def methods_cmd():
         click.echo(f"{name:12s} {size:36s} {cls.description}" + (f"  [not in 'all': {why}]" if why else ""))
 
 
-# --------------------------------------------------------------------------------------------- train
+# ------------------------------------------------------------------------------------- train and run
 def _data_options(fn):
     fn = click.option("--data", "data_spec", default="embedded", show_default=True,
                       help="embedded, or the folder of an imported dataset.")(fn)
@@ -139,11 +145,21 @@ def _data_options(fn):
     return fn
 
 
+def _set_option(fn):
+    return click.option("--set", "sets", multiple=True, metavar="METHOD.FIELD=VALUE",
+                        help="Set a field of a method's config on top of its profile (repeatable), e.g. "
+                             "--set redcnn.iterations=500; recorded in the manifests.")(fn)
+
+
+def _cli_args() -> dict:
+    return {k: str(v) for k, v in click.get_current_context().params.items()}
+
+
 @main.command("train")
 @click.option("--method", "method_name", required=True)
-@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--profile", type=click.Choice(PROFILES), default="quick", show_default=True)
 @click.option("--doses", default=None, callback=_doses, help="Seen (training) doses; default: the protocol's seen set.")
-@click.option("--anatomies", default="head,chest,abdomen", callback=_anatomies, show_default=True)
+@click.option("--anatomies", default=",".join(ANATOMIES), callback=_anatomies, show_default=True)
 @click.option("--protocol", "training", type=click.Choice(["generalist", "specialist"]), default="generalist",
               show_default=True, help="One model for all seen cells, or one per (anatomy, dose) cell.")
 @click.option("--iterations", type=int, default=None, help="Override the profile's iteration budget.")
@@ -155,42 +171,57 @@ def _data_options(fn):
 @click.option("--vgg19-weights", type=click.Path(path_type=Path), default=None, help="Local VGG19 file for wganvgg.")
 @click.option("--plain-loss", is_flag=True,
               help="The papers' unweighted loss instead of weighting each (anatomy, dose) cell by 1/its input error.")
+@_set_option
 @_data_options
 @friendly
-def train_cmd(method_name, profile, doses, anatomies, training, iterations, time_budget, device, seed, out, retrain,
-              vgg19_weights, plain_loss, data_spec, cache_dir):
+def train_cmd(**opts):
     """Train a method through the shared harness (resumes an interrupted run)."""
+    from .checkpoints import TrainJob
+    from .data.resolve import open_dataset
     from .distributed import from_env, local_device
     from .protocol import Protocol
-    from .runner import open_dataset, resolve_device, train_method
+    from .training import train_method
 
-    seen = doses or Protocol().seen_doses
-    ds = open_dataset(data_spec, seen, anatomies, ("train", "val"), cache_dir)
-    cells = [(anatomies, seen)] if training == "generalist" else [((a,), (d,)) for a in anatomies for d in seen]
-    overrides = {k: v for k, v in (("iterations", iterations), ("vgg19_weights", str(vgg19_weights or "")))
-                 if v not in (None, "")}
-    if plain_loss:
-        overrides["balance_cells"] = False
-    dev = local_device(resolve_device(device))  # under torchrun: this rank's GPU
-    for anats, ds_doses in cells:
-        man = train_method(method_name, profile, ds, ds_doses, anats, seed=seed, device=dev,
-                           out=out, retrain=retrain, time_budget=time_budget, overrides=overrides, cache_dir=cache_dir)
+    name, seen, anatomies = opts["method_name"], opts["doses"] or Protocol().seen_doses, opts["anatomies"]
+    overrides = _train_overrides(name, opts)
+    ds = open_dataset(opts["data_spec"], seen, anatomies, ("train", "val"), cache_dir=opts["cache_dir"])
+    cells = [(anatomies, seen)] if opts["training"] == "generalist" else [((a,), (d,)) for a in anatomies for d in seen]
+    dev = local_device(resolve_device(opts["device"]))  # under torchrun: this rank's GPU
+    for anats, doses in cells:
+        job = TrainJob(name, opts["profile"], tuple(doses), tuple(anats), ds.root.name, opts["seed"], overrides)
+        man = train_method(job, ds, device=dev, out=opts["out"], retrain=opts["retrain"],
+                           time_budget=opts["time_budget"], cache_dir=opts["cache_dir"])
         if not from_env().main:
             continue  # rank 0 speaks for the group
         state = "complete" if man["complete"] else "stopped by the time budget (run again to resume)"
-        click.echo(f"{method_name} [{'+'.join(anats)} @ {', '.join(f'{d*100:g}%' for d in ds_doses)}]: {state}; "
-                   f"{man['wall_time_s']} s; final {man['final']}; in {man['dir']}")
+        click.echo(f"{name} [{'+'.join(anats)} @ {dose_labels(doses)}]: {state}; {man['wall_time_s']} s; "
+                   f"final {man['final']}; in {man['dir']}")
 
 
-# ----------------------------------------------------------------------------------------------- run
+def _train_overrides(name: str, opts: dict) -> dict:
+    """--set, with --iterations, --plain-loss and --vgg19-weights as shorthands; training uses no inference field."""
+    from .config import parse_overrides
+    from .methods import get_method
+
+    sugar = [f"{name}.{field}={value}" for field, value in (
+        ("iterations", opts["iterations"]), ("balance_cells", False if opts["plain_loss"] else None),
+        ("vgg19_weights", opts["vgg19_weights"])) if value is not None]
+    overrides = {o.field: o.value for o in parse_overrides(sugar + list(opts["sets"]), (name,))}
+    _, inference = get_method(name).Config.split_overrides(overrides)
+    if inference:
+        raise ValueError(f"--set {name}.{next(iter(inference))}: that field changes only inference; "
+                         "give it to `ldct-bench run`, which applies it to the trained weights.")
+    return overrides
+
+
 @main.command("run")
 @click.option("--methods", "methods_spec", default="all", show_default=True, help="'all' or a comma list.")
 @click.option("--doses", default=None, callback=_doses, help="Doses to evaluate (default 5,10,25,50; paper preset: eight).")
 @click.option("--train-doses", default=None, callback=_doses, help="Seen doses (default 10,50; paper: 1/2,1/4,1/6,1/10).")
 @click.option("--preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
               help="Dose protocol preset; --doses/--train-doses override it.")
-@click.option("--anatomies", default="head,chest,abdomen", callback=_anatomies, show_default=True)
-@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True)
+@click.option("--anatomies", default=",".join(ANATOMIES), callback=_anatomies, show_default=True)
+@click.option("--profile", type=click.Choice(PROFILES), default="quick", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder (default results/runs/<time>).")
@@ -205,57 +236,62 @@ def train_cmd(method_name, profile, doses, anatomies, training, iterations, time
 @click.option("--mem-gb", type=int, default=16, show_default=True)
 @click.option("--time-min", type=int, default=120, show_default=True, help="Time limit of each job.")
 @click.option("--status", is_flag=True, help="Show which units of the run at --out are done, running or failed.")
+@_set_option
 @_data_options
 @friendly
-def run_cmd(methods_spec, doses, train_doses, preset, anatomies, profile, device, seed, out, retrain, metrics_spec,
-            save_images, executor, partition, gpus_per_job, cpus_per_job, mem_gb, time_min, status, data_spec, cache_dir):
+def run_cmd(**opts):
     """Run methods over the dose x anatomy matrix, score them, write the results store and print a leaderboard."""
-    import time
-    from datetime import datetime
-
-    from .methods import resolve_methods
-    from .metrics import DEFAULT_METRICS, get_metric
-    from .protocol import Protocol
-    from .runner import leaderboard_text, run_matrix
+    from .report.leaderboard import summary_text
+    from .runner import run_matrix
 
     t0 = time.perf_counter()
-    base = Protocol.preset(preset)
-    proto = Protocol(doses or base.doses, train_doses or base.seen_doses, anatomies)
-    methods = resolve_methods(methods_spec)
-    metrics = tuple(m.strip() for m in metrics_spec.split(",")) if metrics_spec else DEFAULT_METRICS
-    for m in metrics:
-        get_metric(m)
-    from .runner import resolve_device
-
-    if status:
+    if opts["status"]:
+        if opts["out"] is None:
+            raise click.UsageError("--status needs --out RUN_DIR.")
         from .fanout import unit_states
         from .results import RunStore
 
-        if out is None:
-            raise click.UsageError("--status needs --out RUN_DIR.")
-        click.echo(unit_states(RunStore(out), methods, proto).to_string(index=False))
+        config = _run_config(opts)
+        click.echo(unit_states(RunStore(config.out), config.methods, config.protocol).to_string(index=False))
         return
-    dev = "cuda" if executor == "slurm" and gpus_per_job else resolve_device(device)  # jobs run elsewhere
-    out = out or Path("results") / "runs" / datetime.now().strftime("run-%Y%m%d-%H%M%S")
-    click.echo(f"methods: {', '.join(methods)}; doses: {', '.join(f'{d*100:g}%' for d in proto.doses)} "
-               f"(seen: {', '.join(f'{d*100:g}%' for d in proto.seen_doses)}); anatomies: {', '.join(proto.anatomies)}; "
-               f"device: {dev}; out: {out}")
-    common = dict(data=data_spec, profile=profile, device=dev, seed=seed, retrain=retrain, metrics=metrics,
-                  cache_dir=cache_dir, save_images=save_images, echo=click.echo,
-                  cli_args={k: str(v) for k, v in click.get_current_context().params.items()})
-    if executor:
+    config = _run_config(opts)
+    proto = config.protocol
+    click.echo(f"methods: {', '.join(config.methods)}; doses: {dose_labels(proto.doses)} "
+               f"(seen: {dose_labels(proto.seen_doses)}); anatomies: {', '.join(proto.anatomies)}; "
+               f"device: {config.device}; out: {config.out}")
+    if opts["executor"]:
         from .fanout import ClusterOptions, JobsIncomplete, run_matrix_jobs
 
-        options = ClusterOptions(partition, gpus_per_job, cpus_per_job, mem_gb, time_min)
+        options = ClusterOptions(*(opts[k] for k in ("partition", "gpus_per_job", "cpus_per_job", "mem_gb", "time_min")))
         try:
-            table = run_matrix_jobs(methods, proto, out, executor, options=options, **common)
+            table = run_matrix_jobs(config, opts["executor"], options, cli_args=_cli_args(), echo=click.echo)
         except JobsIncomplete as exc:
             raise click.ClickException(str(exc)) from None
     else:
-        table = run_matrix(methods, proto, out, **common)
-    click.echo(leaderboard_text(table))
-    click.echo(f"results: {out}  ({len(table)} rows; wall time {time.perf_counter() - t0:.1f} s)")
+        table = run_matrix(config, cli_args=_cli_args(), echo=click.echo)
+    click.echo(summary_text(table))
+    click.echo(f"results: {config.out}  ({len(table)} rows; wall time {time.perf_counter() - t0:.1f} s)")
 
+
+def _run_config(opts: dict):
+    """The RunConfig of `ldct-bench run`'s options (validated: a bad value is one clear error)."""
+    from .config import RunConfig, parse_overrides
+    from .methods import resolve_methods
+    from .metrics import DEFAULT_METRICS
+    from .protocol import Protocol
+
+    base = Protocol.preset(opts["preset"])
+    methods = tuple(resolve_methods(opts["methods_spec"]))
+    jobs_elsewhere = opts["executor"] == "slurm" and opts["gpus_per_job"]
+    return RunConfig(
+        methods=methods,
+        out=opts["out"] or Path("results") / "runs" / datetime.now().strftime("run-%Y%m%d-%H%M%S"),
+        protocol=Protocol(opts["doses"] or base.doses, opts["train_doses"] or base.seen_doses, opts["anatomies"]),
+        data=opts["data_spec"], profile=opts["profile"], seed=opts["seed"],
+        metrics=tuple(split_list(opts["metrics_spec"])) if opts["metrics_spec"] else DEFAULT_METRICS,
+        retrain=opts["retrain"], overrides=parse_overrides(opts["sets"], methods),
+        device="cuda" if jobs_elsewhere else resolve_device(opts["device"]), cache_dir=opts["cache_dir"],
+        save_images=opts["save_images"])
 
 
 # -------------------------------------------------------------------------------------------- report
@@ -279,8 +315,7 @@ def report_cmd(run_dirs, out, formats, metrics_spec, window):
         if not (Path(d) / "manifest.json").is_file():
             raise click.ClickException(f"{d} is not a run folder (no manifest.json).")
     out = out or Path(run_dirs[0]) / "report"
-    files = make_report(list(run_dirs), out, tuple(f.strip() for f in formats.split(",")),
-                        tuple(m.strip() for m in metrics_spec.split(",")), window)
+    files = make_report(list(run_dirs), out, tuple(split_list(formats)), tuple(split_list(metrics_spec)), window)
     click.echo(f"report written to {out} ({len(files)} files)")
 
 
@@ -301,9 +336,8 @@ def bench_cmd(device, size, methods_spec, stages, end_to_end, out, cache_dir):
 
     from .bench import run_bench
     from .methods import resolve_methods
-    from .runner import resolve_device
 
-    chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
+    chosen = tuple(split_list(stages))
     bad = [s for s in chosen if s not in ("simulation", "metrics", "inference")]
     if bad:
         raise click.BadParameter(f"unknown stage {', '.join(bad)}; choose from simulation, metrics, inference.")

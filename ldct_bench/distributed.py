@@ -6,6 +6,7 @@ Every rank draws the same global batch (the patch sampler's seed is shared) and 
 its own slice of it; DDP averages the gradients, so one step on N processes is one step on
 the global batch in one process. Rank 0 alone validates, logs and writes checkpoints; the
 others wait for it at a barrier. Without torchrun (WORLD_SIZE unset) everything here is a no-op.
+What a method itself needs under DDP (`bare`, `average_gradients`) is in the method toolkit.
 """
 
 from __future__ import annotations
@@ -85,20 +86,6 @@ def data_parallel(method, stage: str, w: World):
     finally:
         for n, m in bare.items():
             setattr(method, n, m)
-
-
-def bare(module: torch.nn.Module) -> torch.nn.Module:
-    return module.module if isinstance(module, DistributedDataParallel) else module
-
-
-def average_gradients(module: torch.nn.Module) -> None:
-    """What DDP does, by hand, for a network DDP cannot wrap (WGAN's critic: its gradient penalty needs double backward)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= dist.get_world_size()
 
 
 def barrier(w: World) -> None:

@@ -1,4 +1,5 @@
-"""What a result was made on: hardware, package versions, git commit (recorded in every manifest)."""
+"""The machine: which device to compute on, and what a result was made on (hardware, package versions, git commit),
+recorded in every manifest."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+
+
+def resolve_device(spec: str) -> str:
+    """`--device`: auto (CUDA when there is one, else the CPU), cpu or cuda[:N]; one clear error otherwise."""
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec}: CUDA is not available on this machine; use --device cpu or auto.")
+    if not (spec == "cpu" or spec.startswith("cuda")):
+        raise ValueError(f"--device {spec!r} is not a device; use auto, cpu or cuda[:N].")
+    return spec
 
 
 def hardware(device: str = "cpu") -> dict:

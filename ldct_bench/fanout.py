@@ -19,11 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_write_json
+from .config import RunConfig
+from .evaluate import evaluate_cells
 from .methods import get_method
-from .protocol import Protocol
+from .protocol import Cell, Protocol
 from .results import RunStore
-from .runner import (describe, evaluate_cells, finish_run, needs_training, open_dataset, prepare_run,
-                     saved_checkpoint, train_method)
+from .runner import Run, describe, train_for_run
 
 EXECUTORS = ("local", "slurm")
 
@@ -60,33 +61,28 @@ def make_executor(kind: str, folder: Path, options: ClusterOptions):
 class Unit:
     method: str
     anatomy: str
-    cells: list  # [(anatomy, dose, seen)]
+    cells: list[Cell]
 
     @property
     def key(self) -> str:
         return f"{self.method}/{self.anatomy}"
 
 
-def units(methods: list[str], protocol: Protocol) -> list[Unit]:
-    return [Unit(m, a, [c for c in protocol.cells() if c[0] == a]) for m in methods for a in protocol.anatomies]
+def units(methods, protocol: Protocol) -> list[Unit]:
+    return [Unit(m, a, [c for c in protocol.cells() if c.anatomy == a]) for m in methods for a in protocol.anatomies]
 
 
 # ---------------------------------------------------------------------------------------------- the jobs
-def train_job(name: str, profile: str, data: str, seen, anatomies, seed: int, device: str, cache_dir) -> str:
-    ds = open_dataset(data, seen, anatomies, ("train", "val"), cache_dir, progress=False)
-    man = train_method(name, profile, ds, seen, anatomies, seed=seed, device=device, cache_dir=cache_dir, progress=False)
-    if not man["complete"]:
-        raise RuntimeError(f"training {name} stopped before its last iteration")
-    return str(Path(man["dir"]) / "weights.safetensors")
+def train_job(config: RunConfig, name: str) -> str:
+    return str(train_for_run(config, name, progress=False))
 
 
-def unit_job(out: str, unit: dict, checkpoint: str | None, data: str, seed: int, device: str, metrics, cache_dir,
-             batch_size: int, examples: int, save_images: bool) -> dict:
-    """Evaluate one unit into the store at `out`; returns its timings and the method's description."""
-    u = Unit(**unit)
-    cls = get_method(u.method)
-    method = (cls.load(Path(checkpoint), device) if checkpoint else cls(None, device)).for_inference()
-    ds = open_dataset(data, sorted({d for _, d, _ in u.cells}), [u.anatomy], ("test",), cache_dir, progress=False)
+def unit_job(config: RunConfig, unit: Unit, checkpoint: str | None) -> dict:
+    """Evaluate one unit into the store at config.out; returns its timings and what ran."""
+    cls = get_method(unit.method)
+    method = (cls.load(Path(checkpoint), config.device, config.overrides_for(unit.method)) if checkpoint
+              else cls(None, config.device)).for_inference()
+    ds = config.dataset(("test",), sorted({c.dose for c in unit.cells}), [unit.anatomy], progress=False)
     die_after = int(os.environ.get("LDCT_BENCH_KILL_AFTER_CELLS", "0"))  # test hook: die as a scheduler kill would
     written = {"n": 0}
 
@@ -95,19 +91,17 @@ def unit_job(out: str, unit: dict, checkpoint: str | None, data: str, seed: int,
         if die_after and written["n"] >= die_after:
             os._exit(137)
 
-    spent = evaluate_cells(RunStore(Path(out)), u.method, method, ds, u.cells, seed=seed, device=device,
-                           metrics=metrics, batch_size=batch_size, examples=examples, save_images=save_images,
-                           progress=False, after_cell=after_cell)
-    return {"timings": spent, "method": describe(method, {"source": checkpoint or "none"})}
+    spent = evaluate_cells(RunStore(config.out), method, ds, unit.cells, config, progress=False, after_cell=after_cell)
+    return {"timings": spent, "method": describe(method, checkpoint or "none")}
 
 
 # --------------------------------------------------------------------------------------------- the driver
-def unit_states(store: RunStore, methods: list[str], protocol: Protocol) -> pd.DataFrame:
+def unit_states(store: RunStore, methods, protocol: Protocol) -> pd.DataFrame:
     """done / running / failed / killed / pending for every unit, from the store's cells and submitit's files."""
     jobs = _read_jobs(store)
     rows = []
     for u in units(methods, protocol):
-        have = sum(store.has_cell(u.method, a, d) for a, d, _ in u.cells)
+        have = sum(store.has_cell(u.method, c.anatomy, c.dose) for c in u.cells)
         job = jobs.get(u.key)
         state = "done" if have == len(u.cells) else "pending" if job is None else _job_state(store, job)
         rows.append({"unit": u.key, "state": state, "cells": f"{have}/{len(u.cells)}",
@@ -115,68 +109,64 @@ def unit_states(store: RunStore, methods: list[str], protocol: Protocol) -> pd.D
     return pd.DataFrame(rows)
 
 
-def run_matrix_jobs(methods: list[str], protocol: Protocol, out: Path, executor_kind: str, *, options: ClusterOptions,
-                    data: str = "embedded", profile: str = "quick", device: str = "cpu", seed: int = 0,
-                    retrain: bool = False, metrics=("rmse", "psnr", "ssim"), cache_dir: Path | None = None,
-                    batch_size: int = 8, examples: int = 1, save_images: bool = False, cli_args: dict | None = None,
+def run_matrix_jobs(config: RunConfig, executor_kind: str, options: ClusterOptions, *, cli_args: dict | None = None,
                     progress: bool = True, echo=print) -> pd.DataFrame:
     """The same results store as runner.run_matrix, computed by one job per unit."""
-    t0 = time.perf_counter()
-    store, manifest, ds = prepare_run(methods, protocol, out, data=data, profile=profile, device=device, seed=seed,
-                                      retrain=retrain, metrics=metrics, cache_dir=cache_dir, cli_args=cli_args,
-                                      progress=progress)
-    manifest["executor"] = {"kind": executor_kind, **asdict(options)}
-    ex = make_executor(executor_kind, store.root / "jobs", options)
-    todo = [u for u in units(methods, protocol) if not all(store.has_cell(u.method, a, d) for a, d, _ in u.cells)]
-    states = unit_states(store, methods, protocol).set_index("unit")["state"]
+    run = Run.open(config, cli_args, progress)
+    run.manifest["executor"] = {"kind": executor_kind, **asdict(options)}
+    ex = make_executor(executor_kind, run.store.root / "jobs", options)
+    todo = [u for u in units(config.methods, config.protocol)
+            if not all(run.store.has_cell(u.method, c.anatomy, c.dose) for c in u.cells)]
+    states = unit_states(run.store, config.methods, config.protocol).set_index("unit")["state"]
     busy = [u for u in todo if states[u.key] == "running"]
     if busy:
         echo(f"{len(busy)} unit(s) still running from an earlier submission ({', '.join(u.key for u in busy)}); "
              "they are left alone: check with --status and run again once they have ended.")
     todo = [u for u in todo if u not in busy]
-    jobs = _read_jobs(store)
-
-    # 1. train what has no checkpoint, one job per method
-    learned = sorted({u.method for u in todo if get_method(u.method).learned})
-    to_train = [m for m in learned if needs_training(m, profile, ds, protocol, seed, retrain, cache_dir)]
-    if to_train and data == "embedded":
-        open_dataset(data, protocol.seen_doses, protocol.anatomies, ("train", "val"), cache_dir, progress=progress)
-    submitted = {m: ex.submit(train_job, m, profile, data, protocol.seen_doses, protocol.anatomies, seed, device,
-                              cache_dir) for m in to_train}
-    for m, job in submitted.items():
-        jobs[f"train:{m}"] = {"job_id": job.job_id, "executor": executor_kind}
-    _write_jobs(store, jobs)
-    if submitted:
-        echo(f"training {', '.join(to_train)} as {len(submitted)} job(s)")
-    failed = [m for m, job in submitted.items() if _result(job) is None]
-    checkpoints = {}
-    for m in {u.method for u in todo} - set(failed):
-        path = saved_checkpoint(m, profile, ds, protocol, seed, cache_dir) if get_method(m).learned else None
-        checkpoints[m] = str(path) if path else None
-
-    # 2. evaluate every unit that is not done
-    runnable = [u for u in todo if u.method not in failed and (checkpoints[u.method] or not get_method(u.method).learned)]
-    unit_jobs = {u.key: ex.submit(unit_job, str(store.root), asdict(u), checkpoints[u.method], data, seed, device,
-                                  tuple(metrics), cache_dir, batch_size, examples, save_images) for u in runnable}
-    for k, job in unit_jobs.items():
-        jobs[k] = {"job_id": job.job_id, "executor": executor_kind}
-    _write_jobs(store, jobs)
-    echo(f"submitted {len(unit_jobs)} unit job(s) to the {executor_kind} executor; logs in {store.root / 'jobs'}")
-    for k, job in unit_jobs.items():
-        res = _result(job)
-        if res is None:
-            failed.append(k)
-            continue
-        name = k.split("/")[0]
-        manifest.setdefault("methods", {})[name] = res["method"]
-        for t, v in res["timings"].items():
-            manifest["timings"][f"{name}.{t}"] = round(manifest["timings"].get(f"{name}.{t}", 0) + v, 2)
-    table = finish_run(store, manifest, t0)
+    failed = _train_missing(run, ex, executor_kind, todo, echo)
+    failed += _evaluate_units(run, ex, executor_kind, [u for u in todo if u.method not in failed], echo)
+    table = run.finish()
     if failed or busy:
         what = f"{len(failed)} job(s) failed ({', '.join(failed)})" if failed else f"{len(busy)} unit(s) were still running"
-        raise JobsIncomplete(f"{what}; see `ldct-bench run --status --out {out}` for their logs, and run the same "
-                             "command again to resubmit what is missing.")
+        raise JobsIncomplete(f"{what}; see `ldct-bench run --status --out {config.out}` for their logs, and run the "
+                             "same command again to resubmit what is missing.")
     return table
+
+
+def _train_missing(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> list[str]:
+    """Train, one job per method, every learned method of `todo` without a checkpoint; the methods that failed."""
+    to_train = sorted({u.method for u in todo if run.needs_training(u.method)})
+    if to_train and run.config.data == "embedded":  # simulate the training splits once, not in every job
+        run.config.dataset(("train", "val"), run.config.protocol.seen_doses, progress=run.progress)
+    submitted = {m: ex.submit(train_job, run.config, m) for m in to_train}
+    _record_jobs(run.store, {f"train:{m}": job for m, job in submitted.items()}, executor_kind)
+    if submitted:
+        echo(f"training {', '.join(to_train)} as {len(submitted)} job(s)")
+    return [m for m, job in submitted.items() if _result(job) is None]
+
+
+def _evaluate_units(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> list[str]:
+    """One job per unit, each given its method's checkpoint; the keys of the units that failed."""
+    checkpoints = {m: run.checkpoint(m) for m in {u.method for u in todo}}
+    runnable = [u for u in todo if checkpoints[u.method] or not get_method(u.method).learned]
+    jobs = {u.key: ex.submit(unit_job, run.config, u, str(checkpoints[u.method]) if checkpoints[u.method] else None)
+            for u in runnable}
+    _record_jobs(run.store, jobs, executor_kind)
+    echo(f"submitted {len(jobs)} unit job(s) to the {executor_kind} executor; logs in {run.store.root / 'jobs'}")
+    failed = []
+    for key, job in jobs.items():
+        res = _result(job)
+        if res is None:
+            failed.append(key)
+            continue
+        run.record(key.split("/")[0], res["method"], res["timings"])
+    return failed
+
+
+def _record_jobs(store: RunStore, submitted: dict, executor_kind: str) -> None:
+    jobs = _read_jobs(store)
+    jobs.update({k: {"job_id": job.job_id, "executor": executor_kind} for k, job in submitted.items()})
+    _write_jobs(store, jobs)
 
 
 class JobsIncomplete(RuntimeError):

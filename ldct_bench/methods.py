@@ -1,13 +1,18 @@
-"""The Method protocol and the registry.
+"""The Method API: the protocol every denoiser implements, its config, its checkpoints, and the registry.
 
 A method is a class with a name, a config dataclass (with `quick` and `paper` profiles),
 `denoise(ld_hu) -> hu`, and, if it learns, `train_step`. The runner hands it HU and gets
-HU back; normalisation is the method's own business.
+HU back; normalisation is the method's own business. Optional capabilities are declared
+here with their defaults (`validates`, `perceive`, `sampling_steps`, `unavailable`,
+`Config.stage_iterations`), so nothing else asks a method what it can do by name.
 
-Built-ins register with `@register`; third-party packages declare an entry point:
+Every method, the built-ins included, registers through one door, the entry-point group
+`ldct_bench.methods` of its package:
 
     [project.entry-points."ldct_bench.methods"]
     mymethod = "mypkg.module:MyMethod"
+
+Methods import from here and from `ldct_bench.toolkit` only.
 """
 
 from __future__ import annotations
@@ -18,28 +23,16 @@ import json
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .distributed import bare
+from .conventions import split_list
+from .toolkit import bare
 
-HU_LO, HU_HI = -1024.0, 3072.0
-
-
-def hu_to_unit(hu: torch.Tensor, lo: float = HU_LO, hi: float = HU_HI) -> torch.Tensor:
-    return (hu - lo) / (hi - lo)
-
-
-def unit_to_hu(x: torch.Tensor, lo: float = HU_LO, hi: float = HU_HI) -> torch.Tensor:
-    return x * (hi - lo) + lo
-
-
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE with one weight per sample (the harness's cell-balancing `batch["weight"]`); plain MSE without."""
-    per_sample = ((pred - target) ** 2).flatten(1).mean(dim=1)
-    return per_sample.mean() if weight is None else (per_sample * weight.to(per_sample)).mean()
+ENTRY_POINT_GROUP = "ldct_bench.methods"
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 @dataclass
@@ -57,15 +50,78 @@ class MethodConfig:
     balance_cells: bool = True
 
     PROFILES: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {}}
+    # Fields that change only how a trained network is used (e.g. sampling steps): overriding them reuses the
+    # checkpoint instead of training a new one.
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def profile(cls, name: str, **overrides) -> "MethodConfig":
+    def profile(cls, name: str, **overrides) -> MethodConfig:
         if name not in cls.PROFILES:
             raise ValueError(f"unknown profile {name!r}; choose from {', '.join(cls.PROFILES)}.")
         return cls(**{**cls.PROFILES[name], **overrides})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def stage_iterations(self, stage: str) -> int:
+        """The iteration budget of training stage `stage`; methods with several stages give each its own."""
+        return self.iterations
+
+    @classmethod
+    def coerce(cls, name: str, value: Any) -> Any:
+        """`value` (text from the command line, or a Python value) as the type of field `name`; one clear error
+        for an unknown field or a value of the wrong type."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if name not in fields:
+            close = difflib.get_close_matches(name, list(fields), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}?" if close else f"its fields are {', '.join(fields)}."
+            raise ValueError(f"no config field {name!r}; {hint}")
+        f = fields[name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = type(default)
+        try:
+            return _coerce(value, kind)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} takes {_KIND_NAMES.get(kind, kind.__name__)}, not {value!r}.") from None
+
+    @classmethod
+    def split_overrides(cls, overrides: dict) -> tuple[dict, dict]:
+        """(fields that change training, fields that change only inference) of `overrides`."""
+        train = {k: v for k, v in overrides.items() if k not in cls.INFERENCE_FIELDS}
+        return train, {k: v for k, v in overrides.items() if k in cls.INFERENCE_FIELDS}
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text", tuple: "a comma list"}
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in _TRUE + _FALSE:
+            return str(value).lower() in _TRUE
+        raise ValueError(value)
+    if kind is tuple:
+        items = value if isinstance(value, (list, tuple)) else split_list(str(value).strip("()[] "))
+        return tuple(_number(t) if isinstance(t, str) else t for t in items)
+    if isinstance(value, bool) or (kind is str and not isinstance(value, str)):
+        raise TypeError(value)
+    if kind is int:
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError(value)
+        return int(number)
+    return kind(value)
+
+
+def _number(text: str) -> Any:
+    """'3' -> 3, '0.5' -> 0.5, 'x' -> 'x' (the items of a tuple field)."""
+    for kind in (int, float):
+        try:
+            return kind(text.strip())
+        except ValueError:
+            pass
+    return text.strip()
 
 
 class Method:
@@ -82,10 +138,26 @@ class Method:
         self.config = config if config is not None else self.Config.profile("quick")
         self.device = torch.device(device)
 
+    # -- declared capabilities (override where the method has them) -------------------------------------
     @classmethod
     def unavailable(cls) -> str:
         """Why this method cannot run here ('' when it can); `--methods all` skips unavailable ones."""
         return ""
+
+    def validates(self, stage: str) -> bool:
+        """Whether the harness scores validation PSNR during `stage` (not for stages that train no denoiser)."""
+        return True
+
+    def perceive(self, ld_hu: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """What the method perceives in whole slices (N, 1, H, W) HU, stored beside the scores; None when it
+        perceives nothing (the default). A perceiving method returns `dose` (N, D) embeddings, `dose_score` (N,),
+        `estimated_dose` (N,) dose fractions and `estimated_anatomy` (N,) indices into ANATOMIES."""
+        return None
+
+    @property
+    def sampling_steps(self) -> int | None:
+        """Network evaluations per denoised slice of an iterative (diffusion) method; None for one pass."""
+        return None
 
     # -- weights ------------------------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -137,14 +209,14 @@ class Method:
             save_file(self.state_dict(), str(tmp), metadata={k: str(v) for k, v in meta.items()})
 
     @classmethod
-    def load(cls, path: Path, device: str | torch.device = "cpu") -> "Method":
-        """Rebuild a method from its checkpoint (config from the header)."""
+    def load(cls, path: Path, device: str | torch.device = "cpu", overrides: dict | None = None) -> Method:
+        """Rebuild a method from its checkpoint (config from the header, then `overrides` on top)."""
         meta, state = read_checkpoint(path)
         if meta.get("method") != cls.name:
             raise ValueError(f"checkpoint {path} belongs to method {meta.get('method')!r}, not {cls.name!r}.")
         fields = {f.name for f in dataclasses.fields(cls.Config)}
-        cfg = cls.Config(**{k: v for k, v in json.loads(meta["config"]).items() if k in fields})
-        method = cls(cfg, device)
+        saved = {k: v for k, v in json.loads(meta["config"]).items() if k in fields}
+        method = cls(cls.Config(**{**saved, **(overrides or {})}), device)
         method.load_state_dict(state, source=f"checkpoint {path}")
         method.train(False)
         return method
@@ -153,6 +225,14 @@ class Method:
     def denoise(self, ld_hu: torch.Tensor) -> torch.Tensor:
         """(N, 1 + 2*context, H, W) HU -> (N, 1, H, W) HU."""
         raise NotImplementedError
+
+    def for_inference(self) -> Method:
+        """Evaluation mode, with the networks' weights in channels-last order: oneDNN's convolutions then skip
+        their layout conversions (1.7-2.1x faster on CPU for the CNN baselines; outputs agree within 1e-3 HU)."""
+        self.train(False)
+        for m in self.modules().values():
+            m.to(memory_format=torch.channels_last)
+        return self
 
     # -- training -----------------------------------------------------------------------------------------
     def setup_training(self, stage: str) -> None:
@@ -177,14 +257,6 @@ class Method:
         for m in self.modules().values():
             m.train(mode)
 
-    def for_inference(self) -> "Method":
-        """Evaluation mode, with the networks' weights in channels-last order: oneDNN's convolutions then skip
-        their layout conversions (1.7-2.1x faster on CPU for the CNN baselines; outputs agree within 1e-3 HU)."""
-        self.train(False)
-        for m in self.modules().values():
-            m.to(memory_format=torch.channels_last)
-        return self
-
 
 def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     from safetensors import SafetensorError
@@ -202,34 +274,34 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 # ------------------------------------------------------------------------------------------------ registry
-_REGISTRY: dict[str, type[Method]] = {}
-_LOADED = False
-
-
-def register(cls: type[Method]) -> type[Method]:
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name; set the class attribute `name`.")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _load_all() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    import baselines  # noqa: F401  (registers the built-ins)
-    import founddiff  # noqa: F401
-
-    for ep in metadata.entry_points(group="ldct_bench.methods"):
-        if ep.name not in _REGISTRY:
-            cls = ep.load()
-            _REGISTRY.setdefault(getattr(cls, "name", "") or ep.name, cls)
+_REGISTRY: dict[str, type[Method]] | None = None
 
 
 def registry() -> dict[str, type[Method]]:
-    _load_all()
+    """Every method registered in the entry-point group, by name (loaded once per process)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = _load_entry_points()
     return dict(_REGISTRY)
+
+
+def _load_entry_points() -> dict[str, type[Method]]:
+    found: dict[str, type[Method]] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in found:
+            raise ValueError(f"two packages register a method named {ep.name!r}; uninstall one of them.")
+        try:
+            cls = ep.load()
+        except Exception as exc:
+            raise ValueError(f"method plug-in {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, Method)) or cls.name != ep.name:
+            raise ValueError(f"entry point {ep.name!r} must name a Method subclass whose `name` is {ep.name!r}; "
+                             f"{ep.value} is not one.")
+        found[ep.name] = cls
+    if not found:
+        raise ValueError(f"no methods are registered in the entry-point group {ENTRY_POINT_GROUP!r}; "
+                         "install the suite with `pip install -e .` (again, after changing pyproject.toml).")
+    return found
 
 
 def get_method(name: str) -> type[Method]:
@@ -242,11 +314,11 @@ def get_method(name: str) -> type[Method]:
 
 
 def resolve_methods(text: str) -> list[str]:
-    """'all' -> every registered method that runs out of the box; 'a,b' -> those (validated)."""
+    """'all' -> every registered method that runs out of the box, by name; 'a,b' -> those (validated)."""
     reg = registry()
     if text.strip() == "all":
-        return [n for n, c in reg.items() if not c.unavailable()]
-    names = [t.strip() for t in text.split(",") if t.strip()]
+        return sorted(n for n, c in reg.items() if not c.unavailable())
+    names = split_list(text)
     if not names:
         raise ValueError("no methods given; write e.g. --methods ldct,redcnn or --methods all.")
     for n in names:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
-from .data.phantoms import ANATOMIES
+from .conventions import ANATOMIES, split_list
 
 DEFAULT_DOSES = (0.05, 0.10, 0.25, 0.50)
 DEFAULT_SEEN = (0.10, 0.50)
@@ -28,31 +29,34 @@ def parse_dose(text: str | float) -> float:
             if value > 1.0 or (value == 1.0 and "." not in s):  # '1' means 1 %; '1.0' means full dose
                 value = value / 100.0
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"dose {text!r} is not a number; write a percent (25), a fraction (1/4) or a decimal (0.25).") from None
+        raise ValueError(f"dose {text!r} is not a number; write a percent (25), a fraction (1/4) "
+                         "or a decimal (0.25).") from None
     if not 0.0 < value <= 1.0:
         raise ValueError(f"dose {text!r} is outside (0, 100 %]; a dose is a fraction of the full dose.")
     return round(value, 6)
 
 
 def parse_doses(text: str | list) -> tuple[float, ...]:
-    items = text if isinstance(text, (list, tuple)) else [t for t in str(text).split(",") if t.strip()]
+    items = text if isinstance(text, (list, tuple)) else split_list(text)
     if not items:
         raise ValueError("no doses given; write e.g. --doses 5,10,25,50.")
     return tuple(sorted({parse_dose(t) for t in items}))
 
 
 def parse_anatomies(text: str | list) -> tuple[str, ...]:
-    items = text if isinstance(text, (list, tuple)) else [t.strip() for t in str(text).split(",") if t.strip()]
+    items = text if isinstance(text, (list, tuple)) else split_list(text)
     bad = [a for a in items if a not in ANATOMIES]
     if bad or not items:
         raise ValueError(f"unknown anatomy {', '.join(bad) or '(none)'}; choose from {', '.join(ANATOMIES)}.")
     return tuple(a for a in ANATOMIES if a in items)
 
 
-def dose_label(dose: float) -> str:
-    """0.25 -> '25%'; 1/6 -> '16.7%'."""
-    pct = dose * 100
-    return f"{pct:.0f}%" if abs(pct - round(pct)) < 1e-6 else f"{pct:.1f}%"
+class Cell(NamedTuple):
+    """One cell of the matrix: a body region at a dose, seen in training or held out."""
+
+    anatomy: str
+    dose: float
+    seen: bool
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class Protocol:
     anatomies: tuple[str, ...] = ANATOMIES
 
     @classmethod
-    def preset(cls, name: str) -> "Protocol":
+    def preset(cls, name: str) -> Protocol:
         if name == "default":
             return cls()
         if name == "paper":
@@ -74,8 +78,8 @@ class Protocol:
     def is_seen(self, dose: float) -> bool:
         return any(abs(dose - s) < 1e-6 for s in self.seen_doses)
 
-    def cells(self) -> list[tuple[str, float, bool]]:
-        return [(a, d, self.is_seen(d)) for a in self.anatomies for d in self.doses]
+    def cells(self) -> list[Cell]:
+        return [Cell(a, d, self.is_seen(d)) for a in self.anatomies for d in self.doses]
 
     def to_dict(self) -> dict:
         return {"doses": list(self.doses), "seen_doses": list(self.seen_doses), "anatomies": list(self.anatomies)}

@@ -50,7 +50,8 @@ class RunStore:
     def read_manifest(self) -> dict:
         p = self.manifest_path()
         if not p.is_file():
-            raise FileNotFoundError(f"{self.root} is not a run directory (no manifest.json); give the folder `ldct-bench run` wrote.")
+            raise FileNotFoundError(f"{self.root} is not a run directory (no manifest.json); "
+                                    "give the folder `ldct-bench run` wrote.")
         return json.loads(p.read_text())
 
     def write_manifest(self, manifest: dict) -> None:
@@ -97,13 +98,15 @@ class RunStore:
         _atomic_parquet(self.root / "results.parquet", table.reset_index(drop=True))
         seen = sorted((self.root / "perception").glob("*.parquet"))
         if seen:
-            _atomic_parquet(self.root / "perception.parquet", pd.concat([pd.read_parquet(p) for p in seen], ignore_index=True))
+            perception = pd.concat([pd.read_parquet(p) for p in seen], ignore_index=True)
+            _atomic_parquet(self.root / "perception.parquet", perception)
         return table
 
     def table(self) -> pd.DataFrame:
         path = self.root / "results.parquet"
         if not path.is_file():
-            raise FileNotFoundError(f"{self.root} has no results.parquet; the run has not finished (run it again to resume).")
+            raise FileNotFoundError(f"{self.root} has no results.parquet; the run has not finished "
+                                    "(run it again to resume).")
         return pd.read_parquet(path)
 
     def write_perception(self, anatomy: str, dose: float, df: pd.DataFrame) -> None:

@@ -1,21 +1,20 @@
 """The training harness every learned method goes through: same data, same sampling, same budget.
 
-`fit` samples random patches (with flips) from the seen doses and anatomies, each with a
-loss weight that balances the (anatomy, dose) cells (`cell_weights`), calls the method's
-`train_step`, validates PSNR on whole validation slices, checkpoints with everything
-needed to resume (weights, optimisers, RNG states, step), writes a CSV log and a
-manifest, and honours iteration and wall-time budgets. Methods with several
-stages (FoundDiff: DA-CLIP, then DA-Diff) run them in order, each resumable. Under
-torchrun the same loop trains data-parallel (see distributed.py).
+A `Trainer` samples random patches (with flips) from the seen doses and anatomies, each with
+a loss weight that balances the (anatomy, dose) cells (`cell_weights`), calls the method's
+`train_step`, validates PSNR on whole validation slices, checkpoints with everything needed
+to resume (weights, optimisers, RNG states, step), writes a CSV log and a manifest, and
+honours iteration and wall-time budgets. Methods with several stages (FoundDiff: DA-CLIP,
+then DA-Diff) run them in order, each resumable. Under torchrun the same loop trains
+data-parallel (see distributed.py).
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,39 +22,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path, atomic_write_json
 from . import distributed
+from .atomic import atomic_path, atomic_write_json
+from .checkpoints import TrainJob, training_dir
 from .data.dataset import LDCTDataset, Pairs, sha256_file
 from .environment import hardware
+from .methods import Method, get_method
 from .metrics import WINDOWS, score_batch
-from .methods import Method
-
-
-def exponential_decay(optimizer: torch.optim.Optimizer, config) -> torch.optim.lr_scheduler.ExponentialLR:
-    """Per-step exponential decay of the learning rate from `config.lr` to `config.lr_final` over
-    `config.iterations` steps (RED-CNN's schedule; the quick WGAN's too)."""
-    gamma = (config.lr_final / config.lr) ** (1 / max(1, config.iterations))
-    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
-
-
-class EMA:
-    """Exponential moving average of a module's weights (used for inference when enabled)."""
-
-    def __init__(self, module: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = copy.deepcopy(module).eval()
-        for p in self.shadow.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, module: torch.nn.Module) -> None:
-        for s, p in zip(self.shadow.parameters(), module.parameters()):
-            s.lerp_(p.detach(), 1 - self.decay)
-        for s, b in zip(self.shadow.buffers(), module.buffers()):
-            s.copy_(b)
-
-
-ANATOMY_INDEX = {"head": 0, "chest": 1, "abdomen": 2}
+from .toolkit import ANATOMY_INDEX, centre_slice
 
 
 def cell_weights(pairs: Pairs) -> torch.Tensor:
@@ -113,29 +87,6 @@ class PatchSampler:
         self.rng.bit_generator.state = s
 
 
-@dataclass
-class TrainJob:
-    """What a training run is: its identity decides whether a checkpoint can be resumed."""
-
-    method: str
-    profile: str
-    doses: tuple[float, ...]
-    anatomies: tuple[str, ...]
-    data: str  # dataset directory name (carries the data config hash)
-    seed: int = 0
-
-    def identity(self, method: Method) -> dict:
-        return {"method": self.method, "profile": self.profile, "doses": [float(d) for d in self.doses],
-                "anatomies": list(self.anatomies), "data": self.data, "seed": self.seed,
-                "config": method.config.to_dict()}
-
-
-def centre_slice(ld_hu: torch.Tensor) -> torch.Tensor:
-    """The slice being denoised, out of (N, 1 + 2k, H, W) context stacks."""
-    c = ld_hu.shape[1] // 2
-    return ld_hu[:, c:c + 1]
-
-
 def validation_psnr(method: Method | None, pairs: Pairs, batch: int = 4) -> float:
     """Mean PSNR over validation slices in the FoundDiff scoring window ([-1000, 2000] HU).
 
@@ -155,112 +106,171 @@ def validation_psnr(method: Method | None, pairs: Pairs, batch: int = 4) -> floa
     return float(torch.cat(scores).mean())
 
 
+@dataclass
+class Progress:
+    """Where a training stands, as its checkpoint records it: the next stage, its next step, the time spent."""
+
+    stage_index: int = 0
+    step: int = 0
+    elapsed_s: float = 0.0
+    log: list = field(default_factory=list)
+
+
+class Trainer:
+    """Trains one method for one TrainJob into `out_dir`, in named steps: `restore` the last checkpoint, `run_stage`
+    for each stage (which `validate`s and `checkpoint`s as it goes), then `write_manifest`. `fit` does all of it."""
+
+    def __init__(self, method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *,
+                 time_budget_s: float | None = None, val_slices: int = 4, progress: bool = True):
+        self.method, self.job, self.out_dir = method, job, Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.time_budget_s = time_budget_s
+        self.identity = json.loads(json.dumps(job.identity(method)))  # as it will read back (tuples become lists)
+        self.world = distributed.world(str(method.device))
+        self.show_progress = progress and self.world.main
+        torch.manual_seed(job.seed + self.world.rank)  # each rank its own noise; the patch sampler's seed stays shared
+        self.train_pairs = dataset.pairs(job.anatomies, job.doses, "train", context=method.context)
+        has_val = all(dataset.patients(a, "val") for a in job.anatomies)
+        self.val_pairs = dataset.pairs(job.anatomies, job.doses, "val", context=method.context,
+                                       max_slices=val_slices) if has_val else None
+        cfg = method.config
+        self.sampler = PatchSampler(self.train_pairs, cfg.patch_size, cfg.batch_size, job.seed, cfg.balance_cells)
+        self.progress = Progress()
+        self.resumed_stage: int | None = None  # the stage whose optimiser state came from disk (no fresh setup)
+        self.input_psnr = float("nan")
+        self.t_start = time.perf_counter()
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / "state.pt"
+
+    def fit(self, resume: bool = True) -> dict:
+        """Train every stage not yet done (within the time budget); returns the manifest written to out_dir."""
+        if resume:
+            self.restore()
+        self.t_start = time.perf_counter() - self.progress.elapsed_s
+        self.method.train(True)
+        if self.val_pairs is not None and self.world.main:
+            self.input_psnr = validation_psnr(None, self.val_pairs)
+        complete = all(self.run_stage(i) for i in range(self.progress.stage_index, len(self.method.stages)))
+        return self.write_manifest(complete)
+
+    def restore(self) -> None:
+        """Continue from this job's checkpoint in out_dir, if there is one; a checkpoint of another job is refused."""
+        if not self.state_path.is_file():
+            return
+        saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        old = json.loads(saved["identity"])
+        if old != self.identity:
+            diff = sorted(k for k in set(old) | set(self.identity) if old.get(k) != self.identity.get(k))
+            raise ValueError(f"cannot resume {self.out_dir}: its training was started with a different "
+                             f"{', '.join(diff)}; delete that folder (or pass --retrain) to start over.")
+        self.method.load_state_dict(saved["weights"], source=f"training state {self.state_path}")
+        self.progress = Progress(**json.loads(saved["progress"]))
+        stage_index, step = self.progress.stage_index, self.progress.step
+        if stage_index < len(self.method.stages) and step > 0:  # mid-stage: restore its optimiser
+            self.method.setup_training(self.method.stages[stage_index])
+            self.method.load_training_state(saved["training"])
+            self.resumed_stage = stage_index
+        self.sampler.load_state(json.loads(saved["sampler"]))
+        torch.set_rng_state(saved["torch_rng"])
+        if self.world.rank:  # rank 0's saved generator, moved on per rank
+            torch.manual_seed(self.job.seed + self.world.rank + 7919 * step)
+
+    def run_stage(self, index: int) -> bool:
+        """Train stage `index` to its iteration budget; False when the time budget stopped it first."""
+        method, stage = self.method, self.method.stages[index]
+        iters = method.config.stage_iterations(stage)
+        start = self.progress.step if index == self.progress.stage_index else 0
+        if index != self.resumed_stage:
+            method.setup_training(stage)
+        bar = tqdm(range(start, iters), desc=f"{method.name}:{stage}", unit="it", disable=not self.show_progress,
+                   initial=start, total=iters)
+        with distributed.data_parallel(method, stage, self.world):
+            for step in bar:
+                batch = distributed.shard({k: v.to(method.device) for k, v in self.sampler.sample().items()}, self.world)
+                losses = method.train_step(batch, step, stage)
+                if (step + 1) % method.config.val_every == 0 or step + 1 == iters:
+                    row = self.validate(stage, step + 1, losses)
+                    bar.set_postfix({k: v for k, v in row.items() if k in ("loss", "val_psnr")})
+                    self.checkpoint(index, step + 1)
+                if self.out_of_time():
+                    self.checkpoint(index, step + 1)
+                    return False
+        method.finish_stage(stage, self.train_pairs)
+        self.checkpoint(index + 1, 0)
+        return True
+
+    def validate(self, stage: str, step: int, losses: dict) -> dict:
+        """Log the step's losses with validation PSNR beside the input's (rank 0, where the method validates)."""
+        row = {"stage": stage, "step": step, "elapsed_s": round(time.perf_counter() - self.t_start, 2),
+               **{k: round(float(v), 6) for k, v in losses.items()}}
+        if self.val_pairs is not None and self.world.main and self.method.validates(stage):
+            row["val_psnr"] = round(validation_psnr(self.method, self.val_pairs), 4)
+            row["val_psnr_ldct"] = round(self.input_psnr, 4)
+        self.progress.log.append(row)
+        return row
+
+    def out_of_time(self) -> bool:
+        """Past the time budget, as rank 0 sees it (every rank must stop at the same step)."""
+        if self.time_budget_s is None:
+            return False
+        return distributed.agree(time.perf_counter() - self.t_start > self.time_budget_s, self.world)
+
+    def checkpoint(self, stage_index: int, step: int) -> None:
+        """Everything needed to resume at (stage_index, step). Rank 0 writes; every rank leaves once it is on disk."""
+        if self.world.main:
+            progress = Progress(stage_index, step, time.perf_counter() - self.t_start, self.progress.log)
+            payload = {"identity": json.dumps(self.identity), "weights": self.method.state_dict(),
+                       "training": self.method.training_state(), "sampler": json.dumps(self.sampler.state()),
+                       "torch_rng": torch.get_rng_state(), "progress": json.dumps(asdict(progress))}
+            with atomic_path(self.state_path) as tmp:
+                torch.save(payload, tmp)
+        distributed.barrier(self.world)
+
+    def write_manifest(self, complete: bool) -> dict:
+        """The job, its budget, wall time, hardware and final log row; with the weights when training is complete."""
+        method, log = self.method, self.progress.log
+        manifest = {
+            **self.identity, "complete": complete, "wall_time_s": round(time.perf_counter() - self.t_start, 1),
+            "iterations": {s: method.config.stage_iterations(s) for s in method.stages},
+            "parameters": method.n_parameters(), "hardware": hardware(str(method.device)),
+            "final": log[-1] if log else {}, "val_psnr_ldct": self.input_psnr, "processes": self.world.size,
+        }
+        if self.world.main:  # rank 0 writes the log, weights and manifest
+            _write_log(self.out_dir / "train_log.csv", log)
+            if complete:
+                method.save(self.out_dir / "weights.safetensors", extra={"data": self.job.data, "profile": self.job.profile})
+                manifest["weights"] = "weights.safetensors"
+                manifest["sha256"] = sha256_file(self.out_dir / "weights.safetensors")
+            atomic_write_json(self.out_dir / "manifest.json", manifest)
+        distributed.barrier(self.world)
+        return manifest
+
+
 def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, time_budget_s: float | None = None,
         val_slices: int = 4, progress: bool = True, resume: bool = True) -> dict:
     """Train `method` on the seen doses/anatomies of `dataset`; returns the manifest written to out_dir."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state_path, log_path = out_dir / "state.pt", out_dir / "train_log.csv"
-    identity = json.loads(json.dumps(job.identity(method)))  # as it will read back (tuples become lists)
-    cfg = method.config
-    w = distributed.world(str(method.device))
-    progress = progress and w.main
-    torch.manual_seed(job.seed + w.rank)  # each rank its own noise; the patch sampler's seed stays shared
-    train_pairs = dataset.pairs(job.anatomies, job.doses, "train", context=method.context)
-    has_val = all(dataset.patients(a, "val") for a in job.anatomies)
-    val_pairs = dataset.pairs(job.anatomies, job.doses, "val", context=method.context, max_slices=val_slices) if has_val else None
-    sampler = PatchSampler(train_pairs, cfg.patch_size, cfg.batch_size, job.seed, cfg.balance_cells)
+    trainer = Trainer(method, dataset, job, out_dir, time_budget_s=time_budget_s, val_slices=val_slices,
+                      progress=progress)
+    return trainer.fit(resume)
 
-    done = {"stage_index": 0, "step": 0, "elapsed_s": 0.0, "log": []}
-    resumed_stage = None  # the stage whose optimiser state was restored from disk (it needs no fresh setup)
-    if resume and state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        old = json.loads(saved["identity"])
-        if old != identity:
-            diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-            raise ValueError(f"cannot resume {out_dir}: its training was started with a different {', '.join(diff)}; "
-                             "delete that folder (or pass --retrain) to start over.")
-        method.load_state_dict(saved["weights"], source=f"training state {state_path}")
-        done = json.loads(saved["progress"])
-        if done["stage_index"] < len(method.stages) and done["step"] > 0:  # mid-stage: restore its optimiser
-            method.setup_training(method.stages[done["stage_index"]])
-            method.load_training_state(saved["training"])
-            resumed_stage = done["stage_index"]
-        sampler.load_state(json.loads(saved["sampler"]))
-        torch.set_rng_state(saved["torch_rng"])
-        if w.rank:  # rank 0's saved generator, moved on per rank
-            torch.manual_seed(job.seed + w.rank + 7919 * done["step"])
 
-    log = done["log"]
-    t_start = time.perf_counter() - done["elapsed_s"]
-    stopped_early = False
-    method.train(True)
-    ld_psnr = validation_psnr(None, val_pairs) if val_pairs is not None and w.main else float("nan")
-
-    def save_state(stage_index: int, step: int):
-        """Rank 0 writes; every rank leaves only once it is on disk."""
-        if not w.main:
-            distributed.barrier(w)
-            return
-        payload = {"identity": json.dumps(identity), "weights": method.state_dict(),
-                   "training": method.training_state(), "sampler": json.dumps(sampler.state()),
-                   "torch_rng": torch.get_rng_state(),
-                   "progress": json.dumps({"stage_index": stage_index, "step": step,
-                                           "elapsed_s": time.perf_counter() - t_start, "log": log})}
-        with atomic_path(state_path) as tmp:
-            torch.save(payload, tmp)
-        distributed.barrier(w)
-
-    for si in range(done["stage_index"], len(method.stages)):
-        stage = method.stages[si]
-        iters = getattr(cfg, f"{stage}_iterations", None) or cfg.iterations
-        start = done["step"] if si == done["stage_index"] else 0
-        if si != resumed_stage:
-            method.setup_training(stage)
-        bar = tqdm(range(start, iters), desc=f"{method.name}:{stage}", unit="it", disable=not progress,
-                   initial=start, total=iters)
-        with distributed.data_parallel(method, stage, w):
-            for step in bar:
-                batch = distributed.shard({k: v.to(method.device) for k, v in sampler.sample().items()}, w)
-                losses = method.train_step(batch, step, stage)
-                last = step + 1 == iters
-                if (step + 1) % cfg.val_every == 0 or last:
-                    row = {"stage": stage, "step": step + 1, "elapsed_s": round(time.perf_counter() - t_start, 2),
-                           **{k: round(float(v), 6) for k, v in losses.items()}}
-                    if val_pairs is not None and w.main and getattr(method, "validates", lambda s: True)(stage):
-                        row["val_psnr"] = round(validation_psnr(method, val_pairs), 4)
-                        row["val_psnr_ldct"] = round(ld_psnr, 4)
-                    log.append(row)
-                    bar.set_postfix({k: v for k, v in row.items() if k in ("loss", "val_psnr")})
-                    save_state(si, step + 1)
-                out_of_time = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
-                if time_budget_s is not None and distributed.agree(out_of_time, w):
-                    save_state(si, step + 1)
-                    stopped_early = True
-                    break
-        if stopped_early:
-            break
-        method.finish_stage(stage, train_pairs)
-        done = {"stage_index": si + 1, "step": 0}
-        save_state(si + 1, 0)
-
-    elapsed = time.perf_counter() - t_start
-    manifest = {
-        **identity, "complete": not stopped_early, "wall_time_s": round(elapsed, 1),
-        "iterations": {s: getattr(cfg, f"{s}_iterations", None) or cfg.iterations for s in method.stages},
-        "parameters": method.n_parameters(), "hardware": hardware(str(method.device)), "final": log[-1] if log else {},
-        "val_psnr_ldct": ld_psnr, "processes": w.size,
-    }
-    if not w.main:  # rank 0 writes the log, weights and manifest
-        distributed.barrier(w)
-        return manifest
-    _write_log(log_path, log)
-    if not stopped_early:
-        method.save(out_dir / "weights.safetensors", extra={"data": job.data, "profile": job.profile})
-        manifest["weights"] = "weights.safetensors"
-        manifest["sha256"] = sha256_file(out_dir / "weights.safetensors")
-    atomic_write_json(out_dir / "manifest.json", manifest)
-    distributed.barrier(w)
+def train_method(job: TrainJob, dataset: LDCTDataset, *, device: str = "cpu", out: Path | None = None,
+                 retrain: bool = False, time_budget: float | None = None, cache_dir: Path | None = None,
+                 progress: bool = True) -> dict:
+    """Build `job`'s method (profile + overrides, initial weights from the job's seed) and train it into `out`
+    (default: the cache's folder for the job); the manifest, with the folder as `dir`."""
+    cls = get_method(job.method)
+    if not cls.learned:
+        raise ValueError(f"method {job.method!r} has nothing to train.")
+    torch.manual_seed(job.seed)  # the initial weights are part of what a seed reproduces (and the same on every rank)
+    method = cls(cls.Config.profile(job.profile, **job.overrides), device)
+    out = Path(out) if out else training_dir(job, cache_dir)
+    if retrain and (out / "state.pt").exists():
+        (out / "state.pt").unlink()
+    manifest = fit(method, dataset, job, out, time_budget_s=time_budget, progress=progress, resume=not retrain)
+    manifest["dir"] = str(out)
     return manifest
 
 

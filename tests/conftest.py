@@ -1,22 +1,17 @@
-"""Shared fixtures: a tiny phantom dataset (128 x 128, coarser scanner) in a private cache."""
+"""Shared fixtures: a private cache for every test, a tiny phantom dataset, a tiny trained RED-CNN."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
-from ldct_bench.data.geometry import FanBeamGeometry
-from ldct_bench.data.simulate import Simulator
+from ldct_bench.checkpoints import TrainJob
+from ldct_bench.data.dataset import LDCTDataset
+from ldct_bench.training import train_method
 
-TINY_GEOMETRY = FanBeamGeometry(image_size=128, n_views=360, n_channels=368, det_pitch_mm=1.2858 * 2)
-TINY_DOSES = (0.05, 0.1, 0.25, 0.5)
+from .helpers import TINY, TINY_DOSES, tiny_config
 
-
-def tiny_config(**kw) -> PhantomConfig:
-    base = dict(image_size=128, slices_per_patient=4, train_patients=3, val_patients=1, test_patients=1,
-                simulator=Simulator(TINY_GEOMETRY).to_dict())
-    return PhantomConfig(**{**base, **kw})
+TRAINED_ANATOMIES = ("chest",)
 
 
 def pytest_addoption(parser):
@@ -44,3 +39,12 @@ def _private_cache(tmp_path_factory, monkeypatch):
 def tiny_dataset(tmp_path_factory) -> LDCTDataset:
     return LDCTDataset.embedded(tiny_config(), doses=TINY_DOSES, cache_dir=tmp_path_factory.mktemp("tiny"),
                                 progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_cache(tiny_dataset, tmp_path_factory):
+    """A cache holding a tiny RED-CNN trained on chest 10 % of the tiny dataset, where `run` looks for it."""
+    cache = tmp_path_factory.mktemp("ckcache")
+    job = TrainJob("redcnn", "quick", (0.1,), TRAINED_ANATOMIES, tiny_dataset.root.name, overrides=TINY["redcnn"])
+    train_method(job, tiny_dataset, cache_dir=cache, progress=False)
+    return cache

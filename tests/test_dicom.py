@@ -131,14 +131,16 @@ def test_cli_import_bad_root_is_one_clear_error(tmp_path):
 
 
 def test_save_images_writes_dicom_series_with_the_source_headers(tmp_path):
+    from ldct_bench.config import RunConfig
     from ldct_bench.protocol import Protocol
     from ldct_bench.runner import run_matrix
 
     truth = mayo2016_tree(tmp_path / "src", n=2)
     ds = import_dataset(tmp_path / "src", source="mayo2016", cache_dir=tmp_path / "cache", extra_doses=(0.1,))
     out = tmp_path / "run"
-    run_matrix(["ldct"], Protocol((0.25, 0.1), (0.25,), ("abdomen",)), out, data=str(ds.root), cache_dir=tmp_path / "cache",
-               save_images=True, progress=False, echo=lambda *a: None)
+    config = RunConfig(methods=("ldct",), out=out, protocol=Protocol((0.25, 0.1), (0.25,), ("abdomen",)),
+                       data=str(ds.root), cache_dir=tmp_path / "cache", save_images=True)
+    run_matrix(config, progress=False, echo=lambda *a: None)
     quarter = sorted((out / "images" / "ldct" / "abdomen_0.2500" / "L003").glob("*.dcm"))
     assert len(quarter) == 2
     written = [pydicom.dcmread(p) for p in quarter]

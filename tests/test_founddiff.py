@@ -6,11 +6,16 @@ import pytest
 import torch
 
 from founddiff.daclip import PromptTokenizer, rank_n_contrast, supervised_contrastive
-from founddiff.selective_scan import (mamba_available, selective_scan, selective_scan_numba,
-                                      selective_scan_reference, selective_scan_torch)
+from founddiff.selective_scan import (
+    mamba_available,
+    selective_scan,
+    selective_scan_numba,
+    selective_scan_reference,
+    selective_scan_torch,
+)
 from founddiff.ss2d import SS2D, interleaved_merge, interleaved_scan
 
-from .test_methods import build
+from .helpers import build
 
 
 def scan_inputs(dtype=torch.float64, b=2, d=8, n=4, length=53, groups=4, seed=0, device="cpu"):

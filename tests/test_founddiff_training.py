@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from ldct_bench.checkpoints import REFERENCE_DIR
+from ldct_bench.checkpoints import REFERENCE_DIR, TrainJob
+from ldct_bench.conventions import ANATOMIES
 from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
-from ldct_bench.data.phantoms import ANATOMIES
 from ldct_bench.methods import get_method
-from ldct_bench.runner import train_method
-from ldct_bench.training import centre_slice
+from ldct_bench.toolkit import centre_slice
+from ldct_bench.training import train_method
 
 DOSES = (0.05, 0.1, 0.25, 0.5)  # the default protocol: 10 % and 50 % seen, 25 % between them, 5 % below
 
@@ -52,8 +52,9 @@ def trained(tmp_path_factory):
     ds = LDCTDataset.embedded(config, doses=(0.1, 0.5), splits=("train", "val"),
                               cache_dir=tmp_path_factory.mktemp("small"), progress=False)
     out = tmp_path_factory.mktemp("founddiff")
-    man = train_method("founddiff", "quick", ds, (0.1, 0.5), ANATOMIES, out=out, progress=False,
-                       overrides=dict(daclip_iterations=100, dadiff_iterations=150, val_every=75))
+    job = TrainJob("founddiff", "quick", (0.1, 0.5), ANATOMIES, ds.root.name,
+                   overrides=dict(daclip_iterations=100, dadiff_iterations=150, val_every=75))
+    man = train_method(job, ds, out=out, progress=False)
     return man, out
 
 

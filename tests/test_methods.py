@@ -9,25 +9,11 @@ import pytest
 import torch
 
 import ldct_bench.methods as methods_mod
+from ldct_bench.checkpoints import TrainJob
 from ldct_bench.methods import get_method, registry, resolve_methods
-from ldct_bench.training import TrainJob, fit
+from ldct_bench.training import PatchSampler, fit
 
-# Tiny configs so every method builds and runs in a second or two on CPU.
-TINY = {
-    "redcnn": dict(filters=8, iterations=4, val_every=2, patch_size=32, batch_size=2),
-    "wgan-mse": dict(filters=8, iterations=4, val_every=2, patch_size=32, batch_size=2),
-    "wganvgg": dict(filters=8, iterations=4, val_every=2, patch_size=32, batch_size=2),
-    "corediff": dict(width=4, emm_middle=4, iterations=4, val_every=2, patch_size=32, batch_size=2, timesteps=3),
-    "founddiff": dict(clip_layers=(1, 1, 1, 1), clip_width=8, clip_heads=2, clip_embed=32, clip_anatomy_dim=16,
-                      clip_text_width=32, clip_text_layers=1, clip_n_ctx=2, clip_crop=0, clip_batch=2,
-                      daclip_iterations=2, dadiff_iterations=2, dim=8, base_d_state=2, patch_size=32, batch_size=2,
-                      val_every=2),
-}
-
-
-def build(name, **kw):
-    cls = get_method(name)
-    return cls(cls.Config.profile("quick", **{**TINY.get(name, {}), **kw})) if cls.learned else cls()
+from .helpers import build
 
 
 def test_builtin_methods_are_registered():
@@ -118,8 +104,7 @@ def test_entry_point_registration(monkeypatch):
     real = metadata.entry_points
     monkeypatch.setattr(methods_mod.metadata, "entry_points",
                         lambda group=None, **kw: [ep] if group == "ldct_bench.methods" else real(group=group, **kw))
-    monkeypatch.setattr(methods_mod, "_LOADED", False)
-    monkeypatch.setattr(methods_mod, "_REGISTRY", dict(methods_mod._REGISTRY))
+    monkeypatch.setattr(methods_mod, "_REGISTRY", None)
     cls = get_method("toy")
     assert torch.equal(cls().denoise(torch.zeros(1, 1, 4, 4)), -torch.ones(1, 1, 4, 4))
 
@@ -191,8 +176,7 @@ def test_every_stage_of_a_two_stage_method_trains_and_resumes(tiny_dataset, tmp_
     assert changed(clip0, m2.daclip.state_dict()) and changed(unet0, m2.unet.state_dict())
     frozen = {k: v.clone() for k, v in m2.daclip.state_dict().items()}
     m2.setup_training("dadiff")
-    m2.train_step({k: v for k, v in __import__("ldct_bench.training", fromlist=["x"]).PatchSampler(
-        tiny_dataset.pairs(["chest"], [0.1], "train"), 32, 2, 0).sample().items()}, 0, "dadiff")
+    m2.train_step(PatchSampler(tiny_dataset.pairs(["chest"], [0.1], "train"), 32, 2, 0).sample(), 0, "dadiff")
     assert not changed(frozen, m2.daclip.state_dict())  # DA-CLIP is frozen while DA-Diff trains
 
 
@@ -223,8 +207,6 @@ def test_cell_weights_balance_cells_by_their_input_error():
 
 
 def test_the_sampler_weights_cells_unless_told_to_train_on_plain_mse():
-    from ldct_bench.training import PatchSampler
-
     pairs = _pairs([("chest", 0.5, 10.0), ("abdomen", 0.1, 40.0)])
     balanced = PatchSampler(pairs, 8, 64, seed=0).sample()
     assert balanced["weight"].max() / balanced["weight"].min() > 12  # both cells drawn among 64 patches
@@ -249,7 +231,7 @@ def test_train_plain_loss_reaches_the_config(tiny_dataset, tmp_path):
 def test_weighted_mse_is_plain_mse_without_weights():
     from torch.nn import functional as F
 
-    from ldct_bench.methods import weighted_mse
+    from ldct_bench.toolkit import weighted_mse
 
     a, b = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
     assert torch.allclose(weighted_mse(a, b), F.mse_loss(a, b))

@@ -47,7 +47,8 @@ def test_fidelity_equals_scikit_image(window, source, tiny_dataset):
     ours = score_batch(pred, ref, [w], metrics=("psnr", "ssim", "ssim_uniform", "rmse"))
     theirs = _skimage(pred, ref, w)
     for metric, values in theirs.items():
-        np.testing.assert_allclose(ours[(window, metric)].numpy(), values, rtol=0, atol=1e-4 * (w.width if metric == "rmse" else 1),
+        atol = 1e-4 * (w.width if metric == "rmse" else 1)
+        np.testing.assert_allclose(ours[(window, metric)].numpy(), values, rtol=0, atol=atol,
                                    err_msg=f"{metric} in {window}")
 
 

@@ -39,8 +39,9 @@ def test_tissue_classes_have_their_intended_hu(anatomy):
     for i, e in enumerate(items):
         # a point of the structure that nothing painted later covers shows the structure's own value
         for frac in (0.0, 0.5, 0.8, 0.95, 0.99):
-            pts = [(e.cx + frac * e.a * np.cos(t) * np.cos(np.radians(e.phi_deg)) - frac * e.b * np.sin(t) * np.sin(np.radians(e.phi_deg)),
-                    e.cy + frac * e.a * np.cos(t) * np.sin(np.radians(e.phi_deg)) + frac * e.b * np.sin(t) * np.cos(np.radians(e.phi_deg)))
+            c, s = np.cos(np.radians(e.phi_deg)), np.sin(np.radians(e.phi_deg))
+            pts = [(e.cx + frac * (e.a * np.cos(t) * c - e.b * np.sin(t) * s),
+                    e.cy + frac * (e.a * np.cos(t) * s + e.b * np.sin(t) * c))
                    for t in np.linspace(0, 2 * np.pi, 12, endpoint=False)]
             free = [p for p in pts if not any(later.contains(*p) for later in items[i + 1:])]
             if free:

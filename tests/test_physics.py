@@ -14,7 +14,7 @@ from ldct_bench.data.noise import NoiseModel
 from ldct_bench.data.projector import ellipse_sinogram, hu_to_mu, mu_to_hu, project_image
 from ldct_bench.data.simulate import Simulator, generator
 
-from .conftest import tiny_config
+from .helpers import tiny_config
 
 GEOM = FanBeamGeometry(image_size=128, n_views=576)
 MU_W = hu_to_mu(torch.tensor(0.0)).item()

@@ -79,7 +79,8 @@ def test_latex_table_shape_and_compiles_when_tex_is_there(store, tmp_path):
     if engine:
         doc = tmp_path / "t.tex"
         doc.write_text("\\documentclass{article}\\usepackage{booktabs,graphicx}\\begin{document}" + tex + "\\end{document}")
-        assert subprocess.run([engine, "-interaction=nonstopmode", doc.name], cwd=tmp_path, capture_output=True).returncode == 0
+        compiled = subprocess.run([engine, "-interaction=nonstopmode", doc.name], cwd=tmp_path, capture_output=True)
+        assert compiled.returncode == 0
 
 
 def test_html_is_self_contained_and_escaped(store, tmp_path):

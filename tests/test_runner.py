@@ -1,36 +1,37 @@
-"""`ldct-bench run` end to end on the tiny dataset: rows, manifest, resume, determinism, bad arguments."""
+"""`ldct-bench run` end to end on the tiny dataset: rows, manifest, resume, determinism, training on an empty
+cache, --set, bad arguments."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from ldct_bench.cli import main
+from ldct_bench.config import RunConfig, parse_overrides
 from ldct_bench.protocol import Protocol
-from ldct_bench.runner import run_matrix, train_method
+from ldct_bench.runner import run_matrix
 
-from .test_methods import TINY
+from .conftest import TRAINED_ANATOMIES
+from .helpers import tiny_config, tiny_overrides
 
-ANAT = ("chest",)
+PROTO = Protocol((0.1, 0.25), (0.1,), TRAINED_ANATOMIES)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_dataset, tmp_path_factory):
-    """A tiny RED-CNN checkpoint in the (private) cache, where `run` looks for it."""
-    cache = tmp_path_factory.mktemp("ckcache")
-    train_method("redcnn", "quick", tiny_dataset, (0.1,), ANAT, overrides=TINY["redcnn"], cache_dir=cache, progress=False)
-    return cache
+def _config(tiny_dataset, cache, out, **kw) -> RunConfig:
+    return RunConfig(methods=("ldct", "redcnn"), out=out, protocol=PROTO, data=str(tiny_dataset.root), cache_dir=cache,
+                     overrides=tiny_overrides("redcnn"), **kw)
 
 
 def _run(tiny_dataset, cache, out, **kw):
-    proto = Protocol((0.1, 0.25), (0.1,), ANAT)
-    return run_matrix(["ldct", "redcnn"], proto, out, data=str(tiny_dataset.root), cache_dir=cache, progress=False,
-                      echo=lambda *a: None, **kw)
+    return run_matrix(_config(tiny_dataset, cache, out, **kw), progress=False, echo=lambda *a: None)
 
 
-def test_tiny_run_rows_and_manifest(tiny_dataset, trained, tmp_path):
-    table = _run(tiny_dataset, trained, tmp_path / "run")
+def test_tiny_run_rows_and_manifest(tiny_dataset, trained_cache, tmp_path):
+    table = _run(tiny_dataset, trained_cache, tmp_path / "run")
     # 2 methods x 2 doses x 4 slices x 4 chest windows x 3 metrics
     assert len(table) == 2 * 2 * 4 * 4 * 3
     assert not table.duplicated(["method", "anatomy", "dose", "patient", "slice", "window", "metric"]).any()
@@ -39,12 +40,15 @@ def test_tiny_run_rows_and_manifest(tiny_dataset, trained, tmp_path):
     man = (tmp_path / "run" / "manifest.json").read_text()
     for key in ('"git_commit"', '"versions"', '"hardware"', '"timings"', '"protocol"', '"seed"', '"redcnn.denoise_s"'):
         assert key in man
+    manifest = json.loads(man)
+    assert manifest["config"]["overrides"]["redcnn"]["filters"] == 8  # --set, recorded
+    assert manifest["methods"]["redcnn"]["config"]["filters"] == 8 and "ckcache" in manifest["methods"]["redcnn"]["source"]
     stored = pd.read_parquet(tmp_path / "run" / "results.parquet")
     pd.testing.assert_frame_equal(stored.reset_index(drop=True), table.reset_index(drop=True))
 
 
-def test_interrupted_run_resumes_without_duplicates(tiny_dataset, trained, tmp_path, monkeypatch):
-    full = _run(tiny_dataset, trained, tmp_path / "ref")
+def test_interrupted_run_resumes_without_duplicates(tiny_dataset, trained_cache, tmp_path, monkeypatch):
+    full = _run(tiny_dataset, trained_cache, tmp_path / "ref")
     from baselines.redcnn import RedCNN
 
     calls = {"n": 0}
@@ -58,26 +62,48 @@ def test_interrupted_run_resumes_without_duplicates(tiny_dataset, trained, tmp_p
 
     monkeypatch.setattr(RedCNN, "denoise", flaky)
     with pytest.raises(KeyboardInterrupt):
-        _run(tiny_dataset, trained, tmp_path / "run")
+        _run(tiny_dataset, trained_cache, tmp_path / "run")
     cells = sorted(p.name for p in (tmp_path / "run" / "cells").glob("*/*.parquet"))
     assert len(cells) == 3  # 2 ldct cells + the first redcnn cell; nothing half-written
     assert not list((tmp_path / "run").rglob("*.tmp"))
     monkeypatch.setattr(RedCNN, "denoise", real)
-    resumed = _run(tiny_dataset, trained, tmp_path / "run")
+    resumed = _run(tiny_dataset, trained_cache, tmp_path / "run")
     cols = ["method", "anatomy", "dose", "patient", "slice", "window", "metric", "value"]
     pd.testing.assert_frame_equal(resumed[cols].reset_index(drop=True), full[cols].reset_index(drop=True))
 
 
-def test_same_seed_gives_identical_numbers(tiny_dataset, trained, tmp_path):
-    a = _run(tiny_dataset, trained, tmp_path / "a")
-    b = _run(tiny_dataset, trained, tmp_path / "b")
+def test_same_seed_gives_identical_numbers(tiny_dataset, trained_cache, tmp_path):
+    a = _run(tiny_dataset, trained_cache, tmp_path / "a")
+    b = _run(tiny_dataset, trained_cache, tmp_path / "b")
     assert a["value"].tolist() == b["value"].tolist()
 
 
-def test_an_existing_run_with_another_config_is_not_overwritten(tiny_dataset, trained, tmp_path):
-    _run(tiny_dataset, trained, tmp_path / "run")
+def test_an_existing_run_with_another_config_is_not_overwritten(tiny_dataset, trained_cache, tmp_path):
+    _run(tiny_dataset, trained_cache, tmp_path / "run")
     with pytest.raises(ValueError, match="different configuration"):
-        _run(tiny_dataset, trained, tmp_path / "run", seed=1)
+        _run(tiny_dataset, trained_cache, tmp_path / "run", seed=1)
+
+
+def test_a_run_on_an_empty_cache_simulates_trains_and_scores(tmp_path):
+    """The embedded data with no cache at all: the test split is simulated, then the training splits, and the
+    method trains on the dataset that holds them (it once trained on a dataset opened before they existed)."""
+    config = RunConfig(methods=("redcnn",), out=tmp_path / "run", protocol=Protocol((0.1,), (0.1,), ("head",)), seed=3,
+                       overrides=parse_overrides(["redcnn.iterations=20", "redcnn.val_every=10"], ("redcnn",)),
+                       phantoms=tiny_config(), cache_dir=tmp_path / "cache")
+    table = run_matrix(config, progress=False, echo=lambda *a: None)
+    assert len(table) == 4 * 4 * 3 and table["value"].notna().all()  # 4 slices x 4 head windows x 3 metrics
+    trained = json.loads(next((tmp_path / "cache" / "checkpoints" / "redcnn").glob("*/manifest.json")).read_text())
+    assert trained["complete"] and trained["iterations"] == {"main": 20} and trained["seed"] == 3
+    assert [r["step"] for r in trained_log(tmp_path)] == [10, 20]
+    again = run_matrix(replace(config, out=tmp_path / "again"), progress=False, echo=lambda *a: None)
+    assert again["value"].tolist() == table["value"].tolist()  # the checkpoint is found, not trained anew
+
+
+def trained_log(tmp_path):
+    import csv
+
+    path = next((tmp_path / "cache" / "checkpoints" / "redcnn").glob("*/train_log.csv"))
+    return [dict(r, step=int(r["step"])) for r in csv.DictReader(open(path))]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -89,14 +115,21 @@ def test_an_existing_run_with_another_config_is_not_overwritten(tiny_dataset, tr
     (["--data", "/no/such/dataset"], "no such dataset folder"),
     (["--metrics", "lpips"], "unavailable"),
     (["--device", "tpu"], "is not a device"),
+    (["--methods", "redcnn", "--set", "corediff.iterations=5"], "'corediff' is not one of this command's methods"),
+    (["--methods", "redcnn", "--set", "redcnn.iteratons=5"], "no config field 'iteratons'; did you mean iterations"),
+    (["--methods", "redcnn", "--set", "redcnn.iterations=abc"], "iterations takes an integer, not 'abc'"),
+    (["--methods", "redcnn", "--set", "redcnn.iterations=2.5"], "iterations takes an integer"),
+    (["--methods", "redcnn", "--set", "redcnn.balance_cells=maybe"], "balance_cells takes true or false"),
+    (["--methods", "redcnn", "--set", "redcnn.iterations"], "write METHOD.FIELD=VALUE"),
+    (["--methods", "ldct", "--set", "ldct.iterations=5"], "'ldct' has no config to set"),
 ])
 def test_bad_arguments_give_one_clear_error_and_write_nothing(args, message, tmp_path):
     out = tmp_path / "run"
-    res = CliRunner().invoke(main, ["run", "--out", str(out), *args])
+    res = CliRunner().invoke(main, ["run", "--out", str(out), "--cache-dir", str(tmp_path / "c"), *args])
     assert res.exit_code != 0
     assert message in res.output, res.output
-    assert "Traceback" not in res.output
-    assert not out.exists()
+    assert "Traceback" not in res.output and res.output.count("Error:") == 1
+    assert not out.exists() and not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("metric", ["psnr", "ssim"])

@@ -29,8 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
-
-from .phantoms import ANATOMIES, phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
+from ..conventions import ANATOMIES
+from .phantoms import phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
 from .projector import ellipse_sinogram
 from .simulate import Simulator, dose_key, noise_seed
 
@@ -69,7 +69,7 @@ class PhantomConfig:
             object.__setattr__(self, "simulator", {**self.simulator, "geometry": geom})
 
     @classmethod
-    def sized(cls, size: int = 256, slices: int = 8, patients: int | None = None, seed: int = 0) -> "PhantomConfig":
+    def sized(cls, size: int = 256, slices: int = 8, patients: int | None = None, seed: int = 0) -> PhantomConfig:
         """A config for `patients` per anatomy (split about 70/10/20 %, at least 1/0/1); None keeps 6/1/2."""
         if patients is None:
             return cls(image_size=size, slices_per_patient=slices, seed=seed)
@@ -84,7 +84,10 @@ class PhantomConfig:
         return asdict(self)
 
     def digest(self) -> str:
-        blob = json.dumps({"version": DATA_VERSION, **self.to_dict()}, sort_keys=True).encode()
+        # The FBP apodisation was first recorded as "window": hashing it under that name keeps the folders of
+        # the caches made before it was renamed `filter_window`, and the checkpoints keyed by those folders.
+        simulator = {("window" if k == "filter_window" else k): v for k, v in self.simulator.items()}
+        blob = json.dumps({"version": DATA_VERSION, **self.to_dict(), "simulator": simulator}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def n_patients(self, split: str) -> int:
@@ -122,13 +125,14 @@ class LDCTDataset:
         self.root = Path(root)
         path = self.root / "manifest.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no dataset at {self.root} (manifest.json missing); run `ldct-bench data simulate` or `data import` first.")
+            raise FileNotFoundError(f"no dataset at {self.root} (manifest.json missing); run `ldct-bench data simulate` "
+                                    "or `data import` first.")
         self.manifest = json.loads(path.read_text())
 
     # -- building ---------------------------------------------------------------------------------------
     @classmethod
     def embedded(cls, config: PhantomConfig | None = None, doses=(), anatomies=ANATOMIES, splits=SPLITS,
-                 cache_dir: Path | None = None, progress: bool = True) -> "LDCTDataset":
+                 cache_dir: Path | None = None, progress: bool = True) -> LDCTDataset:
         """The phantom dataset for `config`, simulating whatever (anatomy, split, dose) is missing."""
         config = config or PhantomConfig()
         root = Path(cache_dir or default_cache_dir()) / f"embedded-{config.digest()}"
@@ -167,7 +171,8 @@ class LDCTDataset:
 
     def patients(self, anatomy: str, split: str) -> list[str]:
         if anatomy not in self.manifest["splits"]:
-            raise ValueError(f"anatomy {anatomy!r} is not in the dataset at {self.root}; it has {', '.join(self.anatomies)}.")
+            raise ValueError(f"anatomy {anatomy!r} is not in the dataset at {self.root}; "
+                             f"it has {', '.join(self.anatomies)}.")
         return list(self.manifest["splits"][anatomy].get(split, []))
 
     def doses(self, anatomy: str | None = None) -> list[float]:
@@ -192,7 +197,8 @@ class LDCTDataset:
         return [Path(f) for f in files] if files else None
 
     def pairs(self, anatomies, doses, split: str, context: int = 0, max_slices: int | None = None) -> Pairs:
-        """Low-dose/full-dose pairs for every slice of `split`, each dose and anatomy; context=k adds k neighbours per side."""
+        """Low-dose/full-dose pairs for every slice of `split`, each dose and anatomy; context=k adds k neighbours
+        per side."""
         lds, fds, rows = [], [], []
         for anatomy in anatomies:
             for patient in self.patients(anatomy, split):
@@ -207,7 +213,8 @@ class LDCTDataset:
                         rows.append((anatomy, patient, s, float(dose)))
         meta = pd.DataFrame(rows, columns=["anatomy", "patient", "slice", "dose"])
         if not rows:
-            raise ValueError(f"no slices for split={split!r}, anatomies={list(anatomies)}, doses={list(doses)} in {self.root}.")
+            raise ValueError(f"no slices for split={split!r}, anatomies={list(anatomies)}, doses={list(doses)} "
+                             f"in {self.root}.")
         return Pairs(torch.from_numpy(np.stack(lds)), torch.from_numpy(np.stack(fds)), meta)
 
 

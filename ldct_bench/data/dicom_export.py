@@ -29,7 +29,8 @@ def write_series(images_hu: np.ndarray, sources: list[Path], out_dir: Path, desc
         h, w = img.shape
         if (int(ds.Rows), int(ds.Columns)) != (h, w):  # imported at another size: same field of view
             if "PixelSpacing" in ds:
-                ds.PixelSpacing = [float(ds.PixelSpacing[0]) * int(ds.Rows) / h, float(ds.PixelSpacing[1]) * int(ds.Columns) / w]
+                ds.PixelSpacing = [float(ds.PixelSpacing[0]) * int(ds.Rows) / h,
+                                   float(ds.PixelSpacing[1]) * int(ds.Columns) / w]
             ds.Rows, ds.Columns = h, w
         signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
         dtype = np.int16 if signed else np.uint16

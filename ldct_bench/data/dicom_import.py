@@ -106,8 +106,8 @@ def scan_folder(root: Path, source: str) -> ScanReport:
         pos = getattr(ds, "ImagePositionPatient", None)
         z = float(pos[2]) if pos is not None else float(getattr(ds, "SliceLocation", getattr(ds, "InstanceNumber", 0)))
         spacing = getattr(ds, "PixelSpacing", [0.7, 0.7])
-        rep.slices.append(SliceRecord(p, str(getattr(ds, "PatientID", p.parent.name)), str(getattr(ds, "SeriesInstanceUID", p.parent)),
-                                      kind, z, (int(ds.Rows), int(ds.Columns)), float(spacing[0])))
+        patient, series = str(getattr(ds, "PatientID", p.parent.name)), str(getattr(ds, "SeriesInstanceUID", p.parent))
+        rep.slices.append(SliceRecord(p, patient, series, kind, z, (int(ds.Rows), int(ds.Columns)), float(spacing[0])))
     if not rep.slices:
         raise ValueError(f"no usable CT slices under {root} ({rep.summary()}).")
     return rep
@@ -127,8 +127,9 @@ def _volume(records: list[SliceRecord], size: int | None) -> np.ndarray:
                          "import one size per series (or resample them first).")
     vol = np.stack([read_hu(r.path) for r in records])
     if size and vol.shape[-1] != size:
-        vol = F.interpolate(torch.from_numpy(vol)[:, None], size=(size, size), mode="area" if size < vol.shape[-1] else "bilinear",
-                            **({} if size < vol.shape[-1] else {"align_corners": False}))[:, 0].numpy()
+        shrink = size < vol.shape[-1]
+        vol = F.interpolate(torch.from_numpy(vol)[:, None], size=(size, size), mode="area" if shrink else "bilinear",
+                            **({} if shrink else {"align_corners": False}))[:, 0].numpy()
     return vol
 
 
@@ -176,7 +177,8 @@ def import_dataset(root: Path, source: str = "dicom", name: str | None = None, e
             common = sorted(set(zf) & set(zl))
             manifest["unpaired_slices"] += len(full) + len(low) - 2 * len(common)
             if not common:
-                raise ValueError(f"patient {patient}: no full- and low-dose slices share a table position; cannot pair them.")
+                raise ValueError(f"patient {patient}: no full- and low-dose slices share a table position; "
+                                 "cannot pair them.")
             full, low = [zf[z] for z in common], [zl[z] for z in common]
         pdir = out / a / patient
         pdir.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Kak & Slaney, "Principles of Computerized Tomographic Imaging", ch. 3.4.1:
   1. weight each ray by D cos(gamma),
   2. convolve along gamma with g(n a) = 1/(8a^2) (n=0), 0 (n even), -1/(2 pi^2 sin^2(n a)) (n odd),
-     apodised in frequency (Hann or Shepp-Logan window),
+     apodised in frequency by the filter window (Hann or Shepp-Logan),
   3. back-project with weight 1/L^2 over the full turn (L = source-to-pixel distance).
 
 The pixel geometry (fan angle of every pixel in every view, and 1/L^2) depends only on
@@ -26,11 +26,12 @@ try:  # numba is the fast CPU back-projector; torch is the portable (and CUDA) o
 except ImportError:  # pragma: no cover - numba is a declared dependency
     numba = None
 
-WINDOWS = ("ram-lak", "shepp-logan", "hann")
+# the ramp filter's apodisation ("filter window"; not to be confused with the HU windows of the metrics)
+FILTER_WINDOWS = ("ram-lak", "shepp-logan", "hann")
 
 
 @lru_cache(maxsize=8)
-def _filter_response(n_channels: int, dgamma: float, window: str, n_fft: int) -> torch.Tensor:
+def _filter_response(n_channels: int, dgamma: float, filter_window: str, n_fft: int) -> torch.Tensor:
     n = torch.arange(-(n_channels - 1), n_channels, dtype=torch.float64)
     g = torch.zeros_like(n)
     g[n == 0] = 1.0 / (8 * dgamma**2)
@@ -41,21 +42,21 @@ def _filter_response(n_channels: int, dgamma: float, window: str, n_fft: int) ->
     kernel[-(n_channels - 1):] = g[: n_channels - 1]
     response = torch.fft.rfft(kernel).real * dgamma
     f = torch.fft.rfftfreq(n_fft, dtype=torch.float64) * 2  # 0..1 of Nyquist
-    if window == "hann":
+    if filter_window == "hann":
         response = response * 0.5 * (1 + torch.cos(math.pi * f))
-    elif window == "shepp-logan":
+    elif filter_window == "shepp-logan":
         response = response * torch.sinc(f / 2)
-    elif window != "ram-lak":
-        raise ValueError(f"fbp: unknown filter window {window!r}; choose one of {', '.join(WINDOWS)}.")
+    elif filter_window != "ram-lak":
+        raise ValueError(f"fbp: unknown filter window {filter_window!r}; choose one of {', '.join(FILTER_WINDOWS)}.")
     return response
 
 
-def filter_sinogram(geom: FanBeamGeometry, sino: torch.Tensor, window: str = "hann") -> torch.Tensor:
+def filter_sinogram(geom: FanBeamGeometry, sino: torch.Tensor, filter_window: str = "hann") -> torch.Tensor:
     """Cosine-weight and ramp-filter sinograms (B, V, C) along the channel axis."""
     n_fft = 1 << (2 * geom.n_channels - 1).bit_length()
     gamma = geom.channel_angles().to(sino.device)
     weighted = sino * (geom.source_iso_mm * torch.cos(gamma)).to(sino.dtype)
-    resp = _filter_response(geom.n_channels, geom.dgamma, window, n_fft).to(sino.device)
+    resp = _filter_response(geom.n_channels, geom.dgamma, filter_window, n_fft).to(sino.device)
     spec = torch.fft.rfft(weighted, n=n_fft, dim=-1) * resp.to(torch.promote_types(sino.dtype, torch.float32))
     return torch.fft.irfft(spec, n=n_fft, dim=-1)[..., : geom.n_channels].to(sino.dtype)
 
@@ -195,10 +196,10 @@ def _backproject_torch(geom: FanBeamGeometry, q: torch.Tensor, views_per_chunk: 
     return out.reshape(bsz, geom.image_size, geom.image_size)
 
 
-def fbp(geom: FanBeamGeometry, sino: torch.Tensor, window: str = "hann") -> torch.Tensor:
+def fbp(geom: FanBeamGeometry, sino: torch.Tensor, filter_window: str = "hann") -> torch.Tensor:
     """Line integrals (B, V, C) -> attenuation images (B, H, W) in 1/mm."""
     squeeze = sino.dim() == 2
     if squeeze:
         sino = sino[None]
-    img = backproject(geom, filter_sinogram(geom, sino, window))
+    img = backproject(geom, filter_sinogram(geom, sino, filter_window))
     return img[0] if squeeze else img

@@ -23,10 +23,9 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from ..conventions import ANATOMIES
 from .geometry import FanBeamGeometry
 from .projector import hu_to_mu, mu_to_hu
-
-ANATOMIES = ("head", "chest", "abdomen")
 
 # Reference tissue values (HU) used by the phantoms and checked by the tests.
 TISSUE_HU = {
@@ -108,7 +107,7 @@ def _chest(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, 
         b.add(math.cos(ang) * (A - 16), math.sin(ang) * (B - 15.5), 4.5, 3.0, math.degrees(ang) + 90, "rib")
     for side in (-1, 1):  # vessels, airways and nodules inside each lung
         cx, a, bb = side * lx, 0.42 * A - 3 * heart - 6, 0.72 * B - 6
-        for j in range(r.integers(14, 24)):
+        for _ in range(r.integers(14, 24)):
             t, rr = r.uniform(0, 2 * math.pi), math.sqrt(r.uniform(0.02, 0.85))
             x, y = cx + rr * a * math.cos(t + 0.3 * z), 4 + rr * bb * math.sin(t + 0.3 * z)
             rad = r.uniform(1.2, 4.5) * (1.2 - 0.6 * rr)

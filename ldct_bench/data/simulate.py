@@ -23,18 +23,19 @@ from .projector import hu_to_mu, mu_to_hu, project_image
 class Simulator:
     geometry: FanBeamGeometry = field(default_factory=FanBeamGeometry)
     noise: NoiseModel = field(default_factory=NoiseModel)
-    window: str = "hann"
+    filter_window: str = "hann"  # the FBP ramp filter's apodisation
 
     def to_dict(self) -> dict:
-        return {"geometry": self.geometry.to_dict(), "noise": self.noise.to_dict(), "window": self.window}
+        return {"geometry": self.geometry.to_dict(), "noise": self.noise.to_dict(), "filter_window": self.filter_window}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Simulator":
-        return cls(FanBeamGeometry(**d["geometry"]), NoiseModel(**d["noise"]), d["window"])
+    def from_dict(cls, d: dict) -> Simulator:
+        """Also reads the manifests of caches written before the apodisation was called `filter_window`."""
+        return cls(FanBeamGeometry(**d["geometry"]), NoiseModel(**d["noise"]), d.get("filter_window", d.get("window")))
 
     def reconstruct(self, line_integrals: torch.Tensor) -> torch.Tensor:
         """(B, V, C) line integrals -> (B, H, W) HU."""
-        return mu_to_hu(fbp(self.geometry, line_integrals.float(), self.window))
+        return mu_to_hu(fbp(self.geometry, line_integrals.float(), self.filter_window))
 
     def scan(self, p: torch.Tensor, doses: list[float], seeds: list[int]) -> torch.Tensor:
         """Noiseless line integrals (V, C) scanned once per dose -> (len(doses), H, W) HU."""

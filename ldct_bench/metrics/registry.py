@@ -12,9 +12,9 @@ Add a metric in a few lines:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -89,7 +89,8 @@ def _piq(name: str, higher: bool, min_size: int, call: Callable, default: bool =
         import piq
 
         pu, ru = pair.pu.float(), pair.ru.float()
-        return torch.cat([call(piq, pu[i:i + PIQ_CHUNK], ru[i:i + PIQ_CHUNK]) for i in range(0, len(pu), PIQ_CHUNK)]).double()
+        chunks = range(0, len(pu), PIQ_CHUNK)
+        return torch.cat([call(piq, pu[i:i + PIQ_CHUNK], ru[i:i + PIQ_CHUNK]) for i in chunks]).double()
 
     register_metric(name, higher, source="piq", min_size=min_size, default=default)(fn)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..conventions import FULL_RANGE_HU
+
 
 @dataclass(frozen=True)
 class Window:
@@ -22,7 +24,7 @@ class Window:
         return self.hi - self.lo
 
     @classmethod
-    def parse(cls, text: str) -> "Window":
+    def parse(cls, text: str) -> Window:
         """A registered name ('abdomen') or an explicit range ('-160,240' or 'name:-160,240')."""
         if text in WINDOWS:
             return WINDOWS[text]
@@ -35,7 +37,7 @@ class Window:
 
 
 WINDOWS = {w.name: w for w in (
-    Window("full", -1024, 3071, "whole 12-bit CT range"),
+    Window("full", *FULL_RANGE_HU, "whole 12-bit CT range"),
     Window("founddiff", -1000, 2000, "range the FoundDiff code maps to [0, 1] before scoring"),
     Window("abdomen", -160, 240, "soft tissue W400/L40"),
     Window("lung", -1350, 150, "lung W1500/L-600"),

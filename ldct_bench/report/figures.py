@@ -7,14 +7,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-from ..metrics.windows import DISPLAY_WINDOW, WINDOWS  # noqa: E402
-from ..protocol import dose_label  # noqa: E402
-from ..results import RunStore  # noqa: E402
+from ..conventions import dose_label
+from ..metrics.windows import DISPLAY_WINDOW, WINDOWS
+from ..results import RunStore
 
 
 def save(fig, path: Path, dpi: int = 100) -> list[Path]:
@@ -70,8 +70,8 @@ def visual_grid(store: RunStore, methods: list[str], anatomy: str, doses: list[f
     and a second block of |method - full dose| error maps."""
     w = WINDOWS[DISPLAY_WINDOW.get(anatomy, "abdomen")]
     rows = ["full dose", "low dose", *methods]
-    fig, axes = plt.subplots(len(rows) + len(methods), len(doses), figsize=(2.2 * len(doses), 2.2 * (len(rows) + len(methods))),
-                             squeeze=False)
+    n_rows = len(rows) + len(methods)
+    fig, axes = plt.subplots(n_rows, len(doses), figsize=(2.2 * len(doses), 2.2 * n_rows), squeeze=False)
     for j, dose in enumerate(doses):
         ref = store.examples("_input", anatomy, dose)
         if ref is None:

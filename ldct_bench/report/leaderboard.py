@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..conventions import dose_label
 from ..metrics.registry import METRICS
 from ..metrics.stats import compare_to_best
-from ..protocol import dose_label
 
 
 @dataclass
@@ -144,3 +144,23 @@ def to_frame(lb: Leaderboard) -> pd.DataFrame:
                         "rank": int(lb.rank.at[m, c]), "p_vs_best": lb.p_value.at[m, c],
                         "overall_rank": lb.overall_rank[m]})
     return pd.DataFrame(out)
+
+
+def summary_text(table: pd.DataFrame, window: str = "founddiff") -> str:
+    """The terminal leaderboard `ldct-bench run` prints: mean PSNR / SSIM / RMSE per method and dose (over all
+    anatomies), seen doses marked."""
+    sub = table[table["window"] == window]
+    if sub.empty:
+        return "(no rows)"
+    piv = sub.pivot_table(index="method", columns=["metric", "dose"], values="value", aggfunc="mean")
+    seen = sub.groupby("dose")["seen"].first()
+    lines = [f"window: {window}  (* = dose seen in training)"]
+    for metric, fmt in (("psnr", "{:7.2f}"), ("ssim", "{:7.4f}"), ("rmse", "{:7.1f}")):
+        if metric not in piv.columns.get_level_values(0):
+            continue
+        cols = piv[metric]
+        head = f"{metric.upper():10s}" + "".join(f"{dose_label(d) + ('*' if seen[d] else ''):>9s}" for d in cols.columns)
+        lines.append(head)
+        for m in cols.index:
+            lines.append(f"  {m:8s}" + "".join(f"  {fmt.format(v)}" for v in cols.loc[m]))
+    return "\n".join(lines)

@@ -4,7 +4,7 @@
 # manifest.json (config, data version, iterations, wall time, hardware, sha256) and train_log.csv.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-KEY=$(python -c "from ldct_bench.checkpoints import checkpoint_key; from ldct_bench.data.dataset import PhantomConfig; print(checkpoint_key('quick', 'embedded-' + PhantomConfig().digest(), (0.1, 0.5), ('head', 'chest', 'abdomen')))")
+KEY=$(python -c "from ldct_bench.checkpoints import TrainJob; from ldct_bench.data.dataset import PhantomConfig; print(TrainJob('', 'quick', (0.1, 0.5), ('head', 'chest', 'abdomen'), 'embedded-' + PhantomConfig().digest()).key)")
 for m in ${METHODS:-redcnn corediff wgan-mse founddiff}; do
   ldct-bench train --method "$m" --profile quick --doses 10,50 --anatomies head,chest,abdomen --seed 0 \
     --out "results/checkpoints/$m/$KEY" "$@"

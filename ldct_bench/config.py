@@ -1,0 +1,120 @@
+"""One run, described once: the frozen `RunConfig` the CLI (or Python) builds and passes whole to the in-process
+runner and to the fan-out, and the `--set METHOD.FIELD=VALUE` overrides it carries.
+
+    from ldct_bench.config import RunConfig, parse_overrides
+    from ldct_bench.protocol import Protocol
+    from ldct_bench.runner import run_matrix
+
+    config = RunConfig(methods=("ldct", "redcnn"), out=Path("results/runs/mine"),
+                       protocol=Protocol(doses=(0.05, 0.1, 0.25), seen_doses=(0.1,)),
+                       overrides=parse_overrides(["redcnn.iterations=500"], ("ldct", "redcnn")))
+    table = run_matrix(config)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .checkpoints import TrainJob
+from .data.dataset import PhantomConfig
+from .data.resolve import open_dataset
+from .methods import get_method
+from .metrics import DEFAULT_METRICS, get_metric
+from .protocol import Protocol
+
+PROFILES = ("quick", "paper")
+
+
+class Override(NamedTuple):
+    """One config field of one method set on top of its profile (`--set METHOD.FIELD=VALUE`)."""
+
+    method: str
+    field: str
+    value: Any
+
+
+def parse_overrides(texts, methods) -> tuple[Override, ...]:
+    """`--set` values ('redcnn.iterations=500') -> Overrides of `methods`, each value read as its field's type."""
+    out = []
+    for text in texts:
+        target, eq, value = str(text).partition("=")
+        name, dot, field_name = target.strip().partition(".")
+        if not (eq and dot and name and field_name):
+            raise ValueError(f"--set {text!r}: write METHOD.FIELD=VALUE, e.g. --set redcnn.iterations=500.")
+        out.append(Override(name, field_name, value.strip()))
+    return tuple(_checked(o, methods) for o in out)
+
+
+def _checked(o: Override, methods) -> Override:
+    """`o` with its value as its field's type; one sentence naming the --set when the method, field or type is wrong."""
+    where = f"--set {o.method}.{o.field}={o.value}"
+    if o.method not in methods:
+        raise ValueError(f"{where}: {o.method!r} is not one of this command's methods ({', '.join(methods)}).")
+    cls = get_method(o.method)
+    if not cls.learned:
+        raise ValueError(f"{where}: {o.method!r} has no config to set.")
+    try:
+        return Override(o.method, o.field, cls.Config.coerce(o.field, o.value))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run of the matrix is, validated when built (a bad value is one clear error, before anything
+    is written). The fields down to `overrides` decide the numbers and must match to resume into a run folder;
+    the rest say where and how the run computes."""
+
+    methods: tuple[str, ...]  # registered method names, in the order they run
+    out: Path  # the run folder (the results store)
+    protocol: Protocol = field(default_factory=Protocol)  # doses, seen doses, anatomies
+    data: str = "embedded"  # 'embedded', an imported dataset's name, or a dataset folder
+    profile: str = "quick"  # every method's config profile: 'quick' (CPU budgets) or 'paper'
+    seed: int = 0  # initial weights, training samples, sampling noise
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    retrain: bool = False  # train every learned method anew instead of using saved checkpoints
+    overrides: tuple[Override, ...] = ()  # config fields set on top of the profile (parse_overrides)
+    phantoms: PhantomConfig = field(default_factory=PhantomConfig)  # what 'embedded' simulates
+    device: str = "cpu"  # cpu or cuda[:N]
+    cache_dir: Path | None = None  # datasets and trained checkpoints (default $LDCT_BENCH_CACHE)
+    batch_size: int = 8  # slices per denoise call
+    examples: int = 1  # patients per cell whose middle slice is kept for figures
+    save_images: bool = False  # also keep every denoised slice (DICOM when the input was)
+
+    def __post_init__(self):
+        object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        object.__setattr__(self, "out", Path(self.out))
+        if not self.methods:
+            raise ValueError("no methods given; write e.g. --methods ldct,redcnn or --methods all.")
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILES)}.")
+        for name in self.methods:
+            get_method(name)
+        for metric in self.metrics:
+            get_metric(metric)
+        object.__setattr__(self, "overrides", tuple(_checked(Override(*o), self.methods) for o in self.overrides))
+
+    def identity(self) -> dict:
+        """The manifest's `config`: what decides the numbers (a run folder refuses a run with another identity)."""
+        return json.loads(json.dumps({
+            "methods": list(self.methods), "protocol": self.protocol.to_dict(), "data": self.data,
+            "profile": self.profile, "seed": self.seed, "metrics": list(self.metrics), "retrain": self.retrain,
+            "overrides": {m: self.overrides_for(m) for m in self.methods if self.overrides_for(m)}}))
+
+    def overrides_for(self, method: str) -> dict:
+        return {o.field: o.value for o in self.overrides if o.method == method}
+
+    def train_job(self, method: str, data_name: str) -> TrainJob:
+        """What training `method` for this run means; overrides that change only inference are left out."""
+        training, _ = get_method(method).Config.split_overrides(self.overrides_for(method))
+        return TrainJob(method, self.profile, tuple(self.protocol.seen_doses), tuple(self.protocol.anatomies),
+                        data_name, self.seed, training)
+
+    def dataset(self, splits, doses, anatomies=None, progress: bool = True):
+        """This run's data with `splits` at `doses` (simulated first where the embedded cache lacks them)."""
+        return open_dataset(self.data, doses, anatomies or self.protocol.anatomies, splits, cache_dir=self.cache_dir,
+                            phantoms=self.phantoms, progress=progress)

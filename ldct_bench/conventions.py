@@ -1,0 +1,31 @@
+"""The suite's shared vocabulary, each item defined once: body regions, the CT number range, dose labels
+and comma-separated lists. Every layer (data, protocol, metrics, methods, report) reads it from here."""
+
+from __future__ import annotations
+
+ANATOMIES = ("head", "chest", "abdomen")
+
+# CT numbers are stored in 12 bits with an intercept of -1024: an image holds values in [-1024, 3071] HU.
+CT_MIN_HU = -1024
+CT_LEVELS = 2**12
+# The `full` metric window spans exactly those values, so its data_range is 4095, a 12-bit image's range.
+FULL_RANGE_HU = (CT_MIN_HU, CT_MIN_HU + CT_LEVELS - 1)
+# Networks see (HU + 1024) / 4096: the [-1024, 3072] normalisation of the RED-CNN reference loader
+# (norm_range_min/max), which CoreDiff and WGAN-VGG share here and the committed checkpoints were trained with.
+NETWORK_RANGE_HU = (CT_MIN_HU, CT_MIN_HU + CT_LEVELS)
+
+
+def dose_label(dose: float) -> str:
+    """0.25 -> '25%'; 1/6 -> '16.7%'."""
+    pct = dose * 100
+    return f"{pct:.0f}%" if abs(pct - round(pct)) < 1e-6 else f"{pct:.1f}%"
+
+
+def dose_labels(doses) -> str:
+    """(0.1, 0.5) -> '10%, 50%'."""
+    return ", ".join(dose_label(d) for d in doses)
+
+
+def split_list(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']: how every comma-separated command-line option is read."""
+    return [t.strip() for t in str(text).split(",") if t.strip()]

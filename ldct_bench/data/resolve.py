@@ -1,0 +1,41 @@
+"""Dataset resolution, in one place: a `--data` value and what a run needs of it -> a dataset that has it.
+
+`embedded` is simulated on demand: whatever (anatomy, split, dose) the cache lacks is simulated
+first, and the dataset returned sees it. An imported dataset (its name in the cache, or a folder)
+is checked to hold every dose asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..conventions import dose_labels
+from .dataset import LDCTDataset, PhantomConfig, default_cache_dir
+
+IMPORTABLE = ("mayo2016", "mayo2020")
+
+
+def open_dataset(spec: str, doses, anatomies, splits, *, cache_dir: Path | None = None,
+                 phantoms: PhantomConfig | None = None, progress: bool = True) -> LDCTDataset:
+    """'embedded' (the phantoms of `phantoms`, default PhantomConfig()), an imported dataset's name, or a
+    dataset folder; raises one clear error when the data is not there."""
+    if spec == "embedded":
+        return LDCTDataset.embedded(phantoms or PhantomConfig(), doses=doses, anatomies=anatomies, splits=splits,
+                                    cache_dir=cache_dir, progress=progress)
+    path = Path(spec)
+    if not path.exists():
+        named = Path(cache_dir or default_cache_dir()) / spec
+        if spec in IMPORTABLE and not named.exists():
+            raise FileNotFoundError(f"--data {spec}: not imported yet; run `ldct-bench data import --source {spec} "
+                                    "--root DIR` first.")
+        path = named
+    if not path.is_dir():
+        raise FileNotFoundError(f"--data {spec}: no such dataset folder.")
+    ds = LDCTDataset(path)
+    for a in anatomies:
+        have = ds.doses(a)
+        missing = [d for d in doses if not any(abs(d - h) < 1e-6 for h in have)]
+        if missing:
+            raise ValueError(f"dataset {path} has no {dose_labels(missing)} dose for {a}; it has {dose_labels(have)} "
+                             "(import extra doses with --doses).")
+    return ds

@@ -1,0 +1,113 @@
+"""One method over cells of the matrix: denoise every test slice, score it in every window, and write the cell.
+
+A cell's score file is written last, so its presence means the cell is complete (the unit of resume);
+before it come what the report and the user read beside the scores: example slices for figures,
+DA-CLIP's perception where the method perceives, and with --save-images every denoised slice (as
+DICOM with the source's headers when the test slices came from DICOM).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .conventions import ANATOMIES, dose_label
+from .data.dataset import LDCTDataset, Pairs
+from .methods import Method
+from .metrics import score_batch, windows_for
+from .protocol import Cell
+from .results import RunStore
+from .toolkit import centre_slice
+
+
+def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells: list[Cell], config: RunConfig, *,
+                   progress: bool = True, after_cell=None) -> dict[str, float]:
+    """Denoise and score each unfinished cell; returns the seconds spent denoising and scoring."""
+    spent = {"denoise_s": 0.0, "score_s": 0.0}
+    for cell in tqdm(cells, desc=method.name, unit="cell", disable=not progress):
+        if store.has_cell(method.name, cell.anatomy, cell.dose):
+            continue
+        pairs = ds.pairs([cell.anatomy], [cell.dose], "test", context=method.context)
+        t = time.perf_counter()
+        pred = denoise_all(method, pairs, config)
+        spent["denoise_s"] += time.perf_counter() - t
+        t = time.perf_counter()
+        rows = score_rows(store.name, method.name, cell, pairs, pred, config.metrics)
+        spent["score_s"] += time.perf_counter() - t
+        _write_outputs(store, method, ds, cell, pairs, pred, config)
+        store.write_cell(method.name, cell.anatomy, cell.dose, rows)
+        if after_cell is not None:
+            after_cell()
+    return spent
+
+
+def denoise_all(method: Method, pairs: Pairs, config: RunConfig) -> torch.Tensor:
+    """Every slice of `pairs`, denoised in batches on the run's device, seeded per cell (same seed, same numbers)."""
+    torch.manual_seed(config.seed)
+    pred = torch.cat([method.denoise(pairs.ld[i:i + config.batch_size].to(config.device)).float().cpu()
+                      for i in range(0, len(pairs), config.batch_size)])
+    if not torch.isfinite(pred).all():
+        where = f"{pairs.meta['anatomy'].iloc[0]} at {dose_label(pairs.meta['dose'].iloc[0])}"
+        raise RuntimeError(f"{method.name} produced NaN/inf on {where}; its checkpoint may be broken.")
+    return pred
+
+
+def score_rows(run: str, name: str, cell: Cell, pairs: Pairs, pred: torch.Tensor, metrics) -> pd.DataFrame:
+    """The cell's tidy rows: one per slice, window and metric."""
+    scores = score_batch(pred, pairs.fd, windows_for(cell.anatomy), tuple(metrics))
+    return pd.concat([pd.DataFrame({
+        "run": run, "method": name, "anatomy": cell.anatomy, "dose": cell.dose, "seen": cell.seen,
+        "patient": pairs.meta["patient"].to_numpy(), "slice": pairs.meta["slice"].to_numpy(),
+        "window": w, "metric": m, "value": v.numpy()}) for (w, m), v in scores.items()], ignore_index=True)
+
+
+def _write_outputs(store: RunStore, method: Method, ds: LDCTDataset, cell: Cell, pairs: Pairs, pred: torch.Tensor,
+                   config: RunConfig) -> None:
+    _save_examples(store, method.name, cell, pairs, pred, config.examples)
+    if config.save_images:
+        store.write_images(method.name, cell.anatomy, cell.dose, pred[:, 0].numpy(), pairs.meta)
+        _save_dicom(store, ds, method.name, cell, pairs.meta, pred[:, 0].numpy())
+    perception = method.perceive(centre_slice(pairs.ld))  # DA-CLIP's, for the embedding plots (cheap)
+    if perception is not None:
+        store.write_perception(cell.anatomy, cell.dose, _perception_rows(perception, cell, pairs.meta))
+
+
+def _save_examples(store: RunStore, name: str, cell: Cell, pairs: Pairs, pred: torch.Tensor, n: int) -> None:
+    """The middle slice of the first `n` test patients: prediction, and (once per cell) the input and target."""
+    picks = []
+    for patient in pairs.meta["patient"].unique()[:n]:
+        rows = np.flatnonzero(pairs.meta["patient"].to_numpy() == patient)
+        picks.append(rows[len(rows) // 2])
+    store.write_examples(name, cell.anatomy, cell.dose, {"pred": pred[picks, 0].numpy()})
+    if store.examples("_input", cell.anatomy, cell.dose) is None:
+        store.write_examples("_input", cell.anatomy, cell.dose, {"ld": centre_slice(pairs.ld[picks])[:, 0].numpy(),
+                                                                 "fd": pairs.fd[picks, 0].numpy()})
+
+
+def _save_dicom(store: RunStore, ds: LDCTDataset, name: str, cell: Cell, meta: pd.DataFrame, images: np.ndarray) -> None:
+    """When the test slices came from DICOM: one derived series per patient, headers copied from the sources."""
+    from .data.dicom_export import write_series
+    from .data.simulate import dose_key
+
+    for patient in meta["patient"].unique():
+        rows = np.flatnonzero(meta["patient"].to_numpy() == patient)
+        sources = ds.source_files(cell.anatomy, patient, dose_key(cell.dose))
+        if sources is None:
+            return  # simulated phantoms have no DICOM to copy
+        write_series(images[rows], [sources[i] for i in meta["slice"].to_numpy()[rows]],
+                     store.images_dir(name, cell.anatomy, cell.dose) / str(patient),
+                     f"ldct-bench {name} denoised ({dose_label(cell.dose)} dose)")
+
+
+def _perception_rows(out: dict, cell: Cell, meta: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"anatomy": cell.anatomy, "dose": cell.dose, "seen": cell.seen,
+                         "patient": meta["patient"].to_numpy(), "slice": meta["slice"].to_numpy(),
+                         "dose_score": out["dose_score"].cpu().numpy(),
+                         "estimated_dose": out["estimated_dose"].cpu().numpy(),
+                         "estimated_anatomy": [ANATOMIES[i] for i in out["estimated_anatomy"].cpu().numpy()],
+                         **{f"dose_emb_{i}": out["dose"][:, i].cpu().numpy() for i in range(out["dose"].shape[1])}})

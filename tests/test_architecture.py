@@ -1,0 +1,142 @@
+"""The layering the suite promises: methods register through the entry-point door and import only the Method API
+and its toolkit; no import circles; one run configuration with validated --set overrides; old caches still load."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ldct_bench.checkpoints import REFERENCE_DIR, find_checkpoint
+from ldct_bench.cli import main
+from ldct_bench.config import Override, RunConfig, parse_overrides
+from ldct_bench.data.dataset import PhantomConfig
+from ldct_bench.data.simulate import Simulator
+from ldct_bench.methods import get_method
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("ldct_bench", "baselines", "founddiff")
+BUILTINS = {"ldct", "redcnn", "wganvgg", "wgan-mse", "corediff", "founddiff"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the modules of our packages it imports (at the top or inside functions)."""
+    modules = {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            else:
+                continue
+            found |= {t for t in targets if t in modules and t != name}
+        graph[name] = found
+    return graph
+
+
+def test_the_package_has_no_import_circle():
+    graph = import_graph()
+    assert len(graph) > 40 and graph["ldct_bench.runner"] >= {"ldct_bench.config", "ldct_bench.evaluate"}
+    done, stack = set(), []
+
+    def visit(node):
+        if node in stack:
+            raise AssertionError("import circle: " + " -> ".join(stack[stack.index(node):] + [node]))
+        if node in done:
+            return
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            visit(nxt)
+        stack.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node)
+
+
+def test_the_suite_never_imports_its_methods_and_methods_never_import_the_harness():
+    graph = import_graph()
+    for module, imports in graph.items():
+        if module.startswith("ldct_bench"):
+            assert not {i for i in imports if i.split(".")[0] in ("baselines", "founddiff")}, module
+        else:  # a method may use the Method API and its toolkit (and its own package), nothing else of the suite
+            assert {i for i in imports if i.startswith("ldct_bench")} <= {"ldct_bench.methods", "ldct_bench.toolkit"}, \
+                (module, imports)
+
+
+def test_ldct_bench_methods_lists_the_six_builtins():
+    res = CliRunner().invoke(main, ["methods"])
+    assert res.exit_code == 0, res.output
+    assert {line.split()[0] for line in res.output.splitlines()} == BUILTINS
+
+
+def test_set_values_take_their_field_types():
+    o = parse_overrides(["redcnn.iterations=500", "redcnn.lr=1e-3", "redcnn.balance_cells=false",
+                         "founddiff.clip_layers=1,2,2,1", "wgan-mse.content=mse"], ("redcnn", "founddiff", "wgan-mse"))
+    assert [x.value for x in o] == [500, 1e-3, False, (1, 2, 2, 1), "mse"]
+    assert type(o[0].value) is int and type(o[1].value) is float
+    with pytest.raises(ValueError, match="iterations takes an integer"):
+        RunConfig(methods=("redcnn",), out=Path("x"), overrides=(Override("redcnn", "iterations", True),))
+
+
+def test_overrides_that_change_training_name_their_own_checkpoint_and_inference_ones_reuse_it():
+    def job(*sets):
+        config = RunConfig(methods=("founddiff",), out=Path("x"), overrides=parse_overrides(sets, ("founddiff",)))
+        return config.train_job("founddiff", "embedded-x")
+
+    plain = job()
+    assert plain.key == "quick-embedded-x-seen10+50-abdomen+chest+head-s0"
+    assert job("founddiff.sampling_steps=4").key == plain.key  # inference only: the trained weights serve
+    longer, other = job("founddiff.dadiff_iterations=10"), job("founddiff.dadiff_iterations=11")
+    assert longer.key.startswith(plain.key + "-set") and len({plain.key, longer.key, other.key}) == 3
+    assert longer.overrides == {"dadiff_iterations": 10}
+
+
+def test_an_inference_override_is_applied_to_the_loaded_checkpoint(tmp_path):
+    from .helpers import build
+
+    build("founddiff").save(tmp_path / "w.safetensors")
+    loaded = get_method("founddiff").load(tmp_path / "w.safetensors", overrides={"sampling_steps": 5})
+    assert loaded.sampling_steps == 5 and loaded.config.dadiff_iterations == 2
+
+
+def test_train_refuses_an_inference_only_field(tmp_path):
+    res = CliRunner().invoke(main, ["train", "--method", "founddiff", "--set", "founddiff.sampling_steps=4",
+                                    "--cache-dir", str(tmp_path)])
+    assert res.exit_code != 0 and "changes only inference" in res.output and not list(tmp_path.iterdir())
+
+
+def test_stage_budgets_are_declared_by_the_config():
+    fd = get_method("founddiff").Config.profile("quick")
+    assert [fd.stage_iterations(s) for s in ("daclip", "dadiff")] == [300, 1200]
+    assert get_method("redcnn").Config.profile("quick").stage_iterations("main") == 3000
+
+
+def test_old_caches_and_the_committed_checkpoints_are_still_found():
+    """The FBP apodisation was renamed `filter_window`: a manifest that says `window` still loads, and the default
+    dataset keeps its folder, so the committed reference checkpoints still match the default run."""
+    old = {**Simulator().to_dict(), "window": "shepp-logan"}
+    del old["filter_window"]
+    assert Simulator.from_dict(old).filter_window == "shepp-logan"
+    config = RunConfig(methods=("redcnn", "corediff", "wgan-mse", "founddiff"), out=Path("x"))
+    data = f"embedded-{PhantomConfig().digest()}"
+    for name in config.methods:
+        found = find_checkpoint(config.train_job(name, data))
+        assert found is not None and found.parent.parent == REFERENCE_DIR / name
+        assert json.loads((found.parent / "manifest.json").read_text())["data"] == data
