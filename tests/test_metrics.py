@@ -166,3 +166,20 @@ def test_fused_cpu_pass_equals_the_convolution_version(kind):
     plain = WindowedPair(pred, ref, w)
     torch.testing.assert_close(fused.ssim(kind), ssim(plain.pu, plain.ru, kind), rtol=0, atol=1e-6)
     torch.testing.assert_close(fused.mse(), mse_unit(plain.pu, plain.ru), rtol=1e-6, atol=0)
+
+
+def test_the_fused_pass_gives_the_same_bits_compiled_afresh_and_loaded_from_numbas_cache(tmp_path):
+    """Same config, same numbers (DESIGN): a first run compiles the kernel, later runs load it from the cache."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; from ldct_bench.metrics import WINDOWS, score_batch; "
+            "g = torch.Generator().manual_seed(0); ref = torch.randn(4, 1, 64, 64, generator=g) * 300; "
+            "pred = ref + torch.randn(ref.shape, generator=g) * 40; "
+            "s = score_batch(pred, ref, [WINDOWS['abdomen']], ('ssim', 'rmse')); "
+            "print(b''.join(v.numpy().tobytes() for v in s.values()).hex())")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    fresh, cached = (subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+                     .stdout for _ in range(2))
+    assert len(fresh) > 100 and fresh == cached

@@ -146,6 +146,12 @@ def ssim_conv(pu, ru, k, cov_norm, k1, k2):
     return s.flatten(1).mean(1)
 
 
+# fastmath without "reassoc": the per-slice sums run in pixel order. With it, LLVM regrouped them differently
+# when the kernel was compiled in the process than when numba loaded it from its cache, so a first run and
+# later ones disagreed in SSIM's last bits (2e-15). The filters still vectorise: each output pixel is its own sum.
+EXACT_SUMS = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
+
+
 @lru_cache(maxsize=1)
 def _numba_ssim():
     try:
@@ -154,11 +160,12 @@ def _numba_ssim():
     except ImportError:  # pragma: no cover - numba is a declared dependency
         return None
 
-    @numba.njit(parallel=True, fastmath=True, cache=True)
+    @numba.njit(parallel=True, fastmath=EXACT_SUMS, cache=True)
     def kernel(x_hu, y_hu, lo, width, k, cov_norm, c1, c2):
         """Window (clip to [lo, lo+width], map to [0, 1]), then MSE and mean SSIM, one pass per slice.
 
-        Loops are ordered so the innermost runs over contiguous columns (SIMD-friendly)."""
+        Loops are ordered so the innermost runs over contiguous columns (SIMD-friendly); the sums over a slice
+        run in pixel order (EXACT_SUMS), so the same images give the same bits however the kernel was built."""
         n, h, w = x_hu.shape
         r = k.shape[0]
         ho, wo = h - r + 1, w - r + 1
