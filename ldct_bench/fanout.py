@@ -24,7 +24,7 @@ from .evaluate import evaluate_cells
 from .methods import get_method
 from .protocol import Cell, Protocol
 from .results import RunStore
-from .runner import Run, describe, train_for_run
+from .runner import Run, describe, for_inference, train_for_run
 
 EXECUTORS = ("local", "slurm")
 
@@ -79,9 +79,7 @@ def train_job(config: RunConfig, name: str) -> str:
 
 def unit_job(config: RunConfig, unit: Unit, checkpoint: str | None) -> dict:
     """Evaluate one unit into the store at config.out; returns its timings and what ran."""
-    cls = get_method(unit.method)
-    method = (cls.load(Path(checkpoint), config.device, config.overrides_for(unit.method)) if checkpoint
-              else cls(None, config.device)).for_inference()
+    method = for_inference(config, unit.method, Path(checkpoint) if checkpoint else None)
     ds = config.dataset(("test",), sorted({c.dose for c in unit.cells}), [unit.anatomy], progress=False)
     die_after = int(os.environ.get("LDCT_BENCH_KILL_AFTER_CELLS", "0"))  # test hook: die as a scheduler kill would
     written = {"n": 0}

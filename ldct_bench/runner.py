@@ -67,14 +67,14 @@ class Run:
         """`name` ready for inference, and where its weights came from (trained first when it has no checkpoint)."""
         cls = get_method(name)
         if not cls.learned:
-            return cls(None, self.config.device).for_inference(), "none"
+            return for_inference(self.config, name, None), "none"
         path = None if self.config.retrain else self.checkpoint(name)
         if path is None:
             why = cls.unavailable()
             if why:
                 raise ValueError(f"method {name!r} has no checkpoint for this dataset and cannot train here: {why}.")
             path = train_for_run(self.config, name, self.progress)
-        return cls.load(path, self.config.device, self.config.overrides_for(name)).for_inference(), str(path)
+        return for_inference(self.config, name, path), str(path)
 
     # -- the record -----------------------------------------------------------------------------------------
     def done(self, name: str) -> bool:
@@ -96,6 +96,14 @@ class Run:
         self.manifest["rows"] = int(len(table))
         self.store.write_manifest(self.manifest)
         return table
+
+
+def for_inference(config: RunConfig, name: str, checkpoint: Path | None) -> Method:
+    """`name` ready to denoise: its checkpoint's weights with the run's overrides on top (a method that learns
+    nothing is simply built)."""
+    cls = get_method(name)
+    method = cls.load(checkpoint, config.device, config.overrides_for(name)) if checkpoint else cls(None, config.device)
+    return method.for_inference()
 
 
 def describe(method: Method, source: str) -> dict:
