@@ -109,8 +109,8 @@ class CoreDiffConfig(MethodConfig):
     PROFILES: ClassVar[dict] = {
         "paper": dict(width=64, emm_middle=32, patch_size=256, batch_size=4, lr=2e-4, iterations=150_000,
                       val_every=2500, ema_start=2000),
-        "quick": dict(width=16, emm_middle=8, patch_size=64, batch_size=8, lr=4e-4, iterations=3000, val_every=500,
-                      ema_every=1, ema_decay=0.98, ema_start=100),
+        "quick": dict(width=16, emm_middle=8, patch_size=64, batch_size=8, lr=4e-4, iterations=20_000, val_every=500,
+                      ema_every=1, ema_decay=0.98, ema_start=100, plateau_db=0.05),
     }
 
 

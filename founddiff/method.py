@@ -60,7 +60,7 @@ class FoundDiffConfig(MethodConfig):
         "quick": dict(clip_layers=(1, 1, 1, 1), clip_width=16, clip_heads=4, clip_embed=128, clip_anatomy_dim=64,
                       clip_text_width=64, clip_text_layers=2, clip_n_ctx=8, clip_crop=128, clip_batch=8,
                       clip_lr=5e-4, daclip_iterations=300, dim=16, batch_size=4, patch_size=64, lr=2e-4,
-                      dadiff_iterations=1200, val_every=200, ema_decay=0.98, ema_every=1),
+                      dadiff_iterations=10_000, val_every=400, ema_decay=0.98, ema_every=1, plateau_db=0.05),
     }
 
     def __post_init__(self):
@@ -68,6 +68,9 @@ class FoundDiffConfig(MethodConfig):
 
     def stage_iterations(self, stage: str) -> int:
         return {"daclip": self.daclip_iterations, "dadiff": self.dadiff_iterations}[stage]
+
+    def stage_batch_size(self, stage: str) -> int:
+        return self.clip_batch if stage == "daclip" else self.batch_size  # DA-CLIP contrasts whole slices
 
 
 class FoundDiff(Method):

@@ -64,7 +64,7 @@ def bench_simulation(size: int, repeats: int = 2) -> list[dict]:
     sim = Simulator(geom)
 
     def ours():
-        return sim.scan(ellipse_sinogram(geom, rows), [0.25], [1])
+        return sim.scan(ellipse_sinogram(geom, rows), 1, [0.25], [2])
 
     def reference():
         sino = radon(mu_img, theta=theta, circle=False) * geom.pixel_mm

@@ -66,8 +66,8 @@ def data():
 @click.option("--anatomies", default=",".join(ANATOMIES), callback=_anatomies, show_default=True)
 @click.option("--doses", default="5,10,25,50", callback=_doses, show_default=True,
               help="Percents (25), fractions (1/4) or decimals (0.25).")
-@click.option("--patients", type=int, default=None, help="Patients per anatomy (split 75/10/15 %); default 6/1/2.")
-@click.option("--slices", type=int, default=8, show_default=True, help="Adjacent slices per patient.")
+@click.option("--patients", type=int, default=None, help="Patients per anatomy (split about 70/10/20 %); default 8/2/6.")
+@click.option("--slices", type=int, default=4, show_default=True, help="Adjacent slices per patient.")
 @click.option("--size", type=click.IntRange(32, 1024), default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
@@ -301,8 +301,12 @@ def _run_config(opts: dict):
 @click.option("--format", "formats", default="html,latex,csv,md", show_default=True)
 @click.option("--metrics", "metrics_spec", default="psnr,ssim,rmse", show_default=True)
 @click.option("--window", default="founddiff", show_default=True)
+@click.option("--reference", type=click.Choice(["full_dose", "truth"]), default="full_dose", show_default=True,
+              help="Score against the full-dose scan (the papers' convention) or the noiseless truth (simulated data).")
+@click.option("--unit", type=click.Choice(["patient", "slice"]), default="patient", show_default=True,
+              help="Statistical unit of the paired tests: per-patient means (t-test) or slices (Wilcoxon, on request).")
 @friendly
-def report_cmd(run_dirs, out, formats, metrics_spec, window):
+def report_cmd(run_dirs, out, formats, metrics_spec, window, reference, unit):
     """Leaderboards (Markdown, LaTeX, HTML, CSV) and figures from one or more run folders."""
     from .report import make_report
 
@@ -315,7 +319,8 @@ def report_cmd(run_dirs, out, formats, metrics_spec, window):
         if not (Path(d) / "manifest.json").is_file():
             raise click.ClickException(f"{d} is not a run folder (no manifest.json).")
     out = out or Path(run_dirs[0]) / "report"
-    files = make_report(list(run_dirs), out, tuple(split_list(formats)), tuple(split_list(metrics_spec)), window)
+    files = make_report(list(run_dirs), out, tuple(split_list(formats)), tuple(split_list(metrics_spec)), window,
+                        reference, unit)
     click.echo(f"report written to {out} ({len(files)} files)")
 
 

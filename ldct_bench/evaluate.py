@@ -32,7 +32,7 @@ def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells: list
     for cell in tqdm(cells, desc=method.name, unit="cell", disable=not progress):
         if store.has_cell(method.name, cell.anatomy, cell.dose):
             continue
-        pairs = ds.pairs([cell.anatomy], [cell.dose], "test", context=method.context)
+        pairs = ds.pairs([cell.anatomy], [cell.dose], "test", context=method.context, truth=True)
         t = time.perf_counter()
         pred = denoise_all(method, pairs, config)
         spent["denoise_s"] += time.perf_counter() - t
@@ -58,12 +58,16 @@ def denoise_all(method: Method, pairs: Pairs, config: RunConfig) -> torch.Tensor
 
 
 def score_rows(run: str, name: str, cell: Cell, pairs: Pairs, pred: torch.Tensor, metrics) -> pd.DataFrame:
-    """The cell's tidy rows: one per slice, window and metric."""
-    scores = score_batch(pred, pairs.fd, windows_for(cell.anatomy), tuple(metrics))
+    """The cell's tidy rows: one per slice, reference (the full dose; the truth where the data has it), window
+    and metric."""
+    references = {"full_dose": pairs.fd, **({"truth": pairs.truth} if pairs.truth is not None else {})}
     return pd.concat([pd.DataFrame({
         "run": run, "method": name, "anatomy": cell.anatomy, "dose": cell.dose, "seen": cell.seen,
-        "patient": pairs.meta["patient"].to_numpy(), "slice": pairs.meta["slice"].to_numpy(),
-        "window": w, "metric": m, "value": v.numpy()}) for (w, m), v in scores.items()], ignore_index=True)
+        "patient": pairs.meta["patient"].to_numpy(), "slice": pairs.meta["slice"].to_numpy(), "reference": ref,
+        "window": w, "metric": m, "value": v.numpy()})
+        for ref, target in references.items()
+        for (w, m), v in score_batch(pred, target, windows_for(cell.anatomy), tuple(metrics)).items()],
+        ignore_index=True)
 
 
 def _write_outputs(store: RunStore, method: Method, ds: LDCTDataset, cell: Cell, pairs: Pairs, pred: torch.Tensor,

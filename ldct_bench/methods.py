@@ -48,6 +48,9 @@ class MethodConfig:
     # weight each (anatomy, dose) cell's loss by 1 / its input error (training.cell_weights); False trains
     # on the papers' plain MSE
     balance_cells: bool = True
+    # stop a stage once its best validation PSNR rose by less than this (dB) over the last fifth of its steps
+    # (`iterations` is then the cap); 0 trains every stage to its full budget
+    plateau_db: float = 0.0
 
     PROFILES: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {}}
     # Fields that change only how a trained network is used (e.g. sampling steps): overriding them reuses the
@@ -66,6 +69,10 @@ class MethodConfig:
     def stage_iterations(self, stage: str) -> int:
         """The iteration budget of training stage `stage`; methods with several stages give each its own."""
         return self.iterations
+
+    def stage_batch_size(self, stage: str) -> int:
+        """How many patches (and whole slices) the harness draws per step of `stage`."""
+        return self.batch_size
 
     @classmethod
     def coerce(cls, name: str, value: Any) -> Any:

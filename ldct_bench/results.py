@@ -8,7 +8,10 @@
     examples/                              a few slices per cell for figure grids (float16 HU)
     images/<method>/<cell>.npz, <cell>/<patient>/*.dcm   --save-images: every denoised slice (DICOM when the input was)
 
-Rows: run, method, anatomy, dose, seen, patient, slice, window, metric, value.
+Rows: run, method, anatomy, dose, seen, patient, slice, reference, window, metric, value. `reference` is what a
+denoised slice is scored against: `full_dose` (the papers' convention: the full-dose scan, itself noisy) or,
+where the dataset has it, `truth` (the noiseless reconstruction, which only a simulation can give). Stores
+written before the column existed read back as `full_dose`.
 Parquet rather than CSV: column types survive (bool `seen`, exact float64 scores), it is
 compact and fast for pandas, and a CSV is one `report --format csv` away.
 """
@@ -24,7 +27,8 @@ import pandas as pd
 
 from .atomic import atomic_path, atomic_write_json
 
-COLUMNS = ["run", "method", "anatomy", "dose", "seen", "patient", "slice", "window", "metric", "value"]
+COLUMNS = ["run", "method", "anatomy", "dose", "seen", "patient", "slice", "reference", "window", "metric", "value"]
+REFERENCES = ("full_dose", "truth")
 
 
 def cell_name(anatomy: str, dose: float) -> str:
@@ -94,7 +98,8 @@ class RunStore:
         """Concatenate every finished cell into results.parquet (and perception.parquet), atomically; return it."""
         parts = sorted((self.root / "cells").glob("*/*.parquet"))
         table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
-        table = table.sort_values(["method", "anatomy", "dose", "patient", "slice", "window", "metric"], kind="stable")
+        table = _with_reference(table).sort_values(
+            ["method", "anatomy", "dose", "patient", "slice", "reference", "window", "metric"], kind="stable")
         _atomic_parquet(self.root / "results.parquet", table.reset_index(drop=True))
         seen = sorted((self.root / "perception").glob("*.parquet"))
         if seen:
@@ -102,12 +107,14 @@ class RunStore:
             _atomic_parquet(self.root / "perception.parquet", perception)
         return table
 
-    def table(self) -> pd.DataFrame:
+    def table(self, reference: str | None = None) -> pd.DataFrame:
+        """Every score of the run, or only those against `reference` (full_dose or truth)."""
         path = self.root / "results.parquet"
         if not path.is_file():
             raise FileNotFoundError(f"{self.root} has no results.parquet; the run has not finished "
                                     "(run it again to resume).")
-        return pd.read_parquet(path)
+        table = _with_reference(pd.read_parquet(path))
+        return table if reference is None else select_reference(table, reference, str(self.root))
 
     def write_perception(self, anatomy: str, dose: float, df: pd.DataFrame) -> None:
         _atomic_parquet(self.root / "perception" / f"{cell_name(anatomy, dose)}.parquet", df)
@@ -115,6 +122,25 @@ class RunStore:
     def perception(self) -> pd.DataFrame | None:
         path = self.root / "perception.parquet"
         return pd.read_parquet(path) if path.is_file() else None
+
+
+def select_reference(table: pd.DataFrame, reference: str, where: str = "these results") -> pd.DataFrame:
+    """The scores against one reference: tables never average a truth score with a full-dose one."""
+    if reference not in REFERENCES:
+        raise ValueError(f"unknown reference {reference!r}; choose {' or '.join(REFERENCES)}.")
+    table = _with_reference(table)
+    sub = table[table["reference"] == reference]
+    if sub.empty:
+        raise ValueError(f"{where} has no scores against {reference!r} (it has {', '.join(table['reference'].unique())}); "
+                         "the truth exists only for simulated data.")
+    return sub
+
+
+def _with_reference(table: pd.DataFrame) -> pd.DataFrame:
+    """Stores from before the `reference` column scored against the full dose only."""
+    if "reference" in table.columns:
+        return table
+    return table.assign(reference="full_dose")[COLUMNS]
 
 
 def _atomic_parquet(path: Path, df: pd.DataFrame) -> None:

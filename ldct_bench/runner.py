@@ -9,6 +9,7 @@ fan-out (fanout.py) runs the same steps as jobs.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -107,9 +108,16 @@ def for_inference(config: RunConfig, name: str, checkpoint: Path | None) -> Meth
 
 
 def describe(method: Method, source: str) -> dict:
-    """A method as the manifest records it: where its weights came from, its size and its config."""
-    return {"source": source, "parameters": method.n_parameters(), "description": method.description,
-            "config": method.config.to_dict() if method.learned else {}}
+    """A method as the manifest records it: where its weights came from, its size, its config and its training
+    budget (from the checkpoint's own manifest)."""
+    out = {"source": source, "parameters": method.n_parameters(), "description": method.description,
+           "config": method.config.to_dict() if method.learned else {}}
+    trained = Path(source).parent / "manifest.json" if method.learned else None
+    if trained is not None and trained.is_file():
+        m = json.loads(trained.read_text())
+        out["training"] = {k: m.get(k) for k in ("steps", "patches_seen", "training_flops", "wall_time_s",
+                                                 "plateaued", "hardware")}
+    return out
 
 
 def train_for_run(config: RunConfig, name: str, progress: bool = True) -> Path:

@@ -62,11 +62,12 @@ class PatchSampler:
         self.batch = batch
         self.rng = np.random.default_rng(seed)
 
-    def sample(self) -> dict:
-        n, (h, w), p = len(self.dose), self.ld.shape[-2:], self.patch
-        idx = self.rng.integers(0, n, self.batch)
-        ys, xs = self.rng.integers(0, h - p + 1, self.batch), self.rng.integers(0, w - p + 1, self.batch)
-        flips = self.rng.integers(0, 2, (self.batch, 2))
+    def sample(self, batch: int | None = None) -> dict:
+        """`batch` (default: the sampler's) random patches, with their whole slices and labels."""
+        n, (h, w), p, batch = len(self.dose), self.ld.shape[-2:], self.patch, batch or self.batch
+        idx = self.rng.integers(0, n, batch)
+        ys, xs = self.rng.integers(0, h - p + 1, batch), self.rng.integers(0, w - p + 1, batch)
+        flips = self.rng.integers(0, 2, (batch, 2))
         ld, fd = [], []
         for i, y, x, (fh, fv) in zip(idx, ys, xs, flips):
             a, b = self.ld[i, :, y:y + p, x:x + p], self.fd[i, :, y:y + p, x:x + p]
@@ -108,12 +109,48 @@ def validation_psnr(method: Method | None, pairs: Pairs, batch: int = 4) -> floa
 
 @dataclass
 class Progress:
-    """Where a training stands, as its checkpoint records it: the next stage, its next step, the time spent."""
+    """Where a training stands, as its checkpoint records it: the next stage, its next step, the time spent, the
+    log, the stages that stopped on a validation plateau and each stage's FLOPs per step."""
 
     stage_index: int = 0
     step: int = 0
     elapsed_s: float = 0.0
     log: list = field(default_factory=list)
+    plateaued: list = field(default_factory=list)
+    flops_per_step: dict = field(default_factory=dict)
+
+
+def plateau_gain(curve: list[tuple[int, float]], step: int) -> float | None:
+    """How much the best validation PSNR of `curve` [(step, psnr)] rose over the last fifth of `step` steps (None
+    while no validation lies in the first four fifths)."""
+    before = [v for s, v in curve if s <= 0.8 * step]
+    after = [v for s, v in curve if 0.8 * step < s <= step]
+    if not before or not after:
+        return None
+    return max(after) - max(before)
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call of `fn`, forward and backward, by torch's own formulas (matrix products, convolutions,
+    attention; element-wise work is not counted). FlopCounterMode itself cannot be used: its per-module hooks
+    break autograd.grad, which WGAN's gradient penalty calls."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Counter(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with Counter() as counter:
+        fn()
+    return int(counter.total)
 
 
 class Trainer:
@@ -180,7 +217,7 @@ class Trainer:
     def run_stage(self, index: int) -> bool:
         """Train stage `index` to its iteration budget; False when the time budget stopped it first."""
         method, stage = self.method, self.method.stages[index]
-        iters = method.config.stage_iterations(stage)
+        iters, size = method.config.stage_iterations(stage), method.config.stage_batch_size(stage)
         start = self.progress.step if index == self.progress.stage_index else 0
         if index != self.resumed_stage:
             method.setup_training(stage)
@@ -188,11 +225,15 @@ class Trainer:
                    initial=start, total=iters)
         with distributed.data_parallel(method, stage, self.world):
             for step in bar:
-                batch = distributed.shard({k: v.to(method.device) for k, v in self.sampler.sample().items()}, self.world)
-                losses = method.train_step(batch, step, stage)
+                batch = distributed.shard({k: v.to(method.device) for k, v in self.sampler.sample(size).items()},
+                                          self.world)
+                losses = self.train_step(batch, step, stage)
                 if (step + 1) % method.config.val_every == 0 or step + 1 == iters:
                     row = self.validate(stage, step + 1, losses)
                     bar.set_postfix({k: v for k, v in row.items() if k in ("loss", "val_psnr")})
+                    if step + 1 < iters and self.plateaued(stage, step + 1):
+                        self.progress.plateaued.append(stage)
+                        break
                     self.checkpoint(index, step + 1)
                 if self.out_of_time():
                     self.checkpoint(index, step + 1)
@@ -200,6 +241,24 @@ class Trainer:
         method.finish_stage(stage, self.train_pairs)
         self.checkpoint(index + 1, 0)
         return True
+
+    def train_step(self, batch: dict, step: int, stage: str) -> dict:
+        """The method's step; the first of each stage in this process also counts its FLOPs (for the manifest)."""
+        if stage in self.progress.flops_per_step:
+            return self.method.train_step(batch, step, stage)
+        losses = {}
+        flops = count_flops(lambda: losses.update(self.method.train_step(batch, step, stage)))
+        self.progress.flops_per_step[stage] = flops * self.world.size  # every rank did its share of the batch
+        return losses
+
+    def plateaued(self, stage: str, step: int) -> bool:
+        """The stage's best validation PSNR rose by less than `plateau_db` over its last fifth, judged from the fifth
+        validation on (rank 0 decides)."""
+        cfg = self.method.config
+        curve = [(r["step"], r["val_psnr"]) for r in self.progress.log if r["stage"] == stage and "val_psnr" in r]
+        gain = plateau_gain(curve, step) if cfg.plateau_db > 0 and step >= 5 * cfg.val_every else None
+        threshold = cfg.plateau_db
+        return distributed.agree(gain is not None and gain < threshold, self.world)
 
     def validate(self, stage: str, step: int, losses: dict) -> dict:
         """Log the step's losses with validation PSNR beside the input's (rank 0, where the method validates)."""
@@ -220,7 +279,8 @@ class Trainer:
     def checkpoint(self, stage_index: int, step: int) -> None:
         """Everything needed to resume at (stage_index, step). Rank 0 writes; every rank leaves once it is on disk."""
         if self.world.main:
-            progress = Progress(stage_index, step, time.perf_counter() - self.t_start, self.progress.log)
+            progress = Progress(stage_index, step, time.perf_counter() - self.t_start, self.progress.log,
+                                self.progress.plateaued, self.progress.flops_per_step)
             payload = {"identity": json.dumps(self.identity), "weights": self.method.state_dict(),
                        "training": self.method.training_state(), "sampler": json.dumps(self.sampler.state()),
                        "torch_rng": torch.get_rng_state(), "progress": json.dumps(asdict(progress))}
@@ -229,13 +289,16 @@ class Trainer:
         distributed.barrier(self.world)
 
     def write_manifest(self, complete: bool) -> dict:
-        """The job, its budget, wall time, hardware and final log row; with the weights when training is complete."""
+        """The job, its budget and what it used (steps, patches, FLOPs, wall time, hardware), the validation curve
+        and whether each validated stage reached a plateau; with the weights when training is complete."""
         method, log = self.method, self.progress.log
         manifest = {
             **self.identity, "complete": complete, "wall_time_s": round(time.perf_counter() - self.t_start, 1),
             "iterations": {s: method.config.stage_iterations(s) for s in method.stages},
-            "parameters": method.n_parameters(), "hardware": hardware(str(method.device)),
+            **self.budget(), "parameters": method.n_parameters(), "hardware": hardware(str(method.device)),
             "final": log[-1] if log else {}, "val_psnr_ldct": self.input_psnr, "processes": self.world.size,
+            "validation_curve": [[r["stage"], r["step"], r["val_psnr"]] for r in log if "val_psnr" in r],
+            "plateaued": {s: s in self.progress.plateaued for s in method.stages if method.validates(s)},
         }
         if self.world.main:  # rank 0 writes the log, weights and manifest
             _write_log(self.out_dir / "train_log.csv", log)
@@ -246,6 +309,14 @@ class Trainer:
             atomic_write_json(self.out_dir / "manifest.json", manifest)
         distributed.barrier(self.world)
         return manifest
+
+
+    def budget(self) -> dict:
+        """Steps, patches and training FLOPs (each stage's first step counted, times its steps) per stage."""
+        steps = {s: max([r["step"] for r in self.progress.log if r["stage"] == s], default=0) for s in self.method.stages}
+        patches = {s: n * self.method.config.stage_batch_size(s) for s, n in steps.items()}
+        flops = sum(self.progress.flops_per_step.get(s, 0) * n for s, n in steps.items())
+        return {"steps": steps, "patches_seen": patches, "training_flops": flops}
 
 
 def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, time_budget_s: float | None = None,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ldct_bench.checkpoints import TrainJob
-from ldct_bench.data.dataset import LDCTDataset
+from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
 from ldct_bench.training import train_method
 
 from .helpers import TINY, TINY_DOSES, tiny_config
@@ -38,6 +38,15 @@ def _private_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> LDCTDataset:
     return LDCTDataset.embedded(tiny_config(), doses=TINY_DOSES, cache_dir=tmp_path_factory.mktemp("tiny"),
+                                progress=False)
+
+
+@pytest.fixture(scope="session")
+def reference_sample(tmp_path_factory) -> LDCTDataset:
+    """Fresh test patients through the default scanner (256 x 256) at the default doses: 2 patients of 2 slices per
+    anatomy, where the committed reference checkpoints are checked."""
+    config = PhantomConfig(slices_per_patient=2, train_patients=1, val_patients=0, test_patients=2, seed=11)
+    return LDCTDataset.embedded(config, doses=TINY_DOSES, splits=("test",), cache_dir=tmp_path_factory.mktemp("ref"),
                                 progress=False)
 
 

@@ -18,7 +18,7 @@ from .helpers import tiny_overrides
 
 PROTO = Protocol((0.1, 0.25), (0.1,), TRAINED_ANATOMIES)
 METHODS = ("ldct", "redcnn")
-COLS = ["method", "anatomy", "dose", "seen", "patient", "slice", "window", "metric", "value"]
+COLS = ["method", "anatomy", "dose", "seen", "patient", "slice", "reference", "window", "metric", "value"]
 
 
 def _config(tiny_dataset, cache, out) -> RunConfig:

@@ -20,13 +20,13 @@ from ldct_bench.training import train_method
 DOSES = (0.05, 0.1, 0.25, 0.5)  # the default protocol: 10 % and 50 % seen, 25 % between them, 5 % below
 
 
-def test_daclip_of_the_reference_checkpoint_orders_doses(tmp_path):
-    """The committed quick-profile FoundDiff (trained by results/checkpoints/make.sh) on the held-out test
-    patients of the embedded benchmark, simulated here afresh."""
+def test_daclip_of_the_reference_checkpoint_orders_doses(reference_sample):
+    """The committed quick-profile FoundDiff (trained by results/checkpoints/make.sh) on patients it never saw,
+    simulated here afresh."""
     weights = sorted((REFERENCE_DIR / "founddiff").glob("*/weights.safetensors"))
     assert weights, "the reference FoundDiff checkpoint is missing"
     method = get_method("founddiff").load(weights[0])
-    ds = LDCTDataset.embedded(PhantomConfig(), doses=DOSES, splits=("test",), cache_dir=tmp_path, progress=False)
+    ds = reference_sample
     rows = []
     for dose in DOSES:
         pairs = ds.pairs(ANATOMIES, [dose], "test")

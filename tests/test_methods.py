@@ -237,3 +237,33 @@ def test_weighted_mse_is_plain_mse_without_weights():
     assert torch.allclose(weighted_mse(a, b), F.mse_loss(a, b))
     w = torch.tensor([0.0, 0.0, 2.0, 2.0])
     assert torch.allclose(weighted_mse(a, b, w), F.mse_loss(a[2:], b[2:]))
+
+
+def test_a_daclip_step_sees_clip_batch_slices(tiny_dataset, tmp_path, monkeypatch):
+    """The harness draws `clip_batch` whole slices for DA-CLIP's stage (it drew DA-Diff's batch_size, and DA-CLIP
+    contrasted min(clip_batch, batch_size) of them)."""
+    m = build("founddiff", clip_batch=4, batch_size=2, daclip_iterations=2, dadiff_iterations=1)
+    seen = []
+    forward = type(m.daclip).forward
+    monkeypatch.setattr(type(m.daclip), "forward", lambda self, x: seen.append(len(x)) or forward(self, x))
+    job = TrainJob("founddiff", "quick", (0.1,), ("chest",), tiny_dataset.root.name, seed=0)
+    fit(m, tiny_dataset, job, tmp_path / "ck", progress=False)
+    # each step contrasts two views of clip_batch low-dose and clip_batch // 2 full-dose slices
+    assert seen[:2] == [2 * (4 + 2)] * 2
+
+
+def test_training_stops_at_a_validation_plateau_and_records_its_budget(tiny_dataset, tmp_path):
+    from ldct_bench.training import plateau_gain
+
+    assert plateau_gain([(5, 40.0), (10, 40.5), (15, 40.52)], 15) == pytest.approx(0.02)  # best after 12 vs before
+    assert plateau_gain([(10, 40.0)], 10) is None
+    m = build("redcnn", lr=1e-12, lr_final=1e-12, iterations=40, val_every=5, plateau_db=0.05)  # cannot improve
+    job = TrainJob("redcnn", "quick", (0.1,), ("chest",), tiny_dataset.root.name, seed=0)
+    man = fit(m, tiny_dataset, job, tmp_path / "ck", progress=False)
+    assert man["complete"] and man["steps"] == {"main": 25} and man["plateaued"] == {"main": True}
+    assert [s for _, s, _ in man["validation_curve"]] == [5, 10, 15, 20, 25]
+    assert man["patches_seen"] == {"main": 25 * 2}
+    flops = man["training_flops"] / 25  # one step: forward and backward of 5 convolutions + 5 deconvolutions
+    assert 1e6 < flops < 1e9, flops
+    full = fit(build("redcnn", iterations=12, val_every=4), tiny_dataset, job, tmp_path / "ck2", progress=False)
+    assert full["steps"] == {"main": 12} and full["plateaued"] == {"main": False}  # plateau_db=0: the whole budget

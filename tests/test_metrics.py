@@ -136,23 +136,28 @@ def test_bootstrap_ci_matches_scipy_on_patient_means():
     assert lo < values.mean() < hi
 
 
-def test_paired_test_is_wilcoxon_and_summary_matches_pandas():
+def test_paired_tests_are_scipys_and_summary_matches_pandas():
     rng = np.random.default_rng(1)
     a = rng.normal(0, 1, 40)
     b = a + 0.3 + rng.normal(0, 0.2, 40)
-    assert paired_test(a, b) == pytest.approx(sps.wilcoxon(a - b).pvalue)
-    assert paired_test(a, a) == 1.0
+    assert paired_test(a, b) == pytest.approx(sps.ttest_rel(a, b).pvalue)  # the unit: per-patient means
+    assert paired_test(a, b, unit="slice") == pytest.approx(sps.wilcoxon(a - b).pvalue)
+    assert paired_test(a, a) == 1.0 and np.isnan(paired_test(a[:1], b[:1]))  # one pair: no test
     with pytest.raises(ValueError, match="paired"):
         paired_test(a, b[:-1])
+    patients = np.repeat(["p1", "p2", "p3", "p4"], 10)
     df = pd.DataFrame({"method": ["x"] * 40 + ["y"] * 40, "anatomy": "head", "dose": 0.1, "window": "full",
-                       "metric": "psnr", "patient": list(np.repeat(["p1", "p2"], 20)) * 2,
-                       "slice": list(range(40)) * 2, "value": np.r_[a, b]})
+                       "metric": "psnr", "patient": list(patients) * 2, "slice": list(range(40)) * 2,
+                       "value": np.r_[a, b]})
     s = summarize(df)
     assert s.loc[s.method == "y", "mean"].item() == pytest.approx(b.mean())
     assert s.loc[s.method == "y", "std"].item() == pytest.approx(b.std(ddof=1))
     cmp = compare_to_best(df, {"psnr": True})
-    assert cmp.loc[cmp.method == "y", "rank"].item() == 1
-    assert cmp.loc[cmp.method == "x", "p_vs_best"].item() == pytest.approx(sps.wilcoxon(a - b).pvalue)
+    assert cmp.loc[cmp.method == "y", "rank"].item() == 1 and set(cmp.n_patients) == {4}
+    means = df.groupby(["method", "patient"])["value"].mean().unstack(0)
+    assert cmp.loc[cmp.method == "x", "p_vs_best"].item() == pytest.approx(sps.ttest_rel(means.x, means.y).pvalue)
+    by_slice = compare_to_best(df, {"psnr": True}, unit="slice")
+    assert by_slice.loc[by_slice.method == "x", "p_vs_best"].item() == pytest.approx(sps.wilcoxon(a - b).pvalue)
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "uniform"])

@@ -73,7 +73,7 @@ def _noise_std(dose, electronic_var, seeds=(1, 2), phantom=BODY):
     sim = Simulator(GEOM, NoiseModel(electronic_var=electronic_var))
     p = ellipse_sinogram(GEOM, water_phantom(**phantom))
     clean = sim.reconstruct(p[None])[0]
-    imgs = sim.scan(p, [dose] * len(seeds), list(seeds))
+    imgs = torch.cat([sim.scan(p, seed, [dose], [seed + 1000]) for seed in seeds])  # independent scans
     return roi(imgs - clean).std(dim=-1).pow(2).mean().sqrt().item(), roi(imgs).mean().item()
 
 
@@ -123,15 +123,30 @@ def test_same_seed_gives_identical_bytes(tmp_path):
 
 
 def test_yu_noise_insertion_matches_direct_simulation():
-    """Lowering the dose of a full-dose scan (reprojected image) gives the noise of a direct scan."""
+    """Lowering the dose of a full-dose scan (reprojected image) gives the noise of a direct scan at that dose."""
     sim = Simulator(GEOM)
     p = ellipse_sinogram(GEOM, water_phantom())
     clean = sim.reconstruct(p[None])[0]
-    direct = roi(sim.scan(p, [0.25, 0.25], [7, 8]) - clean).std(-1).mean().item()
-    full = sim.scan(p, [1.0], [9])[0]
+    direct_scan = NoiseModel().transmit(p, 0.25, generator(7)), NoiseModel().transmit(p, 0.25, generator(8))
+    direct = roi(sim.reconstruct(torch.stack(direct_scan)) - clean).std(-1).mean().item()
+    full = sim.scan(p, 9, [1.0], [0])[0]
     lowered = sim.lower_dose(full, [0.25, 0.25], [10, 11])
     inserted = roi(lowered - clean).std(-1).mean().item()
     assert inserted == pytest.approx(direct, rel=0.10), (inserted, direct)
+
+
+@pytest.mark.parametrize("dose", [0.1, 0.25, 0.5])
+def test_lower_doses_are_nested_in_the_full_dose_scan(dose):
+    """As in the Mayo data: LD - FD carries only the noise the lower dose adds, Var = s_FD^2 (1/d - 1), where
+    independent draws would give s_FD^2 (1/d + 1); and LD - truth has the variance of a scan at d, s_FD^2 / d.
+    (Quantum noise only: electronic noise raises the low dose's share, tested above.)"""
+    sim = Simulator(GEOM, NoiseModel(electronic_var=0.0))
+    p = ellipse_sinogram(GEOM, water_phantom(**HEAD))
+    clean = sim.reconstruct(p[None])[0]
+    full, low = sim.scan(p, 21, [1.0, dose], [0, 22])
+    var_fd = roi(full - clean).var().item()
+    assert roi(low - full).var().item() / var_fd == pytest.approx(1 / dose - 1, rel=0.10)
+    assert roi(low - clean).var().item() / var_fd == pytest.approx(1 / dose, rel=0.10)
 
 
 def test_image_projector_matches_analytic_line_integrals():

@@ -1,4 +1,5 @@
-"""Reports: numbers equal a direct pandas aggregation of the store; marks, LaTeX shape, HTML escaping, figures."""
+"""Reports: numbers equal a direct aggregation of the store (means, patient-bootstrap CIs, Holm-corrected per-patient
+tests); captions say what the numbers mean; marks, LaTeX shape, HTML escaping, figures, cost."""
 
 from __future__ import annotations
 
@@ -30,28 +31,70 @@ def store(tmp_path_factory):
                 rows = []
                 for metric, base, scale in (("psnr", 30, 1), ("ssim", 0.8, 0.01), ("rmse", 40, -2)):
                     v = base + scale * offset[m] + rng.normal(0, 0.2 * abs(scale), 6)
-                    rows.append(pd.DataFrame({"run": "fake", "method": m, "anatomy": anatomy, "dose": dose, "seen": seen,
-                                              "patient": ["p1"] * 3 + ["p2"] * 3, "slice": list(range(6)),
-                                              "window": "founddiff", "metric": metric, "value": v}))
+                    for reference, shift in (("full_dose", 0.0), ("truth", 5.0 * scale)):
+                        rows.append(pd.DataFrame({
+                            "run": "fake", "method": m, "anatomy": anatomy, "dose": dose, "seen": seen,
+                            "patient": ["p1"] * 3 + ["p2"] * 3, "slice": list(range(6)), "reference": reference,
+                            "window": "founddiff", "metric": metric, "value": v + shift}))
                 st.write_cell(m, anatomy, dose, pd.concat(rows))
                 img = rng.normal(0, 50, (64, 64)).astype(np.float32)
                 st.write_examples(m, anatomy, dose, {"pred": img[None]})
                 st.write_examples("_input", anatomy, dose, {"ld": img[None], "fd": img[None]})
-    st.write_manifest({"config": {"methods": METHODS, "note": EVIL}})
+    st.write_manifest({"config": {"methods": METHODS, "note": EVIL}, "timings": {"good.denoise_s": 2.4},
+                       "methods": {"good": {"parameters": 2_000_000, "config": {"x": 1},
+                                            "training": {"training_flops": 3e15}}}})
     st.consolidate()
     return st
 
 
-def test_leaderboard_numbers_equal_pandas(store):
+def test_leaderboard_numbers_equal_a_direct_aggregation(store):
+    from scipy import stats as sps
+
+    from ldct_bench.metrics.stats import bootstrap_ci, holm
+
     t = store.table()
     lb = build_leaderboard(t, "psnr", "founddiff")
-    direct = t[t.metric == "psnr"].groupby(["method", "anatomy", "dose"])["value"].agg(["mean", "std"])
+    fd = t[(t.metric == "psnr") & (t.reference == "full_dose")]
+    direct = fd.groupby(["method", "anatomy", "dose"])["value"].mean()
     for m in METHODS:
         for c in lb.columns():
-            assert lb.mean.at[m, c] == pytest.approx(direct.loc[(m, *c), "mean"])
-            assert lb.std.at[m, c] == pytest.approx(direct.loc[(m, *c), "std"])
-    assert lb.mean.index[0] == "good" and lb.overall_rank["good"] == 1
+            rows = fd[(fd.method == m) & (fd.anatomy == c[0]) & (fd.dose == c[1])]
+            assert lb.mean.at[m, c] == pytest.approx(direct.loc[(m, *c)])
+            assert (lb.ci_lo.at[m, c], lb.ci_hi.at[m, c]) == bootstrap_ci(rows.value.to_numpy(), rows.patient.to_numpy())
+    assert lb.mean.index[0] == "good" and lb.overall_rank["good"] == 1 and set(lb.n_patients) == {2}
     assert [c[1] for c in lb.columns()] == [0.1, 0.1, 0.25, 0.25]  # seen doses first
+    # the tests: paired t-tests of per-patient means against the column's best, Holm-corrected over the table
+    raw = []
+    for c in lb.columns():
+        cell = fd[(fd.anatomy == c[0]) & (fd.dose == c[1])].groupby(["method", "patient"])["value"].mean().unstack(0)
+        raw += [sps.ttest_rel(cell[m], cell["good"]).pvalue for m in ("ldct", EVIL)]
+    ours = [lb.p_value.at[m, c] for c in lb.columns() for m in ("ldct", EVIL)]
+    np.testing.assert_allclose(ours, holm(raw))
+    truth = build_leaderboard(t, "psnr", "founddiff", reference="truth")
+    assert truth.mean.at["good", lb.columns()[0]] == pytest.approx(lb.mean.at["good", lb.columns()[0]] + 5)
+
+
+def test_holm_is_the_step_down_bonferroni():
+    from ldct_bench.metrics.stats import holm
+
+    # sorted 0.01, 0.02, 0.03, 0.04 -> 4 x 0.01, 3 x 0.02, 2 x 0.03 (then max so far), 1 x 0.04
+    np.testing.assert_allclose(holm([0.04, 0.01, 0.03, 0.02]), [0.06, 0.04, 0.06, 0.06])
+    assert np.isnan(holm([0.5, np.nan])[1]) and holm([0.5, np.nan])[0] == 0.5  # NaN is not a test
+
+
+def test_captions_say_reference_n_ci_test_and_cost(store, tmp_path):
+    make_report([store.root], tmp_path / "rep", formats=("md", "latex"))
+    md = (tmp_path / "rep" / "leaderboard.md").read_text()
+    for text in ("against the full-dose scan", "n = 2 patients per cell", "patient-cluster bootstrap CI",
+                 "paired t-test on per-patient means, Holm-corrected", "params (M)", "train FLOPs", "ms/slice"):
+        assert text in md, text
+    good = next(line for line in md.splitlines() if line.startswith("| good"))
+    assert good.endswith("| 2.00 | 3e+15 | 100 |")  # 2.4 s over 24 slices; params in millions
+    by_dose = (tmp_path / "rep" / "leaderboard_by_dose.md").read_text()
+    assert "all 10%" in by_dose and "n = 4 patients per cell" in by_dose  # 2 anatomies x 2 patients pooled
+    truth = make_report([store.root], tmp_path / "truth", formats=("md",), reference="truth", unit="slice")
+    md = (tmp_path / "truth" / "leaderboard.md").read_text()
+    assert "against the noiseless truth" in md and "Wilcoxon signed-rank test over slices" in md and truth
 
 
 def test_bold_marks_the_true_best_per_column(store):
@@ -74,7 +117,7 @@ def test_latex_table_shape_and_compiles_when_tex_is_there(store, tmp_path):
     assert len(body) == 3 and all(line.count("&") == 1 + 4 for line in body)  # method + 4 cells + rank
     assert tex.count("\\multicolumn{1}{c}") == 4 and "\\cmidrule(lr){2-2} \\cmidrule(lr){3-3}" in tex  # anatomy groups
     assert "<script>" in tex  # LaTeX has no HTML; the name is printed literally, specials escaped
-    assert "\\caption{SSIM" in tex and "founddiff window" in tex
+    assert "\\caption{SSIM" in tex and "window founddiff" in tex and "n = 2 patients" in tex
     engine = shutil.which("pdflatex")
     if engine:
         doc = tmp_path / "t.tex"

@@ -6,7 +6,7 @@ configs never share files):
     manifest.json                    config, simulator, doses present, sha256 of every array
     <anatomy>/p<NNN>/full.npy        full-dose slices (S, H, W) float32 HU
     <anatomy>/p<NNN>/d0.2500.npy     the same slices at dose fraction 0.25
-    <anatomy>/p<NNN>/truth.npy       noiseless phantom (phantoms only)
+    <anatomy>/p<NNN>/truth.npy       the noiseless reconstruction (phantoms only): the scan without quantum noise
 
 Arrays are written under a temporary name and renamed, and the manifest is rewritten
 after each patient, so an interrupted simulation resumes where it stopped and never
@@ -34,7 +34,9 @@ from .phantoms import phantom_slice, rasterize, texture_amplitude, texture_volum
 from .projector import ellipse_sinogram
 from .simulate import Simulator, dose_key, noise_seed
 
-DATA_VERSION = 2  # 2: structures nested so that additive HU equals painted HU
+# 2: structures nested so that additive HU equals painted HU; 3: lower doses nested in the full dose (noise
+# insertion), truth = noiseless reconstruction, 8/2/6 patients of 4 slices
+DATA_VERSION = 3
 SPLITS = ("train", "val", "test")
 
 
@@ -51,10 +53,10 @@ class PhantomConfig:
     """What makes an embedded phantom dataset; its hash names the cache directory."""
 
     image_size: int = 256
-    slices_per_patient: int = 8
-    train_patients: int = 6
-    val_patients: int = 1
-    test_patients: int = 2
+    slices_per_patient: int = 4  # adjacent slices add little independent information; patients are the unit
+    train_patients: int = 8
+    val_patients: int = 2
+    test_patients: int = 6
     seed: int = 0
     texture: bool = True
     simulator: dict = field(default_factory=lambda: Simulator().to_dict())
@@ -69,8 +71,8 @@ class PhantomConfig:
             object.__setattr__(self, "simulator", {**self.simulator, "geometry": geom})
 
     @classmethod
-    def sized(cls, size: int = 256, slices: int = 8, patients: int | None = None, seed: int = 0) -> PhantomConfig:
-        """A config for `patients` per anatomy (split about 70/10/20 %, at least 1/0/1); None keeps 6/1/2."""
+    def sized(cls, size: int = 256, slices: int = 4, patients: int | None = None, seed: int = 0) -> PhantomConfig:
+        """A config for `patients` per anatomy (split about 70/10/20 %, at least 1/0/1); None keeps 8/2/6."""
         if patients is None:
             return cls(image_size=size, slices_per_patient=slices, seed=seed)
         if patients < 2:
@@ -108,11 +110,13 @@ def sha256_file(path: Path) -> str:
 
 @dataclass
 class Pairs:
-    """Paired slices for one query: ld (N, C, H, W) with C = 1 + 2*context, fd (N, 1, H, W), and meta."""
+    """Paired slices for one query: ld (N, C, H, W) with C = 1 + 2*context, fd (N, 1, H, W), meta, and (when asked
+    for and the dataset has it) the noiseless truth (N, 1, H, W)."""
 
     ld: torch.Tensor
     fd: torch.Tensor
     meta: pd.DataFrame
+    truth: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -196,9 +200,13 @@ class LDCTDataset:
         files = self.manifest.get("sources", {}).get(f"{anatomy}/{patient}/{key}")
         return [Path(f) for f in files] if files else None
 
-    def pairs(self, anatomies, doses, split: str, context: int = 0, max_slices: int | None = None) -> Pairs:
+    def has_truth(self, anatomy: str, patient: str) -> bool:
+        return f"{anatomy}/{patient}/truth.npy" in self.manifest["files"]
+
+    def pairs(self, anatomies, doses, split: str, context: int = 0, max_slices: int | None = None,
+              truth: bool = False) -> Pairs:
         """Low-dose/full-dose pairs for every slice of `split`, each dose and anatomy; context=k adds k neighbours
-        per side."""
+        per side; truth=True adds the noiseless truth where every patient of the query has one."""
         lds, fds, rows = [], [], []
         for anatomy in anatomies:
             for patient in self.patients(anatomy, split):
@@ -215,29 +223,32 @@ class LDCTDataset:
         if not rows:
             raise ValueError(f"no slices for split={split!r}, anatomies={list(anatomies)}, doses={list(doses)} "
                              f"in {self.root}.")
-        return Pairs(torch.from_numpy(np.stack(lds)), torch.from_numpy(np.stack(fds)), meta)
+        pairs = Pairs(torch.from_numpy(np.stack(lds)), torch.from_numpy(np.stack(fds)), meta)
+        if truth and all(self.has_truth(a, p) for a, p in meta[["anatomy", "patient"]].drop_duplicates().to_numpy()):
+            pairs.truth = torch.from_numpy(np.stack([np.asarray(self.volume(a, p, "truth")[s:s + 1])
+                                                     for a, p, s in meta[["anatomy", "patient", "slice"]].to_numpy()]))
+        return pairs
 
 
 def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: int, keys: list[str]) -> dict:
-    """Simulate the requested arrays ('truth', 'full', 'd0.2500', ...) for one phantom patient."""
+    """Simulate the requested arrays ('truth', 'full', 'd0.2500', ...) for one phantom patient. The full-dose noise
+    comes from its own seed, so a dose added later is nested in the same full-dose scan."""
     seed = noise_seed(config.seed, anatomy, idx)
     n = config.slices_per_patient
     z0 = np.random.default_rng([seed, 7]).uniform(-0.5, 0.5)
     zs = z0 + 0.08 * (np.arange(n) - (n - 1) / 2)
-    doses = [1.0 if k in ("full", "truth") else float(k[1:]) for k in keys if k != "truth"]
-    names = [k for k in keys if k != "truth"]
+    scans = [k for k in keys if k != "truth"]
+    doses = [1.0 if k == "full" else float(k[1:]) for k in scans]
     out = {k: np.empty((n, config.image_size, config.image_size), np.float32) for k in keys}
     tex = texture_volume(seed, n, config.image_size) if config.texture else None
     for s, z in enumerate(zs):
         rows = to_additive(phantom_slice(anatomy, seed, float(z)))
-        truth = rasterize(rows, sim.geometry).numpy()
-        texture = tex[s] * texture_amplitude(truth) if tex is not None else 0.0
+        texture = tex[s] * texture_amplitude(rasterize(rows, sim.geometry).numpy()) if tex is not None else 0.0
+        p = ellipse_sinogram(sim.geometry, rows)
         if "truth" in out:
-            out["truth"][s] = truth + texture
-        if names:
-            p = ellipse_sinogram(sim.geometry, rows)
-            seeds = [noise_seed(seed, s, name) for name in names]
-            imgs = sim.scan(p, doses, seeds).numpy()
-            for name, img in zip(names, imgs):
+            out["truth"][s] = sim.reconstruct(p[None])[0].numpy() + texture
+        if scans:
+            imgs = sim.scan(p, noise_seed(seed, s, "full"), doses, [noise_seed(seed, s, k) for k in scans]).numpy()
+            for name, img in zip(scans, imgs):
                 out[name][s] = img + texture
     return out

@@ -4,10 +4,13 @@ Detected counts at dose fraction d:  N ~ Poisson(d * I0 * exp(-p)) + Normal(0, s
 then p_hat = -ln(max(N, n_min) / (d * I0)).  I0 is the unattenuated count per ray at full
 dose; sigma_e^2 the electronic-noise variance (in photon units).
 
-For an image that already carries full-dose noise (a real scan), Yu et al. 2012
-("Development and validation of a practical lower-dose-simulation tool", Med. Phys. 39)
-add the *difference* in variance on the reprojected line integrals:
-  p_d = p + z * sqrt( (1-d)/d * e^p/I0 * (1 + (1+d)/d * sigma_e^2 * e^p/I0) ).
+A lower dose is made from a scan that already carries full-dose noise (a simulated full-dose
+scan, or a real one reprojected) as Yu et al. 2012 do ("Development and validation of a practical
+lower-dose-simulation tool", Med. Phys. 39), in the count domain: with N = I0 e^-p the full-dose
+counts, N_d = d N + z sqrt((1-d) (d N + (1+d) sigma_e^2)) has the mean and variance of a scan at
+dose d (d lambda and d lambda + sigma_e^2) and adds to the full-dose scan only the noise it lacks.
+To first order this adds (1-d)/d e^p/I0 (1 + (1+d)/d sigma_e^2 e^p/I0) to the variance of p, and
+since N_d is logged like a measurement, the low-count bias of the log is kept.
 """
 
 from __future__ import annotations
@@ -37,14 +40,15 @@ class NoiseModel:
         return (-torch.log(counts / (dose * self.i0))).to(p.dtype)
 
     def insert(self, p_full: torch.Tensor, dose: float, generator: torch.Generator) -> torch.Tensor:
-        """Yu et al. 2012: lower the dose of full-dose line integrals `p_full` to `dose`."""
+        """Yu et al. 2012: lower the dose of full-dose line integrals `p_full` to `dose` (see the module docstring)."""
         check_dose(dose)
         if dose == 1.0:
             return p_full.clone()
-        e = torch.exp(p_full.double()) / self.i0
-        var = (1 - dose) / dose * e * (1 + (1 + dose) / dose * self.electronic_var * e)
+        counts = self.i0 * torch.exp(-p_full.double())
+        var = (1 - dose) * (dose * counts + (1 + dose) * self.electronic_var)
         z = torch.randn(p_full.shape, generator=generator, dtype=torch.float64)
-        return (p_full.double() + z * var.sqrt()).to(p_full.dtype)
+        low = (dose * counts + z * var.clamp(min=0).sqrt()).clamp(min=self.min_counts)
+        return (-torch.log(low / (dose * self.i0))).to(p_full.dtype)
 
     def log_variance(self, p: torch.Tensor, dose: float) -> torch.Tensor:
         """First-order variance of p_hat: (m + sigma_e^2) / m^2 with m = d I0 e^{-p}."""

@@ -1,9 +1,11 @@
-"""One simulator for every source: noiseless line integrals -> noisy counts at dose d -> FBP -> HU.
+"""One simulator for every source: noiseless line integrals -> noisy counts -> FBP -> HU.
 
-Phantoms give exact (analytic) line integrals; real full-dose images are reprojected and
-get the *extra* noise of the lower dose (Yu et al. 2012). The "full-dose" image of a
-phantom goes through the same chain at d = 1, so it has realistic noise and FBP texture,
-as the full-dose images of the Mayo data sets do.
+Lower doses are nested in the full dose, as in the Mayo data (whose quarter dose is the full-dose
+scan plus inserted noise): the full-dose scan is one noisy draw, and every lower dose adds to *its*
+line integrals only the variance the lower dose lacks (Yu et al. 2012), so
+Var(LD - FD) = sigma_FD^2 (1/d - 1) rather than the sigma_FD^2 (1/d + 1) of independent draws.
+Phantoms give exact (analytic) line integrals and the noiseless reconstruction as a truth;
+real full-dose images are reprojected first.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ class Simulator:
         """(B, V, C) line integrals -> (B, H, W) HU."""
         return mu_to_hu(fbp(self.geometry, line_integrals.float(), self.filter_window))
 
-    def scan(self, p: torch.Tensor, doses: list[float], seeds: list[int]) -> torch.Tensor:
-        """Noiseless line integrals (V, C) scanned once per dose -> (len(doses), H, W) HU."""
-        noisy = torch.stack([self.noise.transmit(p, d, generator(s)) for d, s in zip(doses, seeds)])
+    def scan(self, p: torch.Tensor, full_seed: int, doses: list[float], seeds: list[int]) -> torch.Tensor:
+        """Noiseless line integrals (V, C) scanned at full dose (noise from `full_seed`), each lower dose made from
+        that scan by noise insertion (noise from its own seed) -> (len(doses), H, W) HU; dose 1 is the scan itself."""
+        full = self.noise.transmit(p, 1.0, generator(full_seed))
+        noisy = torch.stack([self.noise.insert(full, d, generator(s)) for d, s in zip(doses, seeds)])
         return self.reconstruct(noisy)
 
     def lower_dose(self, full_dose_hu: torch.Tensor, doses: list[float], seeds: list[int]) -> torch.Tensor:

@@ -12,18 +12,19 @@ from ..environment import git_commit, versions
 from ..results import RunStore
 from . import figures
 from .html import page
-from .leaderboard import build_leaderboard, to_frame, to_latex, to_markdown
+from .leaderboard import build_leaderboard, cost_table, to_frame, to_latex, to_markdown
 
 FORMATS = ("html", "latex", "csv", "md")
 
 
-def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict], list[RunStore]]:
-    """Concatenate the tables of several runs; with more than one run, methods are labelled 'method [run]'."""
+def load_runs(run_dirs: list[Path], reference: str = "full_dose") -> tuple[pd.DataFrame, dict[str, dict], list[RunStore]]:
+    """Concatenate the scores of several runs against `reference`; with more than one run, methods are labelled
+    'method [run]'."""
     stores = [RunStore(d) for d in run_dirs]
     tables, manifests = [], {}
     for st in stores:
         manifests[st.name] = st.read_manifest()
-        t = st.table().copy()
+        t = st.table(reference).copy()
         if len(stores) > 1:
             t["method"] = t["method"] + " [" + st.name + "]"
         tables.append(t)
@@ -31,13 +32,16 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, dict], list
 
 
 def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr", "ssim", "rmse"),
-                window: str = "founddiff") -> list[Path]:
-    """Write leaderboards and figures for `run_dirs` into `out`; returns the files written."""
+                window: str = "founddiff", reference: str = "full_dose", unit: str = "patient") -> list[Path]:
+    """Write leaderboards (per anatomy and dose, and per dose over all anatomies) and figures for `run_dirs` into
+    `out`, every score against `reference`, tests with `unit` as the statistical unit; returns the files written."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown report format {', '.join(bad)}; choose from {', '.join(FORMATS)}.")
-    table, manifests, stores = load_runs([Path(d) for d in run_dirs])
-    boards = [build_leaderboard(table, m, window) for m in metrics]
+    table, manifests, stores = load_runs([Path(d) for d in run_dirs], reference)
+    cost = cost_table(manifests, table, labelled=len(stores) > 1)
+    boards = [build_leaderboard(table, m, window, reference, unit, cost) for m in metrics]
+    by_dose = [build_leaderboard(table, m, window, reference, unit, cost, pool_anatomies=True) for m in metrics]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -48,6 +52,7 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
 
     if "md" in formats:
         write("leaderboard.md", "\n".join(to_markdown(lb) for lb in boards))
+        write("leaderboard_by_dose.md", "\n".join(to_markdown(lb) for lb in by_dose))
     if "latex" in formats:
         write("leaderboard.tex", "\n".join(to_latex(lb) for lb in boards))
     if "csv" in formats:
@@ -73,11 +78,11 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
             figs.append(("DA-CLIP: estimated vs true dose, and its dose embedding", fig_dir / "daclip_perception.png"))
     written += sorted(fig_dir.glob("*"))
     if "html" in formats:
-        write("report.html", page("ldct-bench report", boards, figs, manifests))
+        write("report.html", page("ldct-bench report", by_dose + boards, figs, manifests))
     # how this report was made: which stores, which options, which code (the stores' own manifests say how they were made)
     write("report_manifest.json", json.dumps({
         "command": "ldct-bench report " + " ".join(str(d) for d in run_dirs) + f" --out {out} --format {','.join(formats)}"
-                   f" --metrics {','.join(metrics)} --window {window}",
+                   f" --metrics {','.join(metrics)} --window {window} --reference {reference} --unit {unit}",
         "runs": {st.name: str(st.root) for st in stores}, "git_commit": git_commit(), "versions": versions(),
         "files": sorted(str(p.relative_to(out)) for p in written)}, indent=2))
     return written

@@ -8,8 +8,6 @@ import html
 import json
 from pathlib import Path
 
-import numpy as np
-
 from .leaderboard import FORMAT, Leaderboard
 
 SORT_JS = """
@@ -40,16 +38,19 @@ def leaderboard_html(lb: Leaderboard) -> str:
     for m in lb.mean.index:
         cells = [f"<td>{html.escape(str(m))}</td>"]
         for c in lb.columns():
-            v, s, r, p = lb.mean.at[m, c], lb.std.at[m, c], lb.rank.at[m, c], lb.p_value.at[m, c]
+            v, lo, hi, r, p = (f.at[m, c] for f in (lb.mean, lb.ci_lo, lb.ci_hi, lb.rank, lb.p_value))
             cls = "best" if r == 1 else "second" if r == 2 else ""
-            text = fmt.format(v) + (f" ± {fmt.format(s)}" if np.isfinite(s) else "") + ("†" if r != 1 and p < 0.05 else "")
+            text = f"{fmt.format(v)} [{fmt.format(lo)}, {fmt.format(hi)}]" + ("†" if r != 1 and p < 0.05 else "")
             cells.append(f'<td class="{cls}" data-v="{v:.6g}">{html.escape(text)}</td>')
         cells.append(f"<td>{lb.overall_rank[m]:.2f}</td>")
+        cells += [f"<td>{html.escape(t)}</td>" for t in lb.cost_cells(m)]
         body.append("<tr>" + "".join(cells) + "</tr>")
     arrow = "↑" if lb.higher_is_better else "↓"
+    cost = "".join(f"<th>{html.escape(h)}</th>" for h in lb.cost_header())
     return (f"<h3>{html.escape(lb.metric.upper())} {arrow} <small>(window {html.escape(lb.window)})</small></h3>"
-            f'<div class="scroll"><table class="sortable"><thead><tr><th>method</th>{head}<th>mean rank</th></tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+            f"<p>{html.escape(lb.caption())}</p>"
+            f'<div class="scroll"><table class="sortable"><thead><tr><th>method</th>{head}<th>mean rank</th>{cost}'
+            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 def image_tag(path: Path, alt: str) -> str:
@@ -61,8 +62,8 @@ def image_tag(path: Path, alt: str) -> str:
 def page(title: str, boards: list[Leaderboard], figures: list[tuple[str, Path]], manifests: dict[str, dict]) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             "<p>Mean ± std over test slices; <b>best</b>, <u>second</u>; † differs from the best (Wilcoxon signed-rank, "
-             "p &lt; 0.05). Orange headers: doses not seen in training. Click a header to sort.</p>"]
+             "<p>Each table's caption says what its numbers are against, n, the CI and the test. <b>best</b>, "
+             "<u>second</u>; orange headers: doses not seen in training. Click a header to sort.</p>"]
     parts += [leaderboard_html(lb) for lb in boards]
     parts.append("<h2>Figures</h2>")
     parts += [image_tag(p, caption) for caption, p in figures]
