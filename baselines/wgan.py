@@ -127,7 +127,7 @@ class WGANConfig(MethodConfig):
     PROFILES: ClassVar[dict] = {
         "paper": dict(patch_size=64, batch_size=128, lr=1e-5, lr_final=1e-5, iterations=100_000, val_every=2000),
         # 10x the paper's rate, decayed to it over the cap; stops once validation PSNR plateaus
-        "quick": dict(patch_size=32, batch_size=8, lr=1e-4, lr_final=1e-5, iterations=10_000, val_every=500, n_critic=2,
+        "quick": dict(patch_size=32, batch_size=8, lr=1e-4, lr_final=1e-5, iterations=4_000, val_every=400, n_critic=2,
                       plateau_db=0.05),
     }
 

@@ -60,7 +60,7 @@ class FoundDiffConfig(MethodConfig):
         "quick": dict(clip_layers=(1, 1, 1, 1), clip_width=16, clip_heads=4, clip_embed=128, clip_anatomy_dim=64,
                       clip_text_width=64, clip_text_layers=2, clip_n_ctx=8, clip_crop=128, clip_batch=8,
                       clip_lr=5e-4, daclip_iterations=300, dim=16, batch_size=4, patch_size=64, lr=2e-4,
-                      dadiff_iterations=10_000, val_every=400, ema_decay=0.98, ema_every=1, plateau_db=0.05),
+                      dadiff_iterations=4_000, val_every=400, ema_decay=0.98, ema_every=1, plateau_db=0.05),
     }
 
     def __post_init__(self):

@@ -257,8 +257,7 @@ class Trainer:
         cfg = self.method.config
         curve = [(r["step"], r["val_psnr"]) for r in self.progress.log if r["stage"] == stage and "val_psnr" in r]
         gain = plateau_gain(curve, step) if cfg.plateau_db > 0 and step >= 5 * cfg.val_every else None
-        threshold = cfg.plateau_db
-        return distributed.agree(gain is not None and gain < threshold, self.world)
+        return distributed.agree(gain is not None and gain < cfg.plateau_db, self.world)
 
     def validate(self, stage: str, step: int, losses: dict) -> dict:
         """Log the step's losses with validation PSNR beside the input's (rank 0, where the method validates)."""

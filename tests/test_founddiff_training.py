@@ -47,13 +47,15 @@ def test_daclip_of_the_reference_checkpoint_orders_doses(reference_sample):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """256 x 256 phantoms, 2 training patients per anatomy, a short DA-CLIP stage and 150 DA-Diff steps."""
+    """256 x 256 phantoms, 2 training patients per anatomy, a short DA-CLIP stage and 200 DA-Diff steps at 5x the
+    quick learning rate (with nested noise the residual to learn is the inserted noise alone, and 150 steps at the
+    quick rate left DA-Diff at its input)."""
     config = PhantomConfig(image_size=256, slices_per_patient=4, train_patients=2, val_patients=1, test_patients=1)
     ds = LDCTDataset.embedded(config, doses=(0.1, 0.5), splits=("train", "val"),
                               cache_dir=tmp_path_factory.mktemp("small"), progress=False)
     out = tmp_path_factory.mktemp("founddiff")
     job = TrainJob("founddiff", "quick", (0.1, 0.5), ANATOMIES, ds.root.name,
-                   overrides=dict(daclip_iterations=100, dadiff_iterations=150, val_every=75))
+                   overrides=dict(daclip_iterations=100, dadiff_iterations=200, val_every=100, lr=1e-3))
     man = train_method(job, ds, out=out, progress=False)
     return man, out
 
