@@ -44,6 +44,8 @@ def _doses(ctx, param, value):
 
 
 def _anatomies(ctx, param, value):
+    if value is None:
+        return None
     try:
         return parse_anatomies(value)
     except ValueError as exc:
@@ -220,7 +222,14 @@ def _train_overrides(name: str, opts: dict) -> dict:
 @click.option("--train-doses", default=None, callback=_doses, help="Seen doses (default 10,50; paper: 1/2,1/4,1/6,1/10).")
 @click.option("--preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,
               help="Dose protocol preset; --doses/--train-doses override it.")
-@click.option("--anatomies", default=",".join(ANATOMIES), callback=_anatomies, show_default=True)
+@click.option("--anatomies", default=None, callback=_anatomies,
+              help="Anatomies to evaluate (default: every one the --data dataset holds).")
+@click.option("--train-anatomies", default=None, callback=_anatomies,
+              help="Anatomies training sees (default: the evaluated ones; with --train-data: that dataset's); "
+                   "the others are scored as unseen anatomies.")
+@click.option("--train-data", default=None,
+              help="Train on this dataset and evaluate on every patient of --data (default: --data's own training "
+                   "split); rows are marked seen_data=False.")
 @click.option("--profile", type=click.Choice(PROFILES), default="quick", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -257,7 +266,9 @@ def run_cmd(**opts):
     config = _run_config(opts)
     proto = config.protocol
     click.echo(f"methods: {', '.join(config.methods)}; doses: {dose_labels(proto.doses)} "
-               f"(seen: {dose_labels(proto.seen_doses)}); anatomies: {', '.join(proto.anatomies)}; "
+               f"(seen: {dose_labels(proto.seen_doses)}); anatomies: {', '.join(proto.anatomies)} "
+               f"(trained: {', '.join(proto.trained_anatomies)}); data: {config.data} "
+               f"(trained on: {config.trained_on}); "
                f"device: {config.device}; out: {config.out}")
     if opts["executor"]:
         from .fanout import ClusterOptions, JobsIncomplete, run_matrix_jobs
@@ -276,6 +287,7 @@ def run_cmd(**opts):
 def _run_config(opts: dict):
     """The RunConfig of `ldct-bench run`'s options (validated: a bad value is one clear error)."""
     from .config import RunConfig, parse_overrides
+    from .data.resolve import dataset_anatomies
     from .methods import resolve_methods
     from .metrics import DEFAULT_METRICS
     from .protocol import Protocol
@@ -283,11 +295,15 @@ def _run_config(opts: dict):
     base = Protocol.preset(opts["preset"])
     methods = tuple(resolve_methods(opts["methods_spec"]))
     jobs_elsewhere = opts["executor"] == "slurm" and opts["gpus_per_job"]
+    data, train_data = opts["data_spec"], opts["train_data"]
+    elsewhere = train_data is not None and train_data != data
+    anatomies = opts["anatomies"] or dataset_anatomies(data, opts["cache_dir"])
+    trained = opts["train_anatomies"] or (dataset_anatomies(train_data, opts["cache_dir"]) if elsewhere else None)
     return RunConfig(
         methods=methods,
         out=opts["out"] or Path("results") / "runs" / datetime.now().strftime("run-%Y%m%d-%H%M%S"),
-        protocol=Protocol(opts["doses"] or base.doses, opts["train_doses"] or base.seen_doses, opts["anatomies"]),
-        data=opts["data_spec"], profile=opts["profile"], seed=opts["seed"],
+        protocol=Protocol(opts["doses"] or base.doses, opts["train_doses"] or base.seen_doses, anatomies, trained),
+        data=data, train_data=train_data, profile=opts["profile"], seed=opts["seed"],
         metrics=tuple(split_list(opts["metrics_spec"])) if opts["metrics_spec"] else DEFAULT_METRICS,
         retrain=opts["retrain"], overrides=parse_overrides(opts["sets"], methods),
         device="cuda" if jobs_elsewhere else resolve_device(opts["device"]), cache_dir=opts["cache_dir"],

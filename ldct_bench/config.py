@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .checkpoints import TrainJob
-from .data.dataset import PhantomConfig
-from .data.resolve import open_dataset
+from .data.dataset import SPLITS, PhantomConfig
+from .data.resolve import dataset_name, open_dataset
 from .methods import get_method
 from .metrics import DEFAULT_METRICS, get_metric
 from .protocol import Protocol
@@ -70,8 +70,9 @@ class RunConfig:
 
     methods: tuple[str, ...]  # registered method names, in the order they run
     out: Path  # the run folder (the results store)
-    protocol: Protocol = field(default_factory=Protocol)  # doses, seen doses, anatomies
-    data: str = "embedded"  # 'embedded', an imported dataset's name, or a dataset folder
+    protocol: Protocol = field(default_factory=Protocol)  # doses, seen doses, anatomies (evaluated and trained)
+    data: str = "embedded"  # 'embedded', an imported dataset's name, or a dataset folder: what is evaluated
+    train_data: str | None = None  # what the methods are trained on (None: `data`, on its training split)
     profile: str = "quick"  # every method's config profile: 'quick' (CPU budgets) or 'paper'
     seed: int = 0  # initial weights, training samples, sampling noise
     metrics: tuple[str, ...] = DEFAULT_METRICS
@@ -102,19 +103,49 @@ class RunConfig:
         """The manifest's `config`: what decides the numbers (a run folder refuses a run with another identity)."""
         return json.loads(json.dumps({
             "methods": list(self.methods), "protocol": self.protocol.to_dict(), "data": self.data,
+            "train_data": self.trained_on,
             "profile": self.profile, "seed": self.seed, "metrics": list(self.metrics), "retrain": self.retrain,
             "overrides": {m: self.overrides_for(m) for m in self.methods if self.overrides_for(m)}}))
+
+    @property
+    def trained_on(self) -> str:
+        return self.train_data or self.data
+
+    @property
+    def seen_data(self) -> bool:
+        """Whether the evaluated data is the training data (its held-out test split) or another dataset."""
+        return self.trained_on == self.data
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """The test split of the training data; every patient of a dataset used only for evaluation."""
+        return ("test",) if self.seen_data else SPLITS
 
     def overrides_for(self, method: str) -> dict:
         return {o.field: o.value for o in self.overrides if o.method == method}
 
-    def train_job(self, method: str, data_name: str) -> TrainJob:
-        """What training `method` for this run means; overrides that change only inference are left out."""
+    def train_job(self, method: str) -> TrainJob:
+        """What training `method` for this run means (on the training data's seen doses and anatomies); overrides
+        that change only inference are left out."""
         training, _ = get_method(method).Config.split_overrides(self.overrides_for(method))
-        return TrainJob(method, self.profile, tuple(self.protocol.seen_doses), tuple(self.protocol.anatomies),
-                        data_name, self.seed, training)
+        return TrainJob(method, self.profile, tuple(self.protocol.seen_doses), tuple(self.protocol.trained_anatomies),
+                        dataset_name(self.trained_on, self.cache_dir, self.phantoms), self.seed, training)
 
-    def dataset(self, splits, doses, anatomies=None, progress: bool = True):
-        """This run's data with `splits` at `doses` (simulated first where the embedded cache lacks them)."""
-        return open_dataset(self.data, doses, anatomies or self.protocol.anatomies, splits, cache_dir=self.cache_dir,
-                            phantoms=self.phantoms, progress=progress)
+    def dataset(self, doses=None, anatomies=None, progress: bool = True):
+        """The evaluated data's patients (eval_splits) at `doses` (simulated first where the embedded cache lacks
+        them); default: the protocol's doses and anatomies."""
+        return open_dataset(self.data, doses or self.protocol.doses, anatomies or self.protocol.anatomies,
+                            self.eval_splits, cache_dir=self.cache_dir, phantoms=self.phantoms, progress=progress)
+
+    def train_dataset(self, progress: bool = True):
+        """The training data's train and validation splits at the seen doses and trained anatomies."""
+        return open_dataset(self.trained_on, self.protocol.seen_doses, self.protocol.trained_anatomies,
+                            ("train", "val"), cache_dir=self.cache_dir, phantoms=self.phantoms, progress=progress)
+
+
+def upgrade_identity(old: dict) -> dict:
+    """The manifest config of a run made by an older version, in today's terms (it trained on the data it
+    evaluated, on every evaluated anatomy, with no overrides)."""
+    protocol = old.get("protocol", {})
+    return {"overrides": {}, "train_data": old.get("data"), **old,
+            "protocol": {"train_anatomies": protocol.get("anatomies"), **protocol}}

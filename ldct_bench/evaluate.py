@@ -32,12 +32,12 @@ def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells: list
     for cell in tqdm(cells, desc=method.name, unit="cell", disable=not progress):
         if store.has_cell(method.name, cell.anatomy, cell.dose):
             continue
-        pairs = ds.pairs([cell.anatomy], [cell.dose], "test", context=method.context, truth=True)
+        pairs = ds.pairs([cell.anatomy], [cell.dose], config.eval_splits, context=method.context, truth=True)
         t = time.perf_counter()
         pred = denoise_all(method, pairs, config)
         spent["denoise_s"] += time.perf_counter() - t
         t = time.perf_counter()
-        rows = score_rows(store.name, method.name, cell, pairs, pred, config.metrics)
+        rows = score_rows(store.name, method.name, cell, pairs, pred, config.metrics, config.seen_data)
         spent["score_s"] += time.perf_counter() - t
         _write_outputs(store, method, ds, cell, pairs, pred, config)
         store.write_cell(method.name, cell.anatomy, cell.dose, rows)
@@ -57,12 +57,14 @@ def denoise_all(method: Method, pairs: Pairs, config: RunConfig) -> torch.Tensor
     return pred
 
 
-def score_rows(run: str, name: str, cell: Cell, pairs: Pairs, pred: torch.Tensor, metrics) -> pd.DataFrame:
+def score_rows(run: str, name: str, cell: Cell, pairs: Pairs, pred: torch.Tensor, metrics,
+               seen_data: bool = True) -> pd.DataFrame:
     """The cell's tidy rows: one per slice, reference (the full dose; the truth where the data has it), window
-    and metric."""
+    and metric, marked with what training saw."""
     references = {"full_dose": pairs.fd, **({"truth": pairs.truth} if pairs.truth is not None else {})}
     return pd.concat([pd.DataFrame({
-        "run": run, "method": name, "anatomy": cell.anatomy, "dose": cell.dose, "seen": cell.seen,
+        "run": run, "method": name, "anatomy": cell.anatomy, "dose": cell.dose, "seen_dose": cell.seen_dose,
+        "seen_anatomy": cell.seen_anatomy, "seen_data": seen_data,
         "patient": pairs.meta["patient"].to_numpy(), "slice": pairs.meta["slice"].to_numpy(), "reference": ref,
         "window": w, "metric": m, "value": v.numpy()})
         for ref, target in references.items()
@@ -109,7 +111,7 @@ def _save_dicom(store: RunStore, ds: LDCTDataset, name: str, cell: Cell, meta: p
 
 
 def _perception_rows(out: dict, cell: Cell, meta: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"anatomy": cell.anatomy, "dose": cell.dose, "seen": cell.seen,
+    return pd.DataFrame({"anatomy": cell.anatomy, "dose": cell.dose, "seen": cell.seen_dose,
                          "patient": meta["patient"].to_numpy(), "slice": meta["slice"].to_numpy(),
                          "dose_score": out["dose_score"].cpu().numpy(),
                          "estimated_dose": out["estimated_dose"].cpu().numpy(),

@@ -80,7 +80,7 @@ def train_job(config: RunConfig, name: str) -> str:
 def unit_job(config: RunConfig, unit: Unit, checkpoint: str | None) -> dict:
     """Evaluate one unit into the store at config.out; returns its timings and what ran."""
     method = for_inference(config, unit.method, Path(checkpoint) if checkpoint else None)
-    ds = config.dataset(("test",), sorted({c.dose for c in unit.cells}), [unit.anatomy], progress=False)
+    ds = config.dataset(sorted({c.dose for c in unit.cells}), [unit.anatomy], progress=False)
     die_after = int(os.environ.get("LDCT_BENCH_KILL_AFTER_CELLS", "0"))  # test hook: die as a scheduler kill would
     written = {"n": 0}
 
@@ -134,8 +134,8 @@ def run_matrix_jobs(config: RunConfig, executor_kind: str, options: ClusterOptio
 def _train_missing(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> list[str]:
     """Train, one job per method, every learned method of `todo` without a checkpoint; the methods that failed."""
     to_train = sorted({u.method for u in todo if run.needs_training(u.method)})
-    if to_train and run.config.data == "embedded":  # simulate the training splits once, not in every job
-        run.config.dataset(("train", "val"), run.config.protocol.seen_doses, progress=run.progress)
+    if to_train and run.config.trained_on == "embedded":  # simulate the training splits once, not in every job
+        run.config.train_dataset(run.progress)
     submitted = {m: ex.submit(train_job, run.config, m) for m in to_train}
     _record_jobs(run.store, {f"train:{m}": job for m, job in submitted.items()}, executor_kind)
     if submitted:

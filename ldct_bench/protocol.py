@@ -52,20 +52,27 @@ def parse_anatomies(text: str | list) -> tuple[str, ...]:
 
 
 class Cell(NamedTuple):
-    """One cell of the matrix: a body region at a dose, seen in training or held out."""
+    """One cell of the matrix: a body region at a dose, each seen in training or held out."""
 
     anatomy: str
     dose: float
-    seen: bool
+    seen_dose: bool
+    seen_anatomy: bool = True
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """Which doses and anatomies are evaluated, and which doses training may use."""
+    """Which doses and anatomies are evaluated, and which of them training may use (train_anatomies=None: the
+    evaluated ones)."""
 
     doses: tuple[float, ...] = DEFAULT_DOSES
     seen_doses: tuple[float, ...] = DEFAULT_SEEN
     anatomies: tuple[str, ...] = ANATOMIES
+    train_anatomies: tuple[str, ...] | None = None
+
+    @property
+    def trained_anatomies(self) -> tuple[str, ...]:
+        return self.anatomies if self.train_anatomies is None else self.train_anatomies
 
     @classmethod
     def preset(cls, name: str) -> Protocol:
@@ -79,7 +86,8 @@ class Protocol:
         return any(abs(dose - s) < 1e-6 for s in self.seen_doses)
 
     def cells(self) -> list[Cell]:
-        return [Cell(a, d, self.is_seen(d)) for a in self.anatomies for d in self.doses]
+        return [Cell(a, d, self.is_seen(d), a in self.trained_anatomies) for a in self.anatomies for d in self.doses]
 
     def to_dict(self) -> dict:
-        return {"doses": list(self.doses), "seen_doses": list(self.seen_doses), "anatomies": list(self.anatomies)}
+        return {"doses": list(self.doses), "seen_doses": list(self.seen_doses), "anatomies": list(self.anatomies),
+                "train_anatomies": list(self.trained_anatomies)}

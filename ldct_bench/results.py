@@ -8,11 +8,13 @@
     examples/                              a few slices per cell for figure grids (float16 HU)
     images/<method>/<cell>.npz, <cell>/<patient>/*.dcm   --save-images: every denoised slice (DICOM when the input was)
 
-Rows: run, method, anatomy, dose, seen, patient, slice, reference, window, metric, value. `reference` is what a
-denoised slice is scored against: `full_dose` (the papers' convention: the full-dose scan, itself noisy) or,
-where the dataset has it, `truth` (the noiseless reconstruction, which only a simulation can give). Stores
-written before the column existed read back as `full_dose`.
-Parquet rather than CSV: column types survive (bool `seen`, exact float64 scores), it is
+Rows: run, method, anatomy, dose, seen_dose, seen_anatomy, seen_data, patient, slice, reference, window, metric,
+value. The three `seen_*` flags say, along each axis of generalization, whether training saw the row's dose, its
+anatomy and its dataset. `reference` is what a denoised slice is scored against: `full_dose` (the papers'
+convention: the full-dose scan, itself noisy) or, where the dataset has it, `truth` (the noiseless
+reconstruction, which only a simulation can give). Older stores read back with what they could only have
+been: `seen` is `seen_dose`, anatomy and dataset were seen, the reference was the full dose.
+Parquet rather than CSV: column types survive (bool flags, exact float64 scores), it is
 compact and fast for pandas, and a CSV is one `report --format csv` away.
 """
 
@@ -27,7 +29,9 @@ import pandas as pd
 
 from .atomic import atomic_path, atomic_write_json
 
-COLUMNS = ["run", "method", "anatomy", "dose", "seen", "patient", "slice", "reference", "window", "metric", "value"]
+COLUMNS = ["run", "method", "anatomy", "dose", "seen_dose", "seen_anatomy", "seen_data", "patient", "slice",
+           "reference", "window", "metric", "value"]
+AXES = {"dose": "seen_dose", "anatomy": "seen_anatomy", "data": "seen_data"}  # axis of generalization -> its flag
 REFERENCES = ("full_dose", "truth")
 
 
@@ -98,7 +102,7 @@ class RunStore:
         """Concatenate every finished cell into results.parquet (and perception.parquet), atomically; return it."""
         parts = sorted((self.root / "cells").glob("*/*.parquet"))
         table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
-        table = _with_reference(table).sort_values(
+        table = upgrade(table).sort_values(
             ["method", "anatomy", "dose", "patient", "slice", "reference", "window", "metric"], kind="stable")
         _atomic_parquet(self.root / "results.parquet", table.reset_index(drop=True))
         seen = sorted((self.root / "perception").glob("*.parquet"))
@@ -113,7 +117,7 @@ class RunStore:
         if not path.is_file():
             raise FileNotFoundError(f"{self.root} has no results.parquet; the run has not finished "
                                     "(run it again to resume).")
-        table = _with_reference(pd.read_parquet(path))
+        table = upgrade(pd.read_parquet(path))
         return table if reference is None else select_reference(table, reference, str(self.root))
 
     def write_perception(self, anatomy: str, dose: float, df: pd.DataFrame) -> None:
@@ -128,7 +132,7 @@ def select_reference(table: pd.DataFrame, reference: str, where: str = "these re
     """The scores against one reference: tables never average a truth score with a full-dose one."""
     if reference not in REFERENCES:
         raise ValueError(f"unknown reference {reference!r}; choose {' or '.join(REFERENCES)}.")
-    table = _with_reference(table)
+    table = upgrade(table)
     sub = table[table["reference"] == reference]
     if sub.empty:
         raise ValueError(f"{where} has no scores against {reference!r} (it has {', '.join(table['reference'].unique())}); "
@@ -136,11 +140,14 @@ def select_reference(table: pd.DataFrame, reference: str, where: str = "these re
     return sub
 
 
-def _with_reference(table: pd.DataFrame) -> pd.DataFrame:
-    """Stores from before the `reference` column scored against the full dose only."""
-    if "reference" in table.columns:
+def upgrade(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of any store version in today's columns: before `reference` every score was against the full dose;
+    before the three `seen_*` flags, `seen` meant the dose, and training had seen every anatomy and the dataset."""
+    if set(COLUMNS) <= set(table.columns):
         return table
-    return table.assign(reference="full_dose")[COLUMNS]
+    defaults = {"reference": "full_dose", "seen_dose": table["seen"] if "seen" in table else True,
+                "seen_anatomy": True, "seen_data": True}
+    return table.assign(**{k: v for k, v in defaults.items() if k not in table.columns})[COLUMNS]
 
 
 def _atomic_parquet(path: Path, df: pd.DataFrame) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .checkpoints import TrainJob, find_checkpoint
-from .config import RunConfig
+from .config import RunConfig, upgrade_identity
 from .data.dataset import LDCTDataset
 from .environment import git_commit, hardware, versions
 from .evaluate import evaluate_cells
@@ -42,12 +42,12 @@ class Run:
                     "cli": cli_args or {}, "timings": {}}
         if store.manifest_path().is_file():
             manifest = store.read_manifest()
-            if {"overrides": {}, **manifest.get("config", {})} != config.identity():  # older stores: no overrides
+            if upgrade_identity(manifest.get("config", {})) != config.identity():
                 raise ValueError(f"{config.out} already holds a run with a different configuration; choose another "
                                  "--out (runs never overwrite each other).")
         manifest.update({"versions": versions(), "git_commit": git_commit(), "hardware": hardware(config.device)})
         t = time.perf_counter()
-        ds = config.dataset(("test",), config.protocol.doses, progress=progress)
+        ds = config.dataset(progress=progress)
         manifest.setdefault("timings", {})["data_s"] = round(time.perf_counter() - t, 2)
         store.write_manifest(manifest)  # only once the inputs are known to be good
         manifest["dataset"] = {"root": str(ds.root), "name": ds.root.name, "config": ds.manifest.get("config")}
@@ -55,7 +55,7 @@ class Run:
 
     # -- the methods ----------------------------------------------------------------------------------------
     def job(self, name: str) -> TrainJob:
-        return self.config.train_job(name, self.dataset.root.name)
+        return self.config.train_job(name)
 
     def checkpoint(self, name: str) -> Path | None:
         """The saved weights of `name` for this run's job, if any (None for methods that learn nothing)."""
@@ -123,8 +123,8 @@ def describe(method: Method, source: str) -> dict:
 def train_for_run(config: RunConfig, name: str, progress: bool = True) -> Path:
     """Train `name` for `config` on its seen doses (simulating the training splits where they are missing, and
     training on the dataset that holds them); returns the weights."""
-    ds = config.dataset(("train", "val"), config.protocol.seen_doses, progress=progress)
-    manifest = train_method(config.train_job(name, ds.root.name), ds, device=config.device, retrain=config.retrain,
+    ds = config.train_dataset(progress)
+    manifest = train_method(config.train_job(name), ds, device=config.device, retrain=config.retrain,
                             cache_dir=config.cache_dir, progress=progress)
     if not manifest["complete"]:
         raise RuntimeError(f"training {name} stopped before its last iteration; run again to resume.")

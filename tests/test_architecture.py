@@ -98,10 +98,10 @@ def test_set_values_take_their_field_types():
 def test_overrides_that_change_training_name_their_own_checkpoint_and_inference_ones_reuse_it():
     def job(*sets):
         config = RunConfig(methods=("founddiff",), out=Path("x"), overrides=parse_overrides(sets, ("founddiff",)))
-        return config.train_job("founddiff", "embedded-x")
+        return config.train_job("founddiff")
 
     plain = job()
-    assert plain.key == "quick-embedded-x-seen10+50-abdomen+chest+head-s0"
+    assert plain.key == f"quick-{PhantomConfig().dataset_name}-seen10+50-abdomen+chest+head-s0"
     assert job("founddiff.sampling_steps=4").key == plain.key  # inference only: the trained weights serve
     longer, other = job("founddiff.dadiff_iterations=10"), job("founddiff.dadiff_iterations=11")
     assert longer.key.startswith(plain.key + "-set") and len({plain.key, longer.key, other.key}) == 3
@@ -138,6 +138,6 @@ def test_old_caches_and_the_committed_checkpoints_are_still_found():
     config = RunConfig(methods=("redcnn", "corediff", "wgan-mse", "founddiff"), out=Path("x"))
     data = f"embedded-{PhantomConfig().digest()}"
     for name in config.methods:
-        found = find_checkpoint(config.train_job(name, data))
+        found = find_checkpoint(config.train_job(name))
         assert found is not None and found.parent.parent == REFERENCE_DIR / name
         assert json.loads((found.parent / "manifest.json").read_text())["data"] == data

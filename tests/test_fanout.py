@@ -18,7 +18,8 @@ from .helpers import tiny_overrides
 
 PROTO = Protocol((0.1, 0.25), (0.1,), TRAINED_ANATOMIES)
 METHODS = ("ldct", "redcnn")
-COLS = ["method", "anatomy", "dose", "seen", "patient", "slice", "reference", "window", "metric", "value"]
+COLS = ["method", "anatomy", "dose", "seen_dose", "seen_anatomy", "seen_data", "patient", "slice", "reference", "window",
+        "metric", "value"]
 
 
 def _config(tiny_dataset, cache, out) -> RunConfig:

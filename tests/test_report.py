@@ -33,7 +33,8 @@ def store(tmp_path_factory):
                     v = base + scale * offset[m] + rng.normal(0, 0.2 * abs(scale), 6)
                     for reference, shift in (("full_dose", 0.0), ("truth", 5.0 * scale)):
                         rows.append(pd.DataFrame({
-                            "run": "fake", "method": m, "anatomy": anatomy, "dose": dose, "seen": seen,
+                            "run": "fake", "method": m, "anatomy": anatomy, "dose": dose, "seen_dose": seen,
+                            "seen_anatomy": anatomy != "head", "seen_data": True,
                             "patient": ["p1"] * 3 + ["p2"] * 3, "slice": list(range(6)), "reference": reference,
                             "window": "founddiff", "metric": metric, "value": v + shift}))
                 st.write_cell(m, anatomy, dose, pd.concat(rows))

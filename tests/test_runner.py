@@ -37,7 +37,9 @@ def test_tiny_run_rows_and_manifest(tiny_dataset, trained_cache, tmp_path):
     # 2 methods x 2 doses x 4 slices x 2 references x 4 chest windows x 3 metrics
     assert len(table) == 2 * 2 * 4 * 2 * 4 * 3
     assert not table.duplicated(["method", "anatomy", "dose", "patient", "slice", "reference", "window", "metric"]).any()
-    assert set(table.loc[table.dose == 0.1, "seen"]) == {True} and set(table.loc[table.dose == 0.25, "seen"]) == {False}
+    assert set(table.loc[table.dose == 0.1, "seen_dose"]) == {True}
+    assert set(table.loc[table.dose == 0.25, "seen_dose"]) == {False}
+    assert table["seen_anatomy"].all() and table["seen_data"].all()
     assert set(table.window) == {"full", "founddiff", "lung", "abdomen"}
     man = (tmp_path / "run" / "manifest.json").read_text()
     for key in ('"git_commit"', '"versions"', '"hardware"', '"timings"', '"protocol"', '"seed"', '"redcnn.denoise_s"'):
@@ -150,7 +152,7 @@ def test_the_committed_checkpoints_beat_the_input_on_every_seen_cell_of_fresh_pa
         assert len(found) == 1, f"{name}: expected one committed checkpoint, found {found}"
         method = for_inference(config, name, found[0])
         for cell in Protocol().cells():
-            if cell.seen:
+            if cell.seen_dose:
                 pairs = reference_sample.pairs([cell.anatomy], [cell.dose], "test", context=get_method(name).context)
                 pred = torch.cat([method.denoise(pairs.ld[i:i + 4]) for i in range(0, len(pairs), 4)])
                 scores.append(score_rows("fresh", name, cell, pairs, pred, ("psnr", "ssim")))

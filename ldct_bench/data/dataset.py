@@ -85,6 +85,11 @@ class PhantomConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def dataset_name(self) -> str:
+        """The cache folder of this dataset (checkpoints trained on it are keyed by it)."""
+        return f"embedded-{self.digest()}"
+
     def digest(self) -> str:
         # The FBP apodisation was first recorded as "window": hashing it under that name keeps the folders of
         # the caches made before it was renamed `filter_window`, and the checkpoints keyed by those folders.
@@ -139,7 +144,7 @@ class LDCTDataset:
                  cache_dir: Path | None = None, progress: bool = True) -> LDCTDataset:
         """The phantom dataset for `config`, simulating whatever (anatomy, split, dose) is missing."""
         config = config or PhantomConfig()
-        root = Path(cache_dir or default_cache_dir()) / f"embedded-{config.digest()}"
+        root = Path(cache_dir or default_cache_dir()) / config.dataset_name
         root.mkdir(parents=True, exist_ok=True)
         mpath = root / "manifest.json"
         manifest = json.loads(mpath.read_text()) if mpath.is_file() else {
@@ -173,11 +178,13 @@ class LDCTDataset:
     def anatomies(self) -> list[str]:
         return sorted(self.manifest["splits"])
 
-    def patients(self, anatomy: str, split: str) -> list[str]:
+    def patients(self, anatomy: str, split: str | tuple[str, ...]) -> list[str]:
+        """The patients of `anatomy` in `split` (or in each of several splits, in order)."""
         if anatomy not in self.manifest["splits"]:
             raise ValueError(f"anatomy {anatomy!r} is not in the dataset at {self.root}; "
                              f"it has {', '.join(self.anatomies)}.")
-        return list(self.manifest["splits"][anatomy].get(split, []))
+        splits = (split,) if isinstance(split, str) else split
+        return [p for s in splits for p in self.manifest["splits"][anatomy].get(s, [])]
 
     def doses(self, anatomy: str | None = None) -> list[float]:
         """Dose fractions present for every patient (of `anatomy`, or of all)."""
@@ -203,7 +210,7 @@ class LDCTDataset:
     def has_truth(self, anatomy: str, patient: str) -> bool:
         return f"{anatomy}/{patient}/truth.npy" in self.manifest["files"]
 
-    def pairs(self, anatomies, doses, split: str, context: int = 0, max_slices: int | None = None,
+    def pairs(self, anatomies, doses, split: str | tuple[str, ...], context: int = 0, max_slices: int | None = None,
               truth: bool = False) -> Pairs:
         """Low-dose/full-dose pairs for every slice of `split`, each dose and anatomy; context=k adds k neighbours
         per side; truth=True adds the noiseless truth where every patient of the query has one."""

@@ -2,14 +2,15 @@
 
 `embedded` is simulated on demand: whatever (anatomy, split, dose) the cache lacks is simulated
 first, and the dataset returned sees it. An imported dataset (its name in the cache, or a folder)
-is checked to hold every dose asked for.
+is checked to hold every dose asked for. A dataset's name and anatomies are known without opening
+its arrays.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..conventions import dose_labels
+from ..conventions import ANATOMIES, dose_labels
 from .dataset import LDCTDataset, PhantomConfig, default_cache_dir
 
 IMPORTABLE = ("mayo2016", "mayo2020")
@@ -22,6 +23,19 @@ def open_dataset(spec: str, doses, anatomies, splits, *, cache_dir: Path | None 
     if spec == "embedded":
         return LDCTDataset.embedded(phantoms or PhantomConfig(), doses=doses, anatomies=anatomies, splits=splits,
                                     cache_dir=cache_dir, progress=progress)
+    path = imported_path(spec, cache_dir)
+    ds = LDCTDataset(path)
+    for a in anatomies:
+        have = ds.doses(a)
+        missing = [d for d in doses if not any(abs(d - h) < 1e-6 for h in have)]
+        if missing:
+            raise ValueError(f"dataset {path} has no {dose_labels(missing)} dose for {a}; it has {dose_labels(have)} "
+                             "(import extra doses with --doses).")
+    return ds
+
+
+def imported_path(spec: str, cache_dir: Path | None = None) -> Path:
+    """The folder of an imported dataset given by name (in the cache) or path."""
     path = Path(spec)
     if not path.exists():
         named = Path(cache_dir or default_cache_dir()) / spec
@@ -31,11 +45,17 @@ def open_dataset(spec: str, doses, anatomies, splits, *, cache_dir: Path | None 
         path = named
     if not path.is_dir():
         raise FileNotFoundError(f"--data {spec}: no such dataset folder.")
-    ds = LDCTDataset(path)
-    for a in anatomies:
-        have = ds.doses(a)
-        missing = [d for d in doses if not any(abs(d - h) < 1e-6 for h in have)]
-        if missing:
-            raise ValueError(f"dataset {path} has no {dose_labels(missing)} dose for {a}; it has {dose_labels(have)} "
-                             "(import extra doses with --doses).")
-    return ds
+    return path
+
+
+def dataset_name(spec: str, cache_dir: Path | None = None, phantoms: PhantomConfig | None = None) -> str:
+    """The name checkpoints trained on `spec` are keyed by (its cache folder), without simulating anything."""
+    return (phantoms or PhantomConfig()).dataset_name if spec == "embedded" else imported_path(spec, cache_dir).name
+
+
+def dataset_anatomies(spec: str, cache_dir: Path | None = None) -> tuple[str, ...]:
+    """The body regions `spec` holds, in the suite's order (the embedded set has all of them)."""
+    if spec == "embedded":
+        return ANATOMIES
+    have = LDCTDataset(imported_path(spec, cache_dir)).anatomies
+    return tuple(a for a in ANATOMIES if a in have) + tuple(sorted(set(have) - set(ANATOMIES)))

@@ -11,6 +11,7 @@ from ..atomic import atomic_write_text
 from ..environment import git_commit, versions
 from ..results import RunStore
 from . import figures
+from . import generalization as gen
 from .html import page
 from .leaderboard import build_leaderboard, cost_table, to_frame, to_latex, to_markdown
 
@@ -50,19 +51,26 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
         atomic_write_text(out / name, text)
         written.append(out / name)
 
+    # generalization compares each method with itself across runs (say, its training data and another dataset)
+    general = gen.generalization(pd.concat([st.table(reference) for st in stores]), metrics[0], window, reference)
     if "md" in formats:
         write("leaderboard.md", "\n".join(to_markdown(lb) for lb in boards))
         write("leaderboard_by_dose.md", "\n".join(to_markdown(lb) for lb in by_dose))
+        write("generalization.md", gen.to_markdown(general))
     if "latex" in formats:
         write("leaderboard.tex", "\n".join(to_latex(lb) for lb in boards))
+        write("generalization.tex", gen.to_latex(general))
     if "csv" in formats:
         write("leaderboard.csv", pd.concat([to_frame(lb) for lb in boards]).to_csv(index=False))
         write("results.csv", table.to_csv(index=False))
+        write("generalization.csv", gen.to_frame(general).to_csv(index=False))
     figs: list[tuple[str, Path]] = []
     fig_dir = out / "figures"
     for m in metrics[:2]:
         figures.dose_curves(table, fig_dir / f"dose_curves_{m}", m, window)
         figs.append((f"{m.upper()} vs dose per method (shaded: unseen doses)", fig_dir / f"dose_curves_{m}.png"))
+    figures.generalization_plot(general, fig_dir / "generalization")
+    figs.append((general.caption(), fig_dir / "generalization.png"))
     figures.box_plots(table, fig_dir / "box_psnr", "psnr", window)
     figs.append(("per-slice PSNR by anatomy, seen vs unseen doses", fig_dir / "box_psnr.png"))
     if len(stores) == 1:
@@ -78,7 +86,7 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
             figs.append(("DA-CLIP: estimated vs true dose, and its dose embedding", fig_dir / "daclip_perception.png"))
     written += sorted(fig_dir.glob("*"))
     if "html" in formats:
-        write("report.html", page("ldct-bench report", by_dose + boards, figs, manifests))
+        write("report.html", page("ldct-bench report", by_dose + boards, figs, manifests, general))
     # how this report was made: which stores, which options, which code (the stores' own manifests say how they were made)
     write("report_manifest.json", json.dumps({
         "command": "ldct-bench report " + " ".join(str(d) for d in run_dirs) + f" --out {out} --format {','.join(formats)}"

@@ -34,7 +34,7 @@ def dose_curves(table: pd.DataFrame, path: Path, metric: str = "psnr", window: s
     sub = table[(table.metric == metric) & (table.window == window)]
     anatomies = sorted(sub.anatomy.unique())
     fig, axes = plt.subplots(1, len(anatomies), figsize=(4.2 * len(anatomies), 3.4), squeeze=False, sharey=False)
-    seen = sub.groupby("dose")["seen"].first()
+    seen = sub.groupby("dose")["seen_dose"].all()
     for ax, anatomy in zip(axes[0], anatomies):
         d = sub[sub.anatomy == anatomy].groupby(["method", "dose"])["value"].mean().reset_index()
         for dose, s in seen.items():
@@ -55,7 +55,7 @@ def dose_curves(table: pd.DataFrame, path: Path, metric: str = "psnr", window: s
 
 def box_plots(table: pd.DataFrame, path: Path, metric: str = "psnr", window: str = "founddiff") -> list[Path]:
     sub = table[(table.metric == metric) & (table.window == window)].copy()
-    sub["doses"] = np.where(sub.seen, "seen", "unseen")
+    sub["doses"] = np.where(sub.seen_dose, "seen", "unseen")
     g = sns.catplot(data=sub, x="method", y="value", hue="doses", col="anatomy", kind="box", height=3.2, aspect=1.2,
                     sharey=False, fliersize=1.5)
     g.set_axis_labels("", f"{metric.upper()} [{window}]")
@@ -128,5 +128,31 @@ def perception_plot(perception: pd.DataFrame, path: Path) -> list[Path]:
     a2.set_xlabel("PC 1")
     a2.set_ylabel("PC 2")
     a2.set_title("dose embedding")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def generalization_plot(g, path: Path) -> list[Path]:
+    """Per axis held out: each method's regret (distance to the cell's best) over seen and over unseen cells, with
+    its patient-bootstrap CI; the interpolation residual beside them when there is one."""
+    measures = list(dict.fromkeys(c[0] for c in g.table.columns))
+    axes_names = list(dict.fromkeys(m.split(" regret")[0] for m in measures if " regret" in m))
+    panels = axes_names + (["dose interpolation"] if "dose interpolation" in measures else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    methods = list(g.table.index)
+    x = np.arange(len(methods))
+    for ax, panel in zip(axes[0], panels):
+        parts = [("seen", f"{panel} regret, seen"), ("unseen", f"{panel} regret, unseen")] if panel in axes_names \
+            else [("", panel)]
+        width = 0.8 / len(parts)
+        for k, (label, key) in enumerate(parts):
+            mean, lo, hi = (g.table[(key, s)].to_numpy() for s in ("mean", "lo", "hi"))
+            ax.bar(x + (k - (len(parts) - 1) / 2) * width, mean, width, yerr=[mean - lo, hi - mean], capsize=2,
+                   label=label or None, color=None if label != "unseen" else "#e8913a")
+        ax.set_xticks(x, methods, rotation=30, ha="right")
+        ax.set_title(panel if panel not in axes_names else f"{panel}: regret ({g.metric.upper()})")
+        ax.axhline(0, color="0.5", lw=0.8)
+        if len(parts) > 1:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return save(fig, path)

@@ -59,12 +59,17 @@ def image_tag(path: Path, alt: str) -> str:
             f"<figcaption>{html.escape(alt)}</figcaption></figure>")
 
 
-def page(title: str, boards: list[Leaderboard], figures: list[tuple[str, Path]], manifests: dict[str, dict]) -> str:
+def page(title: str, boards: list[Leaderboard], figures: list[tuple[str, Path]], manifests: dict[str, dict],
+         general=None) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              "<p>Each table's caption says what its numbers are against, n, the CI and the test. <b>best</b>, "
              "<u>second</u>; orange headers: doses not seen in training. Click a header to sort.</p>"]
     parts += [leaderboard_html(lb) for lb in boards]
+    if general is not None:
+        from .generalization import to_html
+
+        parts.append(to_html(general))
     parts.append("<h2>Figures</h2>")
     parts += [image_tag(p, caption) for caption, p in figures]
     parts.append("<h2>Run manifests</h2>")

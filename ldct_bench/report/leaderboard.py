@@ -39,6 +39,8 @@ class Leaderboard:
     unit: str = "patient"
     reference: str = "full_dose"
     cost: pd.DataFrame | None = None  # index: method; columns: COST_COLUMNS' keys
+    unseen_anatomies: frozenset = frozenset()  # anatomies training did not see
+    unseen_data: bool = False  # the scores are on a dataset training did not see
 
     @property
     def higher_is_better(self) -> bool:
@@ -49,7 +51,8 @@ class Leaderboard:
 
     def column_label(self, col) -> str:
         anatomy, dose = col
-        return f"{anatomy} {dose_label(dose)}{'' if self.seen[dose] else ' (unseen)'}"
+        held_out = "" if anatomy not in self.unseen_anatomies else " (unseen anatomy)"
+        return f"{anatomy}{held_out} {dose_label(dose)}{'' if self.seen[dose] else ' (unseen)'}"
 
     def caption(self) -> str:
         """What every number of the table means: reference, window, n, CI, test, marks."""
@@ -60,7 +63,8 @@ class Leaderboard:
         return (f"{self.metric.upper()} ({arrow}) against {REFERENCE_TEXT.get(self.reference, self.reference)}, "
                 f"window {self.window}. Mean over test slices [{CI_METHOD}]; n = {n} patients per cell. "
                 f"Best in bold, second underlined; † differs from the best ({UNITS[self.unit]}, Holm-corrected "
-                f"within this table, p < 0.05). Unseen: doses not seen in training{cost}.")
+                f"within this table, p < 0.05). Unseen: not seen in training"
+                f"{'; every column is on a dataset training did not see' if self.unseen_data else ''}{cost}.")
 
     def cost_cells(self, method) -> list[str]:
         if self.cost is None:
@@ -97,14 +101,15 @@ def build_leaderboard(table: pd.DataFrame, metric: str = "psnr", window: str = "
     wide = {k: cmp.pivot_table(index="method", columns=["anatomy", "dose"], values=k, dropna=False)
             for k in ("mean", "ci_lo", "ci_hi", "rank", "p_vs_best")}
     n_patients = cmp.groupby(["anatomy", "dose"])["n_patients"].max()
-    seen = sub.groupby("dose")["seen"].first().to_dict()
+    seen = sub.groupby("dose")["seen_dose"].all().to_dict()
     # seen doses first, then the held-out ones, each by dose; anatomies grouped
     order = sorted(wide["mean"].columns, key=lambda c: (not seen[c[1]], c[0], c[1]))
     wide = {k: f.reindex(columns=order) for k, f in wide.items()}
     overall = wide["rank"].mean(axis=1).sort_values()
     wide = {k: f.loc[overall.index] for k, f in wide.items()}
     return Leaderboard(metric, window, wide["mean"], wide["ci_lo"], wide["ci_hi"], wide["rank"], wide["p_vs_best"],
-                       n_patients.reindex(order), seen, overall, unit, reference, cost)
+                       n_patients.reindex(order), seen, overall, unit, reference, cost,
+                       frozenset(sub.loc[~sub["seen_anatomy"], "anatomy"]), not sub["seen_data"].all())
 
 
 def cost_table(manifests: dict[str, dict], table: pd.DataFrame, labelled: bool) -> pd.DataFrame:
@@ -202,7 +207,9 @@ def to_frame(lb: Leaderboard) -> pd.DataFrame:
         cost = lb.cost.loc[m].to_dict() if lb.cost is not None and m in lb.cost.index else {}
         for c in lb.columns():
             out.append({"metric": lb.metric, "window": lb.window, "reference": lb.reference, "method": m,
-                        "anatomy": c[0], "dose": c[1], "seen": lb.seen[c[1]], "mean": lb.mean.at[m, c],
+                        "anatomy": c[0], "dose": c[1], "seen_dose": lb.seen[c[1]],
+                        "seen_anatomy": c[0] not in lb.unseen_anatomies, "seen_data": not lb.unseen_data,
+                        "mean": lb.mean.at[m, c],
                         "ci_lo": lb.ci_lo.at[m, c], "ci_hi": lb.ci_hi.at[m, c], "n_patients": int(lb.n_patients[c]),
                         "rank": int(lb.rank.at[m, c]), "p_vs_best_holm": lb.p_value.at[m, c], "test": UNITS[lb.unit],
                         "overall_rank": lb.overall_rank[m], **cost})
@@ -217,7 +224,7 @@ def summary_text(table: pd.DataFrame, window: str = "founddiff") -> str:
     if sub.empty:
         return "(no rows)"
     piv = sub.pivot_table(index="method", columns=["metric", "dose"], values="value", aggfunc="mean")
-    seen = sub.groupby("dose")["seen"].first()
+    seen = sub.groupby("dose")["seen_dose"].all()
     lines = [f"window: {window}  (* = dose seen in training)"]
     for metric, fmt in (("psnr", "{:7.2f}"), ("ssim", "{:7.4f}"), ("rmse", "{:7.1f}")):
         if metric not in piv.columns.get_level_values(0):

@@ -1,0 +1,166 @@
+"""How well each method generalizes, measured like with like along every axis (dose, anatomy, dataset).
+
+A raw gain over the input is not comparable across doses (a noisier held-out dose leaves more to gain), so
+both measures here are dose-matched:
+
+* **regret**: in each cell (run, anatomy, dose) a method's distance to the best method of that cell,
+  in the metric's better direction (0 = the best); averaged over the cells training saw and over those it
+  did not, along each axis that has both. Every method faces the same cells, so only how it ranks moves it.
+* **interpolation**: at an unseen dose between two seen ones, the method's score minus the log-dose
+  interpolation of its own scores at those neighbours (same anatomy), signed so that > 0 is better than
+  its seen doses predict.
+
+Several runs are measured together (a run on the training data and one on another dataset make the
+dataset axis). CIs come from a patient-cluster bootstrap: patients are resampled within their run and
+anatomy, and every cell mean, best method and average is recomputed from the resample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..metrics.registry import METRICS
+from ..results import AXES
+
+N_BOOT = 1000
+CELL_KEYS = ["run", "seen_data", "anatomy", "dose"]  # a cell: one run's scores of one anatomy at one dose
+
+
+@dataclass
+class Generalization:
+    """Per method: regret over seen and unseen cells per axis, and the interpolation residual, each with its CI."""
+
+    metric: str
+    window: str
+    reference: str
+    table: pd.DataFrame  # index: method; columns: (measure, statistic) with statistic in mean/lo/hi
+    n_patients: int
+
+    def caption(self) -> str:
+        better = "higher" if METRICS.get(self.metric) is None or METRICS[self.metric].higher_is_better else "lower"
+        return (f"Generalization in {self.metric.upper()} ({better} is better), window {self.window}, against "
+                f"{self.reference.replace('_', ' ')}. Regret: distance to the best method of the same cell (0 = best), "
+                "averaged over the cells training saw and over those it did not, per axis; interpolation: score at "
+                "an unseen dose between seen ones minus the log-dose interpolation of the method's own seen "
+                f"neighbours (> 0: better than predicted). Mean [95 % patient-cluster bootstrap CI, {N_BOOT} "
+                f"resamples within run and anatomy]; n = {self.n_patients} patients.")
+
+
+def generalization(table: pd.DataFrame, metric: str = "psnr", window: str = "founddiff",
+                   reference: str = "full_dose") -> Generalization:
+    """The generalization measures of `table` (one reference's scores; see the module docstring)."""
+    sub = table[(table["metric"] == metric) & (table["window"] == window) & (table["reference"] == reference)]
+    if sub.empty:
+        raise ValueError(f"no {metric!r} scores in window {window!r} against {reference!r} to measure generalization.")
+    sign = 1.0 if metric not in METRICS or METRICS[metric].higher_is_better else -1.0
+    sub = sub.assign(unit=sub["run"].astype(str) + "/" + sub["anatomy"] + "/" + sub["patient"].astype(str))
+    per_patient = sub.groupby(["method", *CELL_KEYS, "unit"], observed=True)["value"].mean()
+    cube = per_patient.unstack("unit")  # rows (method, cell), columns patients
+    methods = list(cube.index.get_level_values("method").unique())
+    cells = pd.MultiIndex.from_frame(sub[CELL_KEYS].drop_duplicates().sort_values(CELL_KEYS))
+    values = np.stack([cube.loc[m].reindex(cells).to_numpy() for m in methods])  # (methods, cells, units); NaN: not run
+    weights = _bootstrap_weights(list(cube.columns), N_BOOT)  # (1 + N_BOOT, units); row 0: the sample itself
+    present = np.isfinite(values).any(axis=0)
+    means = np.einsum("mcu,bu->bmc", np.nan_to_num(values), weights) / np.einsum("cu,bu->bc", present, weights)[:, None]
+    means[:, ~np.isfinite(values).any(axis=2)] = np.nan  # a method not run in a cell has no score there
+    flags = sub.drop_duplicates(CELL_KEYS).set_index(CELL_KEYS, drop=False)[list(AXES.values())].reindex(cells)
+    columns = {}
+    score = sign * means  # higher is better
+    regret = np.nanmax(score, axis=1, keepdims=True) - score  # (boot, methods, cells), 0 for the cell's best
+    for axis, flag in AXES.items():
+        seen = flags[flag].to_numpy(dtype=bool)
+        if seen.all() or not seen.any():
+            continue  # this axis was not held out (or nothing of it was seen): nothing to compare
+        for label, mask in (("seen", seen), ("unseen", ~seen)):
+            columns[(f"{axis} regret, {label}", "")] = np.nanmean(regret[:, :, mask], axis=2)
+    interp = _interpolation(score, cells, flags)
+    if interp is not None:
+        columns[("dose interpolation", "")] = interp
+    rows = {}
+    for (name, _), boot in columns.items():
+        lo, hi = np.nanquantile(boot[1:], [0.025, 0.975], axis=0)
+        for i, m in enumerate(methods):
+            rows.setdefault(m, {}).update({(name, "mean"): boot[0, i], (name, "lo"): lo[i], (name, "hi"): hi[i]})
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    return Generalization(metric, window, reference, frame, int(len(cube.columns)))
+
+
+def _bootstrap_weights(units: list[str], n_boot: int, seed: int = 0) -> np.ndarray:
+    """How often each patient is drawn: row 0 once each (the sample), then `n_boot` resamples of every stratum
+    (dataset and anatomy) with replacement."""
+    rng = np.random.default_rng(seed)
+    strata = pd.Series(units).str.rsplit("/", n=1).str[0]
+    weights = np.ones((1 + n_boot, len(units)))
+    for _, idx in strata.groupby(strata).groups.items():
+        idx = np.asarray(idx)
+        weights[1:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1 / len(idx)), size=n_boot)
+    return weights
+
+
+def _interpolation(score: np.ndarray, cells: pd.MultiIndex, flags: pd.DataFrame) -> np.ndarray | None:
+    """(boot, methods) mean over (dataset, anatomy, unseen dose between seen ones) of score minus the log-dose
+    interpolation of the neighbouring seen doses; None when no unseen dose lies between seen ones."""
+    residuals = []
+    frame = pd.DataFrame({"i": range(len(cells)), "seen": flags["seen_dose"].to_numpy()}, index=cells)
+    for _, group in frame.groupby(level=["run", "anatomy"]):
+        doses = group.index.get_level_values("dose").to_numpy()
+        seen = group["seen"].to_numpy()
+        for k in np.flatnonzero(~seen):
+            below = [j for j in np.flatnonzero(seen) if doses[j] < doses[k]]
+            above = [j for j in np.flatnonzero(seen) if doses[j] > doses[k]]
+            if not below or not above:
+                continue
+            lo, hi = max(below, key=lambda j: doses[j]), min(above, key=lambda j: doses[j])
+            t = (np.log(doses[k]) - np.log(doses[lo])) / (np.log(doses[hi]) - np.log(doses[lo]))
+            i_lo, i_hi, i_k = (group["i"].iloc[j] for j in (lo, hi, k))
+            residuals.append(score[:, :, i_k] - ((1 - t) * score[:, :, i_lo] + t * score[:, :, i_hi]))
+    return np.nanmean(residuals, axis=0) if residuals else None
+
+
+def to_markdown(g: Generalization, fmt: str = "{:.2f}") -> str:
+    measures = list(dict.fromkeys(c[0] for c in g.table.columns))
+    lines = [g.caption(), "", "| method | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
+    for m, row in g.table.iterrows():
+        cells = [f"{fmt.format(row[(k, 'mean')])} [{fmt.format(row[(k, 'lo')])}, {fmt.format(row[(k, 'hi')])}]"
+                 for k in measures]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_frame(g: Generalization) -> pd.DataFrame:
+    """Long form for CSV: one row per (method, measure)."""
+    rows = [{"metric": g.metric, "window": g.window, "reference": g.reference, "method": m, "measure": k,
+             "mean": row[(k, "mean")], "ci_lo": row[(k, "lo")], "ci_hi": row[(k, "hi")], "n_patients": g.n_patients}
+            for m, row in g.table.iterrows() for k in dict.fromkeys(c[0] for c in g.table.columns)]
+    return pd.DataFrame(rows)
+
+
+def to_latex(g: Generalization, fmt: str = "{:.2f}") -> str:
+    """A booktabs table (\\usepackage{booktabs}) of the same numbers."""
+    from .leaderboard import _tex_escape
+
+    measures = list(dict.fromkeys(c[0] for c in g.table.columns))
+    rows = [" & ".join([_tex_escape(m), *(f"{fmt.format(r[(k, 'mean')])} [{fmt.format(r[(k, 'lo')])}, "
+                                          f"{fmt.format(r[(k, 'hi')])}]" for k in measures)]) + r" \\"
+            for m, r in g.table.iterrows()]
+    return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(g.caption())}}}",
+                      rf"\begin{{tabular}}{{l{'c' * len(measures)}}}", r"\toprule",
+                      " & ".join(["Method", *(_tex_escape(k) for k in measures)]) + r" \\", r"\midrule", *rows,
+                      r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
+
+
+def to_html(g: Generalization, fmt: str = "{:.2f}") -> str:
+    import html
+
+    measures = list(dict.fromkeys(c[0] for c in g.table.columns))
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in measures)
+    body = "".join(
+        f"<tr><td>{html.escape(str(m))}</td>" + "".join(
+            f'<td data-v="{r[(k, "mean")]:.6g}">{fmt.format(r[(k, "mean")])} [{fmt.format(r[(k, "lo")])}, '
+            f'{fmt.format(r[(k, "hi")])}]</td>' for k in measures) + "</tr>" for m, r in g.table.iterrows())
+    return (f"<h3>Generalization</h3><p>{html.escape(g.caption())}</p><div class='scroll'><table class='sortable'>"
+            f"<thead><tr><th>method</th>{head}</tr></thead><tbody>{body}</tbody></table></div>")
