@@ -235,6 +235,9 @@ def _train_overrides(name: str, opts: dict) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder (default results/runs/<time>).")
 @click.option("--retrain", is_flag=True, help="Train every method anew instead of using saved checkpoints.")
+@click.option("--oracle", is_flag=True,
+              help="Also train each learned method on each unseen dose alone (costly) and report the generalization "
+                   "gap: specialist minus generalist.")
 @click.option("--metrics", "metrics_spec", default=None, help="Comma list (default: rmse,psnr,ssim).")
 @click.option("--save-images", is_flag=True, help="Also save every denoised test slice.")
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
@@ -261,7 +264,7 @@ def run_cmd(**opts):
         from .results import RunStore
 
         config = _run_config(opts)
-        click.echo(unit_states(RunStore(config.out), config.methods, config.protocol).to_string(index=False))
+        click.echo(unit_states(RunStore(config.out), config.entries()).to_string(index=False))
         return
     config = _run_config(opts)
     proto = config.protocol
@@ -270,6 +273,10 @@ def run_cmd(**opts):
                f"(trained: {', '.join(proto.trained_anatomies)}); data: {config.data} "
                f"(trained on: {config.trained_on}); "
                f"device: {config.device}; out: {config.out}")
+    specialists = [e.label for e in config.entries() if e.label not in config.methods]
+    if config.oracle:
+        click.echo(f"oracle specialists: {', '.join(specialists)}" if specialists else
+                   "--oracle: every evaluated dose is seen in training, so there is no specialist to train.")
     if opts["executor"]:
         from .fanout import ClusterOptions, JobsIncomplete, run_matrix_jobs
 
@@ -305,7 +312,7 @@ def _run_config(opts: dict):
         protocol=Protocol(opts["doses"] or base.doses, opts["train_doses"] or base.seen_doses, anatomies, trained),
         data=data, train_data=train_data, profile=opts["profile"], seed=opts["seed"],
         metrics=tuple(split_list(opts["metrics_spec"])) if opts["metrics_spec"] else DEFAULT_METRICS,
-        retrain=opts["retrain"], overrides=parse_overrides(opts["sets"], methods),
+        retrain=opts["retrain"], oracle=opts["oracle"], overrides=parse_overrides(opts["sets"], methods),
         device="cuda" if jobs_elsewhere else resolve_device(opts["device"]), cache_dir=opts["cache_dir"],
         save_images=opts["save_images"])
 

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .checkpoints import TrainJob
+from .conventions import specialist_label
 from .data.dataset import SPLITS, PhantomConfig
 from .data.resolve import dataset_name, open_dataset
 from .methods import get_method
 from .metrics import DEFAULT_METRICS, get_metric
-from .protocol import Protocol
+from .protocol import Cell, Protocol
 
 PROFILES = ("quick", "paper")
 
@@ -62,6 +63,18 @@ def _checked(o: Override, methods) -> Override:
         raise ValueError(f"{where}: {exc}") from None
 
 
+class Entry(NamedTuple):
+    """One labelled set of rows of a run: a method trained on `seen_doses` and scored on `cells`. A generalist
+    (labelled by its method) is trained on the protocol's seen doses and scored on every cell; an `--oracle`
+    specialist ('redcnn@5%') is trained on one unseen dose alone and scored only there, where it is the yardstick
+    of the generalist's generalization gap."""
+
+    label: str
+    method: str
+    seen_doses: tuple[float, ...]
+    cells: tuple[Cell, ...]
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run of the matrix is, validated when built (a bad value is one clear error, before anything
@@ -78,6 +91,7 @@ class RunConfig:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     retrain: bool = False  # train every learned method anew instead of using saved checkpoints
     overrides: tuple[Override, ...] = ()  # config fields set on top of the profile (parse_overrides)
+    oracle: bool = False  # also train a specialist of each learned method on each unseen dose alone
     phantoms: PhantomConfig = field(default_factory=PhantomConfig)  # what 'embedded' simulates
     device: str = "cpu"  # cpu or cuda[:N]
     cache_dir: Path | None = None  # datasets and trained checkpoints (default $LDCT_BENCH_CACHE)
@@ -105,7 +119,7 @@ class RunConfig:
             "methods": list(self.methods), "protocol": self.protocol.to_dict(), "data": self.data,
             "train_data": self.trained_on,
             "profile": self.profile, "seed": self.seed, "metrics": list(self.metrics), "retrain": self.retrain,
-            "overrides": {m: self.overrides_for(m) for m in self.methods if self.overrides_for(m)}}))
+            "oracle": self.oracle, "overrides": {m: self.overrides_for(m) for m in self.methods if self.overrides_for(m)}}))
 
     @property
     def trained_on(self) -> str:
@@ -121,14 +135,29 @@ class RunConfig:
         """The test split of the training data; every patient of a dataset used only for evaluation."""
         return ("test",) if self.seen_data else SPLITS
 
+    def entries(self) -> list[Entry]:
+        """What the run fills: each method as a generalist, then (with `oracle`) each learned method's specialist
+        for each unseen dose."""
+        cells = tuple(self.protocol.cells())
+        out = [Entry(m, m, tuple(self.protocol.seen_doses), cells) for m in self.methods]
+        if self.oracle:
+            unseen = [d for d in self.protocol.doses if not self.protocol.is_seen(d)]
+            out += [Entry(specialist_label(m, d), m, (d,), tuple(c._replace(seen_dose=True) for c in cells if c.dose == d))
+                    for m in self.methods if get_method(m).learned for d in unseen]
+        return out
+
+    def entry(self, label: str) -> Entry:
+        return next(e for e in self.entries() if e.label == label)
+
     def overrides_for(self, method: str) -> dict:
         return {o.field: o.value for o in self.overrides if o.method == method}
 
-    def train_job(self, method: str) -> TrainJob:
-        """What training `method` for this run means (on the training data's seen doses and anatomies); overrides
-        that change only inference are left out."""
+    def train_job(self, method: str, seen_doses: tuple[float, ...] | None = None) -> TrainJob:
+        """What training `method` for this run means (on the training data's seen doses, or `seen_doses` for a
+        specialist, and its trained anatomies); overrides that change only inference are left out."""
         training, _ = get_method(method).Config.split_overrides(self.overrides_for(method))
-        return TrainJob(method, self.profile, tuple(self.protocol.seen_doses), tuple(self.protocol.trained_anatomies),
+        doses = tuple(self.protocol.seen_doses if seen_doses is None else seen_doses)
+        return TrainJob(method, self.profile, doses, tuple(self.protocol.trained_anatomies),
                         dataset_name(self.trained_on, self.cache_dir, self.phantoms), self.seed, training)
 
     def dataset(self, doses=None, anatomies=None, progress: bool = True):
@@ -137,9 +166,9 @@ class RunConfig:
         return open_dataset(self.data, doses or self.protocol.doses, anatomies or self.protocol.anatomies,
                             self.eval_splits, cache_dir=self.cache_dir, phantoms=self.phantoms, progress=progress)
 
-    def train_dataset(self, progress: bool = True):
-        """The training data's train and validation splits at the seen doses and trained anatomies."""
-        return open_dataset(self.trained_on, self.protocol.seen_doses, self.protocol.trained_anatomies,
+    def train_dataset(self, progress: bool = True, doses=None):
+        """The training data's train and validation splits at the seen doses (or `doses`) and trained anatomies."""
+        return open_dataset(self.trained_on, doses or self.protocol.seen_doses, self.protocol.trained_anatomies,
                             ("train", "val"), cache_dir=self.cache_dir, phantoms=self.phantoms, progress=progress)
 
 
@@ -147,5 +176,5 @@ def upgrade_identity(old: dict) -> dict:
     """The manifest config of a run made by an older version, in today's terms (it trained on the data it
     evaluated, on every evaluated anatomy, with no overrides)."""
     protocol = old.get("protocol", {})
-    return {"overrides": {}, "train_data": old.get("data"), **old,
+    return {"overrides": {}, "train_data": old.get("data"), "oracle": False, **old,
             "protocol": {"train_anatomies": protocol.get("anatomies"), **protocol}}

@@ -21,6 +21,16 @@ def dose_label(dose: float) -> str:
     return f"{pct:.0f}%" if abs(pct - round(pct)) < 1e-6 else f"{pct:.1f}%"
 
 
+def specialist_label(method: str, dose: float) -> str:
+    """('redcnn', 0.05) -> 'redcnn@5%': an `--oracle` specialist of `method` trained on `dose` alone."""
+    return f"{method}@{dose_label(dose)}"
+
+
+def specialist_of(label: str) -> str | None:
+    """'redcnn@5%' -> 'redcnn' (the generalist it is compared with); None for a generalist's label."""
+    return label.split("@")[0] if "@" in label else None
+
+
 def dose_labels(doses) -> str:
     """(0.1, 0.5) -> '10%, 50%'."""
     return ", ".join(dose_label(d) for d in doses)

@@ -25,22 +25,24 @@ from .results import RunStore
 from .toolkit import centre_slice
 
 
-def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells: list[Cell], config: RunConfig, *,
-                   progress: bool = True, after_cell=None) -> dict[str, float]:
-    """Denoise and score each unfinished cell; returns the seconds spent denoising and scoring."""
+def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells, config: RunConfig, *,
+                   progress: bool = True, after_cell=None, label: str | None = None) -> dict[str, float]:
+    """Denoise and score each unfinished cell, stored as `label` (default: the method's name); returns the seconds
+    spent denoising and scoring."""
     spent = {"denoise_s": 0.0, "score_s": 0.0}
-    for cell in tqdm(cells, desc=method.name, unit="cell", disable=not progress):
-        if store.has_cell(method.name, cell.anatomy, cell.dose):
+    name = label or method.name
+    for cell in tqdm(cells, desc=name, unit="cell", disable=not progress):
+        if store.has_cell(name, cell.anatomy, cell.dose):
             continue
         pairs = ds.pairs([cell.anatomy], [cell.dose], config.eval_splits, context=method.context, truth=True)
         t = time.perf_counter()
         pred = denoise_all(method, pairs, config)
         spent["denoise_s"] += time.perf_counter() - t
         t = time.perf_counter()
-        rows = score_rows(store.name, method.name, cell, pairs, pred, config.metrics, config.seen_data)
+        rows = score_rows(store.name, name, cell, pairs, pred, config.metrics, config.seen_data)
         spent["score_s"] += time.perf_counter() - t
-        _write_outputs(store, method, ds, cell, pairs, pred, config)
-        store.write_cell(method.name, cell.anatomy, cell.dose, rows)
+        _write_outputs(store, method, name, ds, cell, pairs, pred, config)
+        store.write_cell(name, cell.anatomy, cell.dose, rows)
         if after_cell is not None:
             after_cell()
     return spent
@@ -72,14 +74,14 @@ def score_rows(run: str, name: str, cell: Cell, pairs: Pairs, pred: torch.Tensor
         ignore_index=True)
 
 
-def _write_outputs(store: RunStore, method: Method, ds: LDCTDataset, cell: Cell, pairs: Pairs, pred: torch.Tensor,
-                   config: RunConfig) -> None:
-    _save_examples(store, method.name, cell, pairs, pred, config.examples)
+def _write_outputs(store: RunStore, method: Method, name: str, ds: LDCTDataset, cell: Cell, pairs: Pairs,
+                   pred: torch.Tensor, config: RunConfig) -> None:
+    _save_examples(store, name, cell, pairs, pred, config.examples)
     if config.save_images:
-        store.write_images(method.name, cell.anatomy, cell.dose, pred[:, 0].numpy(), pairs.meta)
-        _save_dicom(store, ds, method.name, cell, pairs.meta, pred[:, 0].numpy())
+        store.write_images(name, cell.anatomy, cell.dose, pred[:, 0].numpy(), pairs.meta)
+        _save_dicom(store, ds, name, cell, pairs.meta, pred[:, 0].numpy())
     perception = method.perceive(centre_slice(pairs.ld))  # DA-CLIP's, for the embedding plots (cheap)
-    if perception is not None:
+    if perception is not None and name == method.name:  # the generalist's perception (a specialist's would mix in)
         store.write_perception(cell.anatomy, cell.dose, _perception_rows(perception, cell, pairs.meta))
 
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_write_json
-from .config import RunConfig
+from .config import Entry, RunConfig
 from .evaluate import evaluate_cells
 from .methods import get_method
-from .protocol import Cell, Protocol
+from .protocol import Cell
 from .results import RunStore
 from .runner import Run, describe, for_inference, train_for_run
 
@@ -59,27 +59,28 @@ def make_executor(kind: str, folder: Path, options: ClusterOptions):
 
 @dataclass
 class Unit:
-    method: str
+    label: str  # the run entry: a method, or an --oracle specialist
     anatomy: str
     cells: list[Cell]
 
     @property
     def key(self) -> str:
-        return f"{self.method}/{self.anatomy}"
+        return f"{self.label}/{self.anatomy}"
 
 
-def units(methods, protocol: Protocol) -> list[Unit]:
-    return [Unit(m, a, [c for c in protocol.cells() if c.anatomy == a]) for m in methods for a in protocol.anatomies]
+def units(entries: list[Entry]) -> list[Unit]:
+    return [Unit(e.label, a, cells) for e in entries
+            for a in dict.fromkeys(c.anatomy for c in e.cells) if (cells := [c for c in e.cells if c.anatomy == a])]
 
 
 # ---------------------------------------------------------------------------------------------- the jobs
-def train_job(config: RunConfig, name: str) -> str:
-    return str(train_for_run(config, name, progress=False))
+def train_job(config: RunConfig, label: str) -> str:
+    return str(train_for_run(config, label, progress=False))
 
 
 def unit_job(config: RunConfig, unit: Unit, checkpoint: str | None) -> dict:
     """Evaluate one unit into the store at config.out; returns its timings and what ran."""
-    method = for_inference(config, unit.method, Path(checkpoint) if checkpoint else None)
+    method = for_inference(config, config.entry(unit.label).method, Path(checkpoint) if checkpoint else None)
     ds = config.dataset(sorted({c.dose for c in unit.cells}), [unit.anatomy], progress=False)
     die_after = int(os.environ.get("LDCT_BENCH_KILL_AFTER_CELLS", "0"))  # test hook: die as a scheduler kill would
     written = {"n": 0}
@@ -89,17 +90,18 @@ def unit_job(config: RunConfig, unit: Unit, checkpoint: str | None) -> dict:
         if die_after and written["n"] >= die_after:
             os._exit(137)
 
-    spent = evaluate_cells(RunStore(config.out), method, ds, unit.cells, config, progress=False, after_cell=after_cell)
+    spent = evaluate_cells(RunStore(config.out), method, ds, unit.cells, config, progress=False, after_cell=after_cell,
+                           label=unit.label)
     return {"timings": spent, "method": describe(method, checkpoint or "none")}
 
 
 # --------------------------------------------------------------------------------------------- the driver
-def unit_states(store: RunStore, methods, protocol: Protocol) -> pd.DataFrame:
+def unit_states(store: RunStore, entries: list[Entry]) -> pd.DataFrame:
     """done / running / failed / killed / pending for every unit, from the store's cells and submitit's files."""
     jobs = _read_jobs(store)
     rows = []
-    for u in units(methods, protocol):
-        have = sum(store.has_cell(u.method, c.anatomy, c.dose) for c in u.cells)
+    for u in units(entries):
+        have = sum(store.has_cell(u.label, c.anatomy, c.dose) for c in u.cells)
         job = jobs.get(u.key)
         state = "done" if have == len(u.cells) else "pending" if job is None else _job_state(store, job)
         rows.append({"unit": u.key, "state": state, "cells": f"{have}/{len(u.cells)}",
@@ -113,16 +115,16 @@ def run_matrix_jobs(config: RunConfig, executor_kind: str, options: ClusterOptio
     run = Run.open(config, cli_args, progress)
     run.manifest["executor"] = {"kind": executor_kind, **asdict(options)}
     ex = make_executor(executor_kind, run.store.root / "jobs", options)
-    todo = [u for u in units(config.methods, config.protocol)
-            if not all(run.store.has_cell(u.method, c.anatomy, c.dose) for c in u.cells)]
-    states = unit_states(run.store, config.methods, config.protocol).set_index("unit")["state"]
+    todo = [u for u in units(config.entries())
+            if not all(run.store.has_cell(u.label, c.anatomy, c.dose) for c in u.cells)]
+    states = unit_states(run.store, config.entries()).set_index("unit")["state"]
     busy = [u for u in todo if states[u.key] == "running"]
     if busy:
         echo(f"{len(busy)} unit(s) still running from an earlier submission ({', '.join(u.key for u in busy)}); "
              "they are left alone: check with --status and run again once they have ended.")
     todo = [u for u in todo if u not in busy]
     failed = _train_missing(run, ex, executor_kind, todo, echo)
-    failed += _evaluate_units(run, ex, executor_kind, [u for u in todo if u.method not in failed], echo)
+    failed += _evaluate_units(run, ex, executor_kind, [u for u in todo if u.label not in failed], echo)
     table = run.finish()
     if failed or busy:
         what = f"{len(failed)} job(s) failed ({', '.join(failed)})" if failed else f"{len(busy)} unit(s) were still running"
@@ -132,10 +134,11 @@ def run_matrix_jobs(config: RunConfig, executor_kind: str, options: ClusterOptio
 
 
 def _train_missing(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> list[str]:
-    """Train, one job per method, every learned method of `todo` without a checkpoint; the methods that failed."""
-    to_train = sorted({u.method for u in todo if run.needs_training(u.method)})
+    """Train, one job per entry, every learned method of `todo` without a checkpoint; the entries that failed."""
+    to_train = sorted({u.label for u in todo if run.needs_training(u.label)})
     if to_train and run.config.trained_on == "embedded":  # simulate the training splits once, not in every job
-        run.config.train_dataset(run.progress)
+        for doses in dict.fromkeys(run.config.entry(label).seen_doses for label in to_train):
+            run.config.train_dataset(run.progress, doses)
     submitted = {m: ex.submit(train_job, run.config, m) for m in to_train}
     _record_jobs(run.store, {f"train:{m}": job for m, job in submitted.items()}, executor_kind)
     if submitted:
@@ -145,9 +148,9 @@ def _train_missing(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> 
 
 def _evaluate_units(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> list[str]:
     """One job per unit, each given its method's checkpoint; the keys of the units that failed."""
-    checkpoints = {m: run.checkpoint(m) for m in {u.method for u in todo}}
-    runnable = [u for u in todo if checkpoints[u.method] or not get_method(u.method).learned]
-    jobs = {u.key: ex.submit(unit_job, run.config, u, str(checkpoints[u.method]) if checkpoints[u.method] else None)
+    checkpoints = {label: run.checkpoint(label) for label in {u.label for u in todo}}
+    runnable = [u for u in todo if checkpoints[u.label] or not get_method(run.config.entry(u.label).method).learned]
+    jobs = {u.key: ex.submit(unit_job, run.config, u, str(checkpoints[u.label]) if checkpoints[u.label] else None)
             for u in runnable}
     _record_jobs(run.store, jobs, executor_kind)
     echo(f"submitted {len(jobs)} unit job(s) to the {executor_kind} executor; logs in {run.store.root / 'jobs'}")
@@ -157,7 +160,7 @@ def _evaluate_units(run: Run, ex, executor_kind: str, todo: list[Unit], echo) ->
         if res is None:
             failed.append(key)
             continue
-        run.record(key.split("/")[0], res["method"], res["timings"])
+        run.record(key.rsplit("/", 1)[0], res["method"], res["timings"])
     return failed
 
 

@@ -1,10 +1,11 @@
 """The runner: the one place that ties data, methods and metrics together.
 
-For each method of a RunConfig: load its checkpoint for this dataset, profile, seen doses
-and overrides (committed reference weights first, then the cache) or train it; then, cell
-by cell over the dose x anatomy matrix, denoise every test slice, score it and write the
-cell atomically (evaluate.py). A re-run with the same --out skips finished cells. The
-fan-out (fanout.py) runs the same steps as jobs.
+For each method of a RunConfig (and with --oracle each specialist on one unseen dose): load
+its checkpoint for this dataset, profile, seen doses and overrides (committed reference
+weights first, then the cache) or train it; then, cell by cell over the dose x anatomy
+matrix, denoise every test slice, score it and write the cell atomically (evaluate.py).
+A re-run with the same --out skips finished cells. The fan-out (fanout.py) runs the same
+steps as jobs.
 """
 
 from __future__ import annotations
@@ -53,33 +54,37 @@ class Run:
         manifest["dataset"] = {"root": str(ds.root), "name": ds.root.name, "config": ds.manifest.get("config")}
         return cls(config, store, manifest, ds, progress)
 
-    # -- the methods ----------------------------------------------------------------------------------------
-    def job(self, name: str) -> TrainJob:
-        return self.config.train_job(name)
+    # -- the methods (by entry label: a method, or an --oracle specialist 'redcnn@5%') ----------------------
+    def job(self, label: str) -> TrainJob:
+        entry = self.config.entry(label)
+        return self.config.train_job(entry.method, entry.seen_doses)
 
-    def checkpoint(self, name: str) -> Path | None:
-        """The saved weights of `name` for this run's job, if any (None for methods that learn nothing)."""
-        return find_checkpoint(self.job(name), self.config.cache_dir) if get_method(name).learned else None
+    def checkpoint(self, label: str) -> Path | None:
+        """The saved weights of `label` for this run's job, if any (None for methods that learn nothing)."""
+        learned = get_method(self.config.entry(label).method).learned
+        return find_checkpoint(self.job(label), self.config.cache_dir) if learned else None
 
-    def needs_training(self, name: str) -> bool:
-        return get_method(name).learned and (self.config.retrain or self.checkpoint(name) is None)
+    def needs_training(self, label: str) -> bool:
+        learned = get_method(self.config.entry(label).method).learned
+        return learned and (self.config.retrain or self.checkpoint(label) is None)
 
-    def method(self, name: str) -> tuple[Method, str]:
-        """`name` ready for inference, and where its weights came from (trained first when it has no checkpoint)."""
+    def method(self, label: str) -> tuple[Method, str]:
+        """`label` ready for inference, and where its weights came from (trained first when it has no checkpoint)."""
+        name = self.config.entry(label).method
         cls = get_method(name)
         if not cls.learned:
             return for_inference(self.config, name, None), "none"
-        path = None if self.config.retrain else self.checkpoint(name)
+        path = None if self.config.retrain else self.checkpoint(label)
         if path is None:
             why = cls.unavailable()
             if why:
                 raise ValueError(f"method {name!r} has no checkpoint for this dataset and cannot train here: {why}.")
-            path = train_for_run(self.config, name, self.progress)
+            path = train_for_run(self.config, label, self.progress)
         return for_inference(self.config, name, path), str(path)
 
     # -- the record -----------------------------------------------------------------------------------------
-    def done(self, name: str) -> bool:
-        return all(self.store.has_cell(name, c.anatomy, c.dose) for c in self.config.protocol.cells())
+    def done(self, label: str) -> bool:
+        return all(self.store.has_cell(label, c.anatomy, c.dose) for c in self.config.entry(label).cells)
 
     def record(self, name: str, description: dict, timings: dict[str, float]) -> None:
         """What ran as `name` (see `describe`) and its seconds per stage, added to the manifest."""
@@ -120,27 +125,29 @@ def describe(method: Method, source: str) -> dict:
     return out
 
 
-def train_for_run(config: RunConfig, name: str, progress: bool = True) -> Path:
-    """Train `name` for `config` on its seen doses (simulating the training splits where they are missing, and
-    training on the dataset that holds them); returns the weights."""
-    ds = config.train_dataset(progress)
-    manifest = train_method(config.train_job(name), ds, device=config.device, retrain=config.retrain,
-                            cache_dir=config.cache_dir, progress=progress)
+def train_for_run(config: RunConfig, label: str, progress: bool = True) -> Path:
+    """Train the entry `label` of `config` on its seen doses (simulating the training splits where they are
+    missing, and training on the dataset that holds them); returns the weights."""
+    entry = config.entry(label)
+    ds = config.train_dataset(progress, entry.seen_doses)
+    manifest = train_method(config.train_job(entry.method, entry.seen_doses), ds, device=config.device,
+                            retrain=config.retrain, cache_dir=config.cache_dir, progress=progress)
     if not manifest["complete"]:
-        raise RuntimeError(f"training {name} stopped before its last iteration; run again to resume.")
+        raise RuntimeError(f"training {label} stopped before its last iteration; run again to resume.")
     return Path(manifest["dir"]) / "weights.safetensors"
 
 
 def run_matrix(config: RunConfig, *, cli_args: dict | None = None, progress: bool = True, echo=print) -> pd.DataFrame:
     """Run every method of `config` on every (anatomy, dose) cell in this process; returns the results table."""
     run = Run.open(config, cli_args, progress)
-    for name in config.methods:
-        if run.done(name):
-            echo(f"{name}: all {len(config.protocol.cells())} cells already done, skipping")
+    for entry in config.entries():
+        if run.done(entry.label):
+            echo(f"{entry.label}: all {len(entry.cells)} cells already done, skipping")
             continue
         t = time.perf_counter()
-        method, source = run.method(name)
+        method, source = run.method(entry.label)
         load_s = time.perf_counter() - t
-        spent = evaluate_cells(run.store, method, run.dataset, config.protocol.cells(), config, progress=progress)
-        run.record(name, describe(method, source), {"load_s": load_s, **spent})
+        spent = evaluate_cells(run.store, method, run.dataset, entry.cells, config, progress=progress,
+                               label=entry.label)
+        run.record(entry.label, describe(method, source), {"load_s": load_s, **spent})
     return run.finish()

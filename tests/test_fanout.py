@@ -41,7 +41,7 @@ def in_process(tiny_dataset, trained_cache, tmp_path_factory):
 def test_local_executor_gives_the_in_process_table(tiny_dataset, trained_cache, in_process, tmp_path):
     table = _jobs(tiny_dataset, trained_cache, tmp_path / "run")
     pd.testing.assert_frame_equal(table[COLS].reset_index(drop=True), in_process[COLS].reset_index(drop=True))
-    states = unit_states(RunStore(tmp_path / "run"), METHODS, PROTO)
+    states = unit_states(RunStore(tmp_path / "run"), _config(tiny_dataset, trained_cache, tmp_path).entries())
     assert states.state.tolist() == ["done", "done"] and states.cells.tolist() == ["2/2", "2/2"]
 
 
@@ -51,7 +51,7 @@ def test_killed_jobs_are_resubmitted_without_duplicate_rows(tiny_dataset, traine
     monkeypatch.setenv("LDCT_BENCH_KILL_AFTER_CELLS", "1")  # each job dies hard after its first cell
     with pytest.raises(JobsIncomplete, match="2 job\\(s\\) failed"):
         _jobs(tiny_dataset, trained_cache, out)
-    states = unit_states(RunStore(out), METHODS, PROTO)
+    states = unit_states(RunStore(out), _config(tiny_dataset, trained_cache, out).entries())
     assert states.state.tolist() == ["killed", "killed"] and states.cells.tolist() == ["1/2", "1/2"]
     first_jobs = set(states.job)
 
@@ -63,7 +63,7 @@ def test_killed_jobs_are_resubmitted_without_duplicate_rows(tiny_dataset, traine
     table = _jobs(tiny_dataset, trained_cache, out)
     assert not table.duplicated(COLS[:-1]).any()
     pd.testing.assert_frame_equal(table[COLS].reset_index(drop=True), in_process[COLS].reset_index(drop=True))
-    states = unit_states(RunStore(out), METHODS, PROTO)
+    states = unit_states(RunStore(out), _config(tiny_dataset, trained_cache, out).entries())
     assert states.state.tolist() == ["done", "done"] and not set(states.job) & first_jobs  # new jobs did the rest
 
 

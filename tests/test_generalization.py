@@ -16,7 +16,7 @@ from ldct_bench.config import RunConfig
 from ldct_bench.data.dicom_import import import_dataset
 from ldct_bench.protocol import Protocol
 from ldct_bench.report import make_report
-from ldct_bench.report.generalization import generalization
+from ldct_bench.report.generalization import generalization, to_markdown
 from ldct_bench.results import COLUMNS, upgrade
 from ldct_bench.runner import run_matrix
 
@@ -130,3 +130,35 @@ def test_old_stores_read_with_what_their_flags_could_only_have_meant():
     new = upgrade(old)
     assert list(new.columns) == COLUMNS and new.seen_anatomy.all() and new.seen_data.all()
     assert (new.seen_dose == old.seen).all() and set(new.reference) == {"full_dose"}
+
+
+def test_the_oracle_gap_is_the_specialist_minus_the_generalist_at_each_unseen_dose():
+    t = _scores()
+    special = t[(t.method == "b") & (t.dose == 0.25)].assign(method="b@25%", seen_dose=True, value=lambda d: d.value + 2)
+    g = generalization(pd.concat([t, special], ignore_index=True))
+    assert list(g.table.index) == ["a", "b"]  # the specialist is a yardstick, not a row
+    assert g.table.loc["b", ("oracle gap at 25%", "mean")] == pytest.approx(2.0)
+    assert np.isnan(g.table.loc["a", ("oracle gap at 25%", "mean")])
+    assert g.table.loc["b", ("dose regret, unseen", "mean")] == pytest.approx(0.5)  # regret ignores specialists
+    assert to_markdown(g).splitlines()[-2].endswith("| – |")  # a has no specialist: a dash, not 'nan'
+    assert to_markdown(g).splitlines()[-1].endswith("| 2.00 [2.00, 2.00] |")
+
+
+def test_oracle_trains_a_specialist_per_unseen_dose_and_scores_it_only_there(tiny_dataset, trained_cache, tmp_path):
+    from ldct_bench.fanout import unit_states
+    from ldct_bench.results import RunStore
+
+    config = RunConfig(methods=("ldct", "redcnn"), out=tmp_path / "run", data=str(tiny_dataset.root),
+                       protocol=Protocol((0.1, 0.25), (0.1,), ("chest",)), overrides=tiny_overrides("redcnn"),
+                       cache_dir=trained_cache, oracle=True)
+    assert [e.label for e in config.entries()] == ["ldct", "redcnn", "redcnn@25%"]
+    t = run_matrix(config, progress=False, echo=lambda *a: None)
+    special = t[t.method == "redcnn@25%"]
+    assert set(special.dose) == {0.25} and special.seen_dose.all()
+    assert len(special) == len(t[(t.method == "redcnn") & (t.dose == 0.25)])
+    trained = json.loads(next((trained_cache / "checkpoints" / "redcnn").glob("*seen25-*/manifest.json")).read_text())
+    assert trained["doses"] == [0.25]
+    assert unit_states(RunStore(config.out), config.entries()).state.tolist() == ["done"] * 3
+    make_report([config.out], tmp_path / "rep", formats=("md",), metrics=("psnr",))
+    assert "redcnn@25%" not in (tmp_path / "rep" / "leaderboard.md").read_text()
+    assert "oracle gap at 25%" in (tmp_path / "rep" / "generalization.md").read_text()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_write_text
+from ..conventions import specialist_of
 from ..environment import git_commit, versions
 from ..results import RunStore
 from . import figures
@@ -40,6 +41,8 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     if bad:
         raise ValueError(f"unknown report format {', '.join(bad)}; choose from {', '.join(FORMATS)}.")
     table, manifests, stores = load_runs([Path(d) for d in run_dirs], reference)
+    # --oracle specialists are yardsticks of the generalization table, not contestants of the leaderboards
+    table = table[[specialist_of(m.split(" [")[0]) is None for m in table["method"]]]
     cost = cost_table(manifests, table, labelled=len(stores) > 1)
     boards = [build_leaderboard(table, m, window, reference, unit, cost) for m in metrics]
     by_dose = [build_leaderboard(table, m, window, reference, unit, cost, pool_anatomies=True) for m in metrics]
@@ -53,24 +56,30 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
 
     # generalization compares each method with itself across runs (say, its training data and another dataset)
     general = gen.generalization(pd.concat([st.table(reference) for st in stores]), metrics[0], window, reference)
+    if general.table.empty:  # nothing held out of training: nothing to say about generalization
+        general = None
     if "md" in formats:
         write("leaderboard.md", "\n".join(to_markdown(lb) for lb in boards))
         write("leaderboard_by_dose.md", "\n".join(to_markdown(lb) for lb in by_dose))
-        write("generalization.md", gen.to_markdown(general))
+        if general:
+            write("generalization.md", gen.to_markdown(general))
     if "latex" in formats:
         write("leaderboard.tex", "\n".join(to_latex(lb) for lb in boards))
-        write("generalization.tex", gen.to_latex(general))
+        if general:
+            write("generalization.tex", gen.to_latex(general))
     if "csv" in formats:
         write("leaderboard.csv", pd.concat([to_frame(lb) for lb in boards]).to_csv(index=False))
         write("results.csv", table.to_csv(index=False))
-        write("generalization.csv", gen.to_frame(general).to_csv(index=False))
+        if general:
+            write("generalization.csv", gen.to_frame(general).to_csv(index=False))
     figs: list[tuple[str, Path]] = []
     fig_dir = out / "figures"
     for m in metrics[:2]:
         figures.dose_curves(table, fig_dir / f"dose_curves_{m}", m, window)
         figs.append((f"{m.upper()} vs dose per method (shaded: unseen doses)", fig_dir / f"dose_curves_{m}.png"))
-    figures.generalization_plot(general, fig_dir / "generalization")
-    figs.append((general.caption(), fig_dir / "generalization.png"))
+    if general:
+        figures.generalization_plot(general, fig_dir / "generalization")
+        figs.append((general.caption(), fig_dir / "generalization.png"))
     figures.box_plots(table, fig_dir / "box_psnr", "psnr", window)
     figs.append(("per-slice PSNR by anatomy, seen vs unseen doses", fig_dir / "box_psnr.png"))
     if len(stores) == 1:

@@ -134,16 +134,25 @@ def perception_plot(perception: pd.DataFrame, path: Path) -> list[Path]:
 
 def generalization_plot(g, path: Path) -> list[Path]:
     """Per axis held out: each method's regret (distance to the cell's best) over seen and over unseen cells, with
-    its patient-bootstrap CI; the interpolation residual beside them when there is one."""
+    its patient-bootstrap CI; the interpolation residual and the oracle gaps beside them where there are any."""
     measures = list(dict.fromkeys(c[0] for c in g.table.columns))
     axes_names = list(dict.fromkeys(m.split(" regret")[0] for m in measures if " regret" in m))
-    panels = axes_names + (["dose interpolation"] if "dose interpolation" in measures else [])
+    gaps = [m for m in measures if m.startswith("oracle gap")]
+    panels = axes_names + (["dose interpolation"] if "dose interpolation" in measures else []) + \
+        (["oracle gap"] if gaps else [])
+    if not panels:
+        raise ValueError("nothing was held out of training (every dose, anatomy and dataset seen): no generalization "
+                         "to plot.")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     methods = list(g.table.index)
     x = np.arange(len(methods))
     for ax, panel in zip(axes[0], panels):
-        parts = [("seen", f"{panel} regret, seen"), ("unseen", f"{panel} regret, unseen")] if panel in axes_names \
-            else [("", panel)]
+        if panel in axes_names:
+            parts = [("seen", f"{panel} regret, seen"), ("unseen", f"{panel} regret, unseen")]
+        elif panel == "oracle gap":
+            parts = [(key.split(" at ")[1], key) for key in gaps]
+        else:
+            parts = [("", panel)]
         width = 0.8 / len(parts)
         for k, (label, key) in enumerate(parts):
             mean, lo, hi = (g.table[(key, s)].to_numpy() for s in ("mean", "lo", "hi"))

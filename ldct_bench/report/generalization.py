@@ -9,6 +9,8 @@ both measures here are dose-matched:
 * **interpolation**: at an unseen dose between two seen ones, the method's score minus the log-dose
   interpolation of its own scores at those neighbours (same anatomy), signed so that > 0 is better than
   its seen doses predict.
+* **oracle gap** (runs made with `--oracle`): at each unseen dose, the specialist trained on that dose alone
+  minus the generalist, on the same patients (> 0: what generalizing costs the method there).
 
 Several runs are measured together (a run on the training data and one on another dataset make the
 dataset axis). CIs come from a patient-cluster bootstrap: patients are resampled within their run and
@@ -17,11 +19,13 @@ anatomy, and every cell mean, best method and average is recomputed from the res
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ..conventions import dose_label, specialist_of
 from ..metrics.registry import METRICS
 from ..results import AXES
 
@@ -45,7 +49,10 @@ class Generalization:
                 f"{self.reference.replace('_', ' ')}. Regret: distance to the best method of the same cell (0 = best), "
                 "averaged over the cells training saw and over those it did not, per axis; interpolation: score at "
                 "an unseen dose between seen ones minus the log-dose interpolation of the method's own seen "
-                f"neighbours (> 0: better than predicted). Mean [95 % patient-cluster bootstrap CI, {N_BOOT} "
+                f"neighbours (> 0: better than predicted)"
+                + ("; oracle gap: specialist trained on that dose alone minus the generalist (> 0: what generalizing "
+                   "costs)" if any(c[0].startswith("oracle gap") for c in self.table.columns) else "")
+                + f". Mean [95 % patient-cluster bootstrap CI, {N_BOOT} "
                 f"resamples within run and anatomy]; n = {self.n_patients} patients.")
 
 
@@ -59,16 +66,19 @@ def generalization(table: pd.DataFrame, metric: str = "psnr", window: str = "fou
     sub = sub.assign(unit=sub["run"].astype(str) + "/" + sub["anatomy"] + "/" + sub["patient"].astype(str))
     per_patient = sub.groupby(["method", *CELL_KEYS, "unit"], observed=True)["value"].mean()
     cube = per_patient.unstack("unit")  # rows (method, cell), columns patients
-    methods = list(cube.index.get_level_values("method").unique())
-    cells = pd.MultiIndex.from_frame(sub[CELL_KEYS].drop_duplicates().sort_values(CELL_KEYS))
-    values = np.stack([cube.loc[m].reindex(cells).to_numpy() for m in methods])  # (methods, cells, units); NaN: not run
+    labels = list(cube.index.get_level_values("method").unique())
+    methods = [m for m in labels if specialist_of(m) is None]  # specialists are yardsticks, not contestants
+    generalists = sub[sub["method"].isin(methods)]
+    cells = pd.MultiIndex.from_frame(generalists[CELL_KEYS].drop_duplicates().sort_values(CELL_KEYS))
+    values = np.stack([cube.loc[m].reindex(cells).to_numpy() for m in labels])  # (labels, cells, units); NaN: not run
     weights = _bootstrap_weights(list(cube.columns), N_BOOT)  # (1 + N_BOOT, units); row 0: the sample itself
     present = np.isfinite(values).any(axis=0)
     means = np.einsum("mcu,bu->bmc", np.nan_to_num(values), weights) / np.einsum("cu,bu->bc", present, weights)[:, None]
     means[:, ~np.isfinite(values).any(axis=2)] = np.nan  # a method not run in a cell has no score there
-    flags = sub.drop_duplicates(CELL_KEYS).set_index(CELL_KEYS, drop=False)[list(AXES.values())].reindex(cells)
+    flags = generalists.drop_duplicates(CELL_KEYS).set_index(CELL_KEYS, drop=False)[list(AXES.values())].reindex(cells)
     columns = {}
-    score = sign * means  # higher is better
+    everyone = sign * means  # higher is better; (boot, labels, cells)
+    score = everyone[:, [labels.index(m) for m in methods]]
     regret = np.nanmax(score, axis=1, keepdims=True) - score  # (boot, methods, cells), 0 for the cell's best
     for axis, flag in AXES.items():
         seen = flags[flag].to_numpy(dtype=bool)
@@ -79,14 +89,36 @@ def generalization(table: pd.DataFrame, metric: str = "psnr", window: str = "fou
     interp = _interpolation(score, cells, flags)
     if interp is not None:
         columns[("dose interpolation", "")] = interp
+    columns.update(_oracle_gaps(everyone, labels, methods, cells))
     rows = {}
     for (name, _), boot in columns.items():
-        lo, hi = np.nanquantile(boot[1:], [0.025, 0.975], axis=0)
+        with warnings.catch_warnings():  # a method without this measure (no specialist) is all NaN: a dash
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanquantile(boot[1:], [0.025, 0.975], axis=0)
         for i, m in enumerate(methods):
             rows.setdefault(m, {}).update({(name, "mean"): boot[0, i], (name, "lo"): lo[i], (name, "hi"): hi[i]})
     frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns) if rows else pd.MultiIndex.from_tuples([], names=[None, None])
     return Generalization(metric, window, reference, frame, int(len(cube.columns)))
+
+
+def _oracle_gaps(everyone: np.ndarray, labels: list[str], methods: list[str], cells: pd.MultiIndex) -> dict:
+    """{(f'oracle gap at {dose}', ''): (boot, methods)}: specialist minus generalist averaged over the cells of
+    that dose (NaN for a method without a specialist there)."""
+    doses = cells.get_level_values("dose").to_numpy()
+    out = {}
+    for i, label in enumerate(labels):
+        general = specialist_of(label)
+        if general not in methods:
+            continue
+        there = np.isfinite(everyone[0, i])  # the specialist's cells: its one dose
+        for dose in sorted(set(doses[there])):
+            mask = there & (doses == dose)
+            gap = out.setdefault((f"oracle gap at {dose_label(dose)}", ""),
+                                 np.full((everyone.shape[0], len(methods)), np.nan))
+            j = methods.index(general)
+            gap[:, j] = np.nanmean(everyone[:, i][:, mask] - everyone[:, labels.index(general)][:, mask], axis=1)
+    return dict(sorted(out.items(), key=lambda kv: float(kv[0][0].split()[-1].rstrip("%"))))
 
 
 def _bootstrap_weights(units: list[str], n_boot: int, seed: int = 0) -> np.ndarray:
@@ -121,13 +153,18 @@ def _interpolation(score: np.ndarray, cells: pd.MultiIndex, flags: pd.DataFrame)
     return np.nanmean(residuals, axis=0) if residuals else None
 
 
+def _cell(row: pd.Series, measure: str, fmt: str) -> str:
+    """'mean [lo, hi]', or a dash where the method has no such measure (no specialist, say)."""
+    if not np.isfinite(row[(measure, "mean")]):
+        return "–"
+    return f"{fmt.format(row[(measure, 'mean')])} [{fmt.format(row[(measure, 'lo')])}, {fmt.format(row[(measure, 'hi')])}]"
+
+
 def to_markdown(g: Generalization, fmt: str = "{:.2f}") -> str:
     measures = list(dict.fromkeys(c[0] for c in g.table.columns))
     lines = [g.caption(), "", "| method | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
     for m, row in g.table.iterrows():
-        cells = [f"{fmt.format(row[(k, 'mean')])} [{fmt.format(row[(k, 'lo')])}, {fmt.format(row[(k, 'hi')])}]"
-                 for k in measures]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m} | " + " | ".join(_cell(row, k, fmt) for k in measures) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -144,8 +181,7 @@ def to_latex(g: Generalization, fmt: str = "{:.2f}") -> str:
     from .leaderboard import _tex_escape
 
     measures = list(dict.fromkeys(c[0] for c in g.table.columns))
-    rows = [" & ".join([_tex_escape(m), *(f"{fmt.format(r[(k, 'mean')])} [{fmt.format(r[(k, 'lo')])}, "
-                                          f"{fmt.format(r[(k, 'hi')])}]" for k in measures)]) + r" \\"
+    rows = [" & ".join([_tex_escape(m), *(_cell(r, k, fmt) for k in measures)]) + r" \\"
             for m, r in g.table.iterrows()]
     return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(g.caption())}}}",
                       rf"\begin{{tabular}}{{l{'c' * len(measures)}}}", r"\toprule",
@@ -160,7 +196,7 @@ def to_html(g: Generalization, fmt: str = "{:.2f}") -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in measures)
     body = "".join(
         f"<tr><td>{html.escape(str(m))}</td>" + "".join(
-            f'<td data-v="{r[(k, "mean")]:.6g}">{fmt.format(r[(k, "mean")])} [{fmt.format(r[(k, "lo")])}, '
-            f'{fmt.format(r[(k, "hi")])}]</td>' for k in measures) + "</tr>" for m, r in g.table.iterrows())
+            f'<td data-v="{r[(k, "mean")]:.6g}">{html.escape(_cell(r, k, fmt))}</td>' for k in measures) + "</tr>"
+        for m, r in g.table.iterrows())
     return (f"<h3>Generalization</h3><p>{html.escape(g.caption())}</p><div class='scroll'><table class='sortable'>"
             f"<thead><tr><th>method</th>{head}</tr></thead><tbody>{body}</tbody></table></div>")
