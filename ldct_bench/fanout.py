@@ -74,6 +74,21 @@ def units(entries: list[Entry]) -> list[Unit]:
 
 
 # ---------------------------------------------------------------------------------------------- the jobs
+def reported(folder: str, body, *args):
+    """Run a job's `body` and leave its outcome as JSON beside submitit's files, so that `run --status` never
+    unpickles anything from a run folder (a folder received from someone else could hold a pickle that runs code)."""
+    import submitit
+
+    path = Path(folder) / f"{submitit.JobEnvironment().job_id}_outcome.json"
+    try:
+        out = body(*args)
+    except BaseException as exc:
+        atomic_write_json(path, {"state": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    atomic_write_json(path, {"state": "done"})
+    return out
+
+
 def train_job(config: RunConfig, label: str) -> str:
     return str(train_for_run(config, label, progress=False))
 
@@ -139,7 +154,8 @@ def _train_missing(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> 
     if to_train and run.config.trained_on == "embedded":  # simulate the training splits once, not in every job
         for doses in dict.fromkeys(run.config.entry(label).seen_doses for label in to_train):
             run.config.train_dataset(run.progress, doses)
-    submitted = {m: ex.submit(train_job, run.config, m) for m in to_train}
+    folder = str(run.store.root / "jobs")
+    submitted = {m: ex.submit(reported, folder, train_job, run.config, m) for m in to_train}
     _record_jobs(run.store, {f"train:{m}": job for m, job in submitted.items()}, executor_kind)
     if submitted:
         echo(f"training {', '.join(to_train)} as {len(submitted)} job(s)")
@@ -150,8 +166,9 @@ def _evaluate_units(run: Run, ex, executor_kind: str, todo: list[Unit], echo) ->
     """One job per unit, each given its method's checkpoint; the keys of the units that failed."""
     checkpoints = {label: run.checkpoint(label) for label in {u.label for u in todo}}
     runnable = [u for u in todo if checkpoints[u.label] or not get_method(run.config.entry(u.label).method).learned]
-    jobs = {u.key: ex.submit(unit_job, run.config, u, str(checkpoints[u.label]) if checkpoints[u.label] else None)
-            for u in runnable}
+    folder = str(run.store.root / "jobs")
+    jobs = {u.key: ex.submit(reported, folder, unit_job, run.config, u,
+                             str(checkpoints[u.label]) if checkpoints[u.label] else None) for u in runnable}
     _record_jobs(run.store, jobs, executor_kind)
     echo(f"submitted {len(jobs)} unit job(s) to the {executor_kind} executor; logs in {run.store.root / 'jobs'}")
     failed = []
@@ -206,13 +223,14 @@ def _log_path(store: RunStore, job: dict) -> str:
 
 
 def _job_state(store: RunStore, job: dict) -> str:
-    import pickle
-
-    result = store.root / "jobs" / f"{job['job_id']}_0_result.pkl"
-    if result.is_file():
-        with open(result, "rb") as f:
-            outcome = pickle.load(f)[0]
-        return "failed" if outcome == "error" else "done"  # 'done' with cells missing cannot happen: cells come first
+    """From the job's own JSON outcome (never its result pickle), else whether its process or SLURM job lives."""
+    outcome = store.root / "jobs" / f"{job['job_id']}_outcome.json"
+    try:
+        state = json.loads(outcome.read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        state = None
+    if state in ("done", "failed"):
+        return state  # 'done' with cells missing cannot happen: cells come first
     if job["executor"] == "local":
         try:
             os.kill(int(job["job_id"]), 0)  # a local job's id is its process id

@@ -18,6 +18,7 @@ clear error.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -146,8 +147,12 @@ def import_dataset(root: Path, source: str = "dicom", name: str | None = None, e
                    seed: int = 0, cache_dir: Path | None = None, anatomy: str = "abdomen") -> LDCTDataset:
     if source not in ("mayo2016", "mayo2020", "dicom"):
         raise ValueError(f"unknown source {source!r}; choose mayo2016, mayo2020 or dicom.")
+    name = name or source
+    if any(sep in name for sep in ("/", "\\", os.sep)) or name.startswith("."):  # '..' included
+        raise ValueError(f"dataset name {name!r} must be one plain folder name (no '/', '\\' or leading '.'); "
+                         "choose e.g. --name mayo2016.")
     rep = scan_folder(root, source)
-    out = Path(cache_dir or default_cache_dir()) / (name or source)
+    out = Path(cache_dir or default_cache_dir()) / name
     by_patient: dict[str, dict[str, list[SliceRecord]]] = defaultdict(lambda: defaultdict(list))
     for r in rep.slices:
         by_patient[r.patient][r.kind].append(r)

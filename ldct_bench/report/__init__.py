@@ -10,13 +10,25 @@ import pandas as pd
 from ..atomic import atomic_write_text
 from ..conventions import specialist_of
 from ..environment import git_commit, versions
-from ..results import RunStore
+from ..results import RunStore, safe
 from . import figures
 from . import generalization as gen
 from .html import page
 from .leaderboard import build_leaderboard, cost_table, to_frame, to_latex, to_markdown
 
 FORMATS = ("html", "latex", "csv", "md")
+
+
+def png(stem: Path) -> Path:
+    """The PNG that figures.save wrote for `stem`."""
+    return stem.parent / f"{stem.name}.png"
+
+
+def inside(out: Path, path: Path) -> Path:
+    """`path`, once it is known to lie inside `out` (a report never writes elsewhere, whatever the store holds)."""
+    if not path.resolve().is_relative_to(Path(out).resolve()):
+        raise ValueError(f"refusing to write {path}: it lies outside the report folder {out}.")
+    return path
 
 
 def load_runs(run_dirs: list[Path], reference: str = "full_dose") -> tuple[pd.DataFrame, dict[str, dict], list[RunStore]]:
@@ -51,8 +63,12 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     written: list[Path] = []
 
     def write(name: str, text: str):
-        atomic_write_text(out / name, text)
+        atomic_write_text(inside(out, out / name), text)
         written.append(out / name)
+
+    def figure(stem: str) -> Path:
+        """A figure's path (without suffix) for a name built from table values: one safe component under figures/."""
+        return inside(out, fig_dir / safe(stem))
 
     # generalization compares each method with itself across runs (say, its training data and another dataset)
     general = gen.generalization(pd.concat([st.table(reference) for st in stores]), metrics[0], window, reference)
@@ -75,8 +91,8 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     figs: list[tuple[str, Path]] = []
     fig_dir = out / "figures"
     for m in metrics[:2]:
-        figures.dose_curves(table, fig_dir / f"dose_curves_{m}", m, window)
-        figs.append((f"{m.upper()} vs dose per method (shaded: unseen doses)", fig_dir / f"dose_curves_{m}.png"))
+        figures.dose_curves(table, figure(f"dose_curves_{m}"), m, window)
+        figs.append((f"{m.upper()} vs dose per method (shaded: unseen doses)", png(figure(f"dose_curves_{m}"))))
     if general:
         figures.generalization_plot(general, fig_dir / "generalization")
         figs.append((general.caption(), fig_dir / "generalization.png"))
@@ -87,8 +103,8 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
         methods = [m for m in boards[0].mean.index if m != "ldct"]
         doses = sorted(table["dose"].unique())
         for anatomy in sorted(table["anatomy"].unique()):
-            figures.visual_grid(st, methods, anatomy, doses, fig_dir / f"grid_{anatomy}")
-            figs.append((f"{anatomy}: visual comparison and |error| maps", fig_dir / f"grid_{anatomy}.png"))
+            figures.visual_grid(st, methods, anatomy, doses, figure(f"grid_{anatomy}"))
+            figs.append((f"{anatomy}: visual comparison and |error| maps", png(figure(f"grid_{anatomy}"))))
         perception = st.perception()
         if perception is not None:
             figures.perception_plot(perception, fig_dir / "daclip_perception")

@@ -21,7 +21,7 @@ def save(fig, path: Path, dpi: int = 100) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     out = []
     for ext in ("png", "pdf"):
-        p = path.with_suffix(f".{ext}")
+        p = path.parent / f"{path.name}.{ext}"  # `path` is a stem; names from table values may hold dots
         # no creation date in the PDF, so a report rebuilt from the same store is byte-identical
         fig.savefig(p, dpi=dpi, metadata={"CreationDate": None} if ext == "pdf" else None)
         out.append(p)

@@ -1,0 +1,69 @@
+"""Security: nothing from a run folder is executed, and nothing is written outside the folder a command was given."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from ldct_bench.cli import main
+from ldct_bench.results import COLUMNS, RunStore
+
+
+class _Trap:
+    """Unpickling this creates `path`: proof that a pickle from the folder was loaded."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_status_never_unpickles_a_received_run_folder(tmp_path):
+    out, trap = tmp_path / "received", tmp_path / "executed"
+    (out / "jobs").mkdir(parents=True)
+    (out / "jobs.json").write_text(json.dumps({"ldct/chest": {"job_id": "999999999", "executor": "local"}}))
+    (out / "jobs" / "999999999_0_result.pkl").write_bytes(pickle.dumps(("success", _Trap(trap))))
+    res = CliRunner().invoke(main, ["run", "--status", "--out", str(out), "--methods", "ldct", "--doses", "10",
+                                    "--train-doses", "10", "--anatomies", "chest"])
+    assert res.exit_code == 0, res.output
+    assert not trap.exists()
+    assert " killed " in res.output  # no outcome JSON and no such process: it died
+
+
+def test_report_writes_nothing_outside_its_folder_whatever_the_store_holds(tmp_path):
+    st = RunStore(tmp_path / "runs" / "r")
+    evil = "x/../../../../../ESCAPED"
+    rows = [dict(run="r", method=m, anatomy=evil, dose=d, seen_dose=d == 0.1, seen_anatomy=True, seen_data=True,
+                 patient=p, slice=0, reference="full_dose", window="founddiff", metric="psnr", value=v)
+            for m, v in (("ldct", 40.0), ("../../EVIL_METHOD", 41.0)) for d in (0.1, 0.25) for p in ("p1", "p2")]
+    t = pd.DataFrame(rows)[COLUMNS]
+    for (m, d), cell in t.groupby(["method", "dose"]):
+        st.write_cell(m, evil, d, cell)
+        st.write_examples(m, evil, d, {"pred": np.zeros((1, 8, 8))})
+    st.write_examples("_input", evil, 0.1, {"ld": np.zeros((1, 8, 8)), "fd": np.zeros((1, 8, 8))})
+    st.write_manifest({"config": {}})
+    st.consolidate()
+    before = {p for p in tmp_path.rglob("*")}
+    from ldct_bench.report import make_report
+
+    written = make_report([st.root], tmp_path / "runs" / "rep", formats=("md", "html"), metrics=("psnr",))
+    new = {p for p in tmp_path.rglob("*")} - before
+    assert new and all(p.resolve().is_relative_to((tmp_path / "runs" / "rep").resolve()) for p in new)
+    assert any("ESCAPED" in p.name for p in new)  # the anatomy's figure was drawn, inside the report folder
+    assert all(p.resolve().is_relative_to((tmp_path / "runs" / "rep").resolve()) for p in written)
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", ".hidden", ".."])
+def test_an_import_name_that_is_not_one_folder_is_refused_before_anything_is_read(name, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    res = CliRunner().invoke(main, ["data", "import", "--source", "dicom", "--root", str(src), "--name", name,
+                                    "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code != 0 and "one plain folder name" in res.output
+    assert not (tmp_path / "outside").exists() and not (tmp_path / "cache").exists()
