@@ -27,9 +27,10 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, KeyError, NotADirectoryError) as exc:
-            msg = exc.args[0] if exc.args else str(exc)
-            raise click.ClickException(str(msg)) from None
+        except (ValueError, KeyError) as exc:  # the suite's own sentences
+            raise click.ClickException(str(exc.args[0] if exc.args else exc)) from None
+        except (OSError, RuntimeError) as exc:  # the whole message (an OSError's first arg is its errno)
+            raise click.ClickException(str(exc)) from None
 
     return wrapper
 
@@ -71,7 +72,7 @@ def data():
 @click.option("--patients", type=int, default=None, help="Patients per anatomy (split about 70/10/20 %); default 8/2/6.")
 @click.option("--slices", type=int, default=4, show_default=True, help="Adjacent slices per patient.")
 @click.option("--size", type=click.IntRange(32, 1024), default=256, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Default: $LDCT_BENCH_CACHE or ~/.cache/ldct-bench.")
 @friendly
@@ -112,7 +113,7 @@ def data_info(cache_dir):
 @click.option("--doses", default=None, callback=_doses, help="Extra doses to simulate from the full-dose slices.")
 @click.option("--name", default=None, help="Dataset name (default: the source).")
 @click.option("--size", type=int, default=None, help="Resample slices to this size (default: keep).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
 @friendly
 def data_import(source, src, doses, name, size, seed, cache_dir):
@@ -164,10 +165,10 @@ def _cli_args() -> dict:
 @click.option("--anatomies", default=",".join(ANATOMIES), callback=_anatomies, show_default=True)
 @click.option("--protocol", "training", type=click.Choice(["generalist", "specialist"]), default="generalist",
               show_default=True, help="One model for all seen cells, or one per (anatomy, dose) cell.")
-@click.option("--iterations", type=int, default=None, help="Override the profile's iteration budget.")
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="Override the profile's iteration budget.")
 @click.option("--time-budget", type=float, default=None, help="Stop (resumably) after this many seconds.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default: the cache).")
 @click.option("--retrain", is_flag=True, help="Start over instead of resuming.")
 @click.option("--vgg19-weights", type=click.Path(path_type=Path), default=None, help="Local VGG19 file for wganvgg.")
@@ -232,7 +233,7 @@ def _train_overrides(name: str, opts: dict) -> dict:
                    "split); rows are marked seen_data=False.")
 @click.option("--profile", type=click.Choice(PROFILES), default="quick", show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder (default results/runs/<time>).")
 @click.option("--retrain", is_flag=True, help="Train every method anew instead of using saved checkpoints.")
 @click.option("--oracle", is_flag=True,

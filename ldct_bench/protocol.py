@@ -19,7 +19,7 @@ PAPER_SEEN = tuple(1 / k for k in (2, 4, 6, 10))
 
 
 def parse_dose(text: str | float) -> float:
-    """'25' (percent), '1/4' or '0.25' -> 0.25. Rejects doses outside (0, 100 %]."""
+    """'25' (percent), '1/4' or '0.25' -> 0.25. Rejects doses outside (0, 100 %), and those that round to 0."""
     s = str(text).strip().rstrip("%")
     try:
         if "/" in s:
@@ -33,6 +33,11 @@ def parse_dose(text: str | float) -> float:
                          "or a decimal (0.25).") from None
     if not 0.0 < value <= 1.0:
         raise ValueError(f"dose {text!r} is outside (0, 100 %]; a dose is a fraction of the full dose.")
+    if value == 1.0:
+        raise ValueError(f"dose {text!r} is the full dose, which every cell is scored against; give doses below 100 %.")
+    if round(value, 6) == 0.0:
+        raise ValueError(f"dose {text!r} rounds to 0 at the suite's precision (1e-6 of the full dose); give a larger "
+                         "dose.")
     return round(value, 6)
 
 

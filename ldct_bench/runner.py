@@ -11,6 +11,7 @@ steps as jobs.
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,7 @@ class Run:
     @classmethod
     def open(cls, config: RunConfig, cli_args: dict | None = None, progress: bool = True) -> Run:
         """Check the run folder against the config, open the test data, write the first manifest."""
+        check_writable(config.out)
         store = RunStore(config.out)
         manifest = {"config": config.identity(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "cli": cli_args or {}, "timings": {}}
@@ -102,6 +104,15 @@ class Run:
         self.manifest["rows"] = int(len(table))
         self.store.write_manifest(self.manifest)
         return table
+
+
+def check_writable(folder: Path) -> None:
+    """One sentence, before any work, when `folder` cannot be made: a file in its way or no right to write."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise ValueError(f"--out {folder}: {existing} is a file, not a folder; choose another --out.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {folder}: {existing} is not writable; choose another --out.")
 
 
 def for_inference(config: RunConfig, name: str, checkpoint: Path | None) -> Method:

@@ -67,3 +67,23 @@ def test_an_import_name_that_is_not_one_folder_is_refused_before_anything_is_rea
                                     "--cache-dir", str(tmp_path / "cache")])
     assert res.exit_code != 0 and "one plain folder name" in res.output
     assert not (tmp_path / "outside").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--iterations", "-5"], "--iterations"),
+    (["--iterations", "0"], "--iterations"),
+    (["--seed", "-1"], "--seed"),
+])
+def test_train_refuses_a_budget_or_seed_below_range_by_name(args, message, tmp_path):
+    res = CliRunner().invoke(main, ["train", "--method", "redcnn", "--cache-dir", str(tmp_path / "c"), *args])
+    assert res.exit_code != 0 and message in res.output and not (tmp_path / "c").exists()
+
+
+def test_an_out_folder_blocked_by_a_file_is_one_sentence_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("")
+    res = CliRunner().invoke(main, ["run", "--methods", "ldct", "--doses", "10", "--train-doses", "10",
+                                    "--anatomies", "chest", "--out", str(tmp_path / "file" / "sub"),
+                                    "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "Error: 20" not in res.output and "is a file, not a folder" in res.output, res.output
+    assert not (tmp_path / "c").exists()  # said before any data was simulated

@@ -113,6 +113,9 @@ def trained_log(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--doses", "0"], "outside (0, 100 %]"),
     (["--doses", "150"], "outside (0, 100 %]"),
+    (["--doses", "100"], "is the full dose, which every cell is scored against"),
+    (["--doses", "1e-9"], "rounds to 0"),
+    (["--seed", "-1"], "--seed"),
     (["--doses", "abc"], "not a number"),
     (["--anatomies", "knee"], "unknown anatomy knee"),
     (["--methods", "redcnm"], "Did you mean redcnn"),

@@ -32,17 +32,23 @@ def inside(out: Path, path: Path) -> Path:
 
 
 def load_runs(run_dirs: list[Path], reference: str = "full_dose") -> tuple[pd.DataFrame, dict[str, dict], list[RunStore]]:
-    """Concatenate the scores of several runs against `reference`; with more than one run, methods are labelled
-    'method [run]'."""
+    """Concatenate the scores of several runs against `reference`, each run under its own label (run_labels)."""
     stores = [RunStore(d) for d in run_dirs]
     tables, manifests = [], {}
-    for st in stores:
-        manifests[st.name] = st.read_manifest()
-        t = st.table(reference).copy()
-        if len(stores) > 1:
-            t["method"] = t["method"] + " [" + st.name + "]"
-        tables.append(t)
+    for st, label in zip(stores, run_labels(stores)):
+        manifests[label] = st.read_manifest()
+        tables.append(st.table(reference).assign(run=label))
     return pd.concat(tables, ignore_index=True), manifests, stores
+
+
+def run_labels(stores: list[RunStore]) -> list[str]:
+    """One distinct label per run: its folder name, with as many parent folders as it takes to tell runs apart
+    (A/run1 and B/run1), and a counter for the same folder given twice."""
+    for depth in range(1, 1 + max(len(st.root.resolve().parts) for st in stores)):
+        labels = ["/".join(st.root.resolve().parts[-depth:]) for st in stores]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{st.name} #{i + 1}" for i, st in enumerate(stores)]
 
 
 def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr", "ssim", "rmse"),
@@ -52,7 +58,8 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown report format {', '.join(bad)}; choose from {', '.join(FORMATS)}.")
-    table, manifests, stores = load_runs([Path(d) for d in run_dirs], reference)
+    runs, manifests, stores = load_runs([Path(d) for d in run_dirs], reference)
+    table = runs if len(stores) == 1 else runs.assign(method=runs["method"] + " [" + runs["run"] + "]")
     # --oracle specialists are yardsticks of the generalization table, not contestants of the leaderboards
     table = table[[specialist_of(m.split(" [")[0]) is None for m in table["method"]]]
     cost = cost_table(manifests, table, labelled=len(stores) > 1)
@@ -71,7 +78,7 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
         return inside(out, fig_dir / safe(stem))
 
     # generalization compares each method with itself across runs (say, its training data and another dataset)
-    general = gen.generalization(pd.concat([st.table(reference) for st in stores]), metrics[0], window, reference)
+    general = gen.generalization(runs, metrics[0], window, reference)
     if general.table.empty:  # nothing held out of training: nothing to say about generalization
         general = None
     if "md" in formats:
@@ -116,6 +123,7 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     write("report_manifest.json", json.dumps({
         "command": "ldct-bench report " + " ".join(str(d) for d in run_dirs) + f" --out {out} --format {','.join(formats)}"
                    f" --metrics {','.join(metrics)} --window {window} --reference {reference} --unit {unit}",
-        "runs": {st.name: str(st.root) for st in stores}, "git_commit": git_commit(), "versions": versions(),
+        "runs": {label: str(st.root) for label, st in zip(run_labels(stores), stores)},
+        "git_commit": git_commit(), "versions": versions(),
         "files": sorted(str(p.relative_to(out)) for p in written)}, indent=2))
     return written

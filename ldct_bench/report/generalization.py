@@ -161,10 +161,12 @@ def _cell(row: pd.Series, measure: str, fmt: str) -> str:
 
 
 def to_markdown(g: Generalization, fmt: str = "{:.2f}") -> str:
+    from .leaderboard import md_escape
+
     measures = list(dict.fromkeys(c[0] for c in g.table.columns))
     lines = [g.caption(), "", "| method | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
     for m, row in g.table.iterrows():
-        lines.append(f"| {m} | " + " | ".join(_cell(row, k, fmt) for k in measures) + " |")
+        lines.append(f"| {md_escape(m)} | " + " | ".join(_cell(row, k, fmt) for k in measures) + " |")
     return "\n".join(lines) + "\n"
 
 

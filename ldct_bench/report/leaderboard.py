@@ -155,9 +155,16 @@ def to_markdown(lb: Leaderboard) -> str:
     fmt = FORMAT.get(lb.metric, "{:.4f}")
     head = ["method", *[lb.column_label(c) for c in lb.columns()], "mean rank", *lb.cost_header()]
     rows = _cells(lb, fmt, lambda t: f"**{t}**", lambda t: f"<u>{t}</u>", "†")
+    rows = [[md_escape(r[0]), *r[1:]] for r in rows]
+    head = [md_escape(h) for h in head]
     lines = [lb.caption(), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def md_escape(s: str) -> str:
+    """Free text (a method or anatomy name) as one Markdown table cell: no column breaks, no raw HTML."""
+    return str(s).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _tex_escape(s: str) -> str:
