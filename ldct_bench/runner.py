@@ -35,6 +35,7 @@ class Run:
         self.config, self.store, self.manifest, self.dataset = config, store, manifest, dataset
         self.progress = progress
         self.t0 = time.perf_counter()
+        self.worked = False  # whether this process denoised anything
 
     @classmethod
     def open(cls, config: RunConfig, cli_args: dict | None = None, progress: bool = True) -> Run:
@@ -48,11 +49,14 @@ class Run:
             if upgrade_identity(manifest.get("config", {})) != config.identity():
                 raise ValueError(f"{config.out} already holds a run with a different configuration; choose another "
                                  "--out (runs never overwrite each other).")
-        manifest.update({"versions": versions(), "git_commit": git_commit(), "hardware": hardware(config.device)})
+        finished = "finished" in manifest  # re-run of a finished run: its record stays as it is unless work is left
+        if not finished:
+            manifest.update({"versions": versions(), "git_commit": git_commit(), "hardware": hardware(config.device)})
         t = time.perf_counter()
         ds = config.dataset(progress=progress)
-        manifest.setdefault("timings", {})["data_s"] = round(time.perf_counter() - t, 2)
-        store.write_manifest(manifest)  # only once the inputs are known to be good
+        if not finished:
+            manifest.setdefault("timings", {})["data_s"] = round(time.perf_counter() - t, 2)
+            store.write_manifest(manifest)  # only once the inputs are known to be good
         manifest["dataset"] = {"root": str(ds.root), "name": ds.root.name, "config": ds.manifest.get("config")}
         return cls(config, store, manifest, ds, progress)
 
@@ -90,6 +94,7 @@ class Run:
 
     def record(self, name: str, description: dict, timings: dict[str, float]) -> None:
         """What ran as `name` (see `describe`) and its seconds per stage, added to the manifest."""
+        self.worked = True
         self.manifest.setdefault("methods", {})[name] = description
         for key, seconds in timings.items():
             full = f"{name}.{key}"
@@ -97,8 +102,11 @@ class Run:
         self.store.write_manifest(self.manifest)
 
     def finish(self) -> pd.DataFrame:
-        """Gather every finished cell into results.parquet and close the manifest."""
+        """Gather every finished cell into results.parquet and close the manifest (a run that had nothing left
+        to do keeps the manifest of the run that did the work)."""
         table = self.store.consolidate()
+        if "finished" in self.manifest and not self.worked:
+            return table
         self.manifest["timings"]["total_s"] = round(time.perf_counter() - self.t0, 2)
         self.manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.manifest["rows"] = int(len(table))

@@ -87,3 +87,19 @@ def test_an_out_folder_blocked_by_a_file_is_one_sentence_before_any_work(tmp_pat
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "Error: 20" not in res.output and "is a file, not a folder" in res.output, res.output
     assert not (tmp_path / "c").exists()  # said before any data was simulated
+
+
+def test_rerunning_a_finished_run_leaves_its_manifest_as_it_was(tiny_dataset, tmp_path):
+    from ldct_bench.config import RunConfig
+    from ldct_bench.protocol import Protocol
+    from ldct_bench.runner import run_matrix
+
+    config = RunConfig(methods=("ldct",), out=tmp_path / "run", protocol=Protocol((0.1,), (0.1,), ("chest",)),
+                       data=str(tiny_dataset.root))
+    first = run_matrix(config, progress=False, echo=lambda *a: None)
+    before = (config.out / "manifest.json").read_bytes()
+    said = []
+    again = run_matrix(config, progress=False, echo=said.append)
+    assert (config.out / "manifest.json").read_bytes() == before and json.loads(before)["timings"]["total_s"] > 0
+    pd.testing.assert_frame_equal(first, again)
+    assert said == ["ldct: all 1 cells already done, skipping"]
