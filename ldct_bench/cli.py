@@ -226,7 +226,7 @@ def _train_overrides(name: str, opts: dict) -> dict:
 @click.option("--anatomies", default=None, callback=_anatomies,
               help="Anatomies to evaluate (default: every one the --data dataset holds).")
 @click.option("--train-anatomies", default=None, callback=_anatomies,
-              help="Anatomies training sees (default: the evaluated ones; with --train-data: that dataset's); "
+              help="Anatomies training sees (default: every one the training data holds); "
                    "the others are scored as unseen anatomies.")
 @click.option("--train-data", default=None,
               help="Train on this dataset and evaluate on every patient of --data (default: --data's own training "
@@ -306,7 +306,8 @@ def _run_config(opts: dict):
     data, train_data = opts["data_spec"], opts["train_data"]
     elsewhere = train_data is not None and train_data != data
     anatomies = opts["anatomies"] or dataset_anatomies(data, opts["cache_dir"])
-    trained = opts["train_anatomies"] or (dataset_anatomies(train_data, opts["cache_dir"]) if elsewhere else None)
+    # a generalist learns every anatomy its training data holds, whichever of them this run evaluates
+    trained = opts["train_anatomies"] or dataset_anatomies(train_data if elsewhere else data, opts["cache_dir"])
     return RunConfig(
         methods=methods,
         out=opts["out"] or Path("results") / "runs" / datetime.now().strftime("run-%Y%m%d-%H%M%S"),

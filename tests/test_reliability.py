@@ -103,3 +103,20 @@ def test_rerunning_a_finished_run_leaves_its_manifest_as_it_was(tiny_dataset, tm
     assert (config.out / "manifest.json").read_bytes() == before and json.loads(before)["timings"]["total_s"] > 0
     pd.testing.assert_frame_equal(first, again)
     assert said == ["ldct: all 1 cells already done, skipping"]
+
+
+def test_evaluating_a_subset_of_anatomies_uses_the_all_anatomy_checkpoint(monkeypatch, tmp_path):
+    import ldct_bench.runner
+    from ldct_bench.checkpoints import REFERENCE_DIR, find_checkpoint
+
+    seen = {}
+
+    def capture(config, **kwargs):
+        seen["config"] = config
+        raise ValueError("captured")
+
+    monkeypatch.setattr(ldct_bench.runner, "run_matrix", capture)
+    CliRunner().invoke(main, ["run", "--methods", "redcnn", "--anatomies", "head", "--out", str(tmp_path / "r")])
+    config = seen["config"]
+    assert config.protocol.anatomies == ("head",)
+    assert find_checkpoint(config.train_job("redcnn")).parent.parent == REFERENCE_DIR / "redcnn"
