@@ -54,6 +54,11 @@ class Run:
             manifest.update({"versions": versions(), "git_commit": git_commit(), "hardware": hardware(config.device)})
         t = time.perf_counter()
         ds = config.dataset(progress=progress)
+        for anatomy in config.protocol.anatomies:
+            if not ds.patients(anatomy, config.eval_splits):
+                raise ValueError(f"{config.data} has no {'/'.join(config.eval_splits)} patients of {anatomy} "
+                                 f"({len(ds.patients(anatomy, ('train', 'val', 'test')))} in all); score methods "
+                                 "trained elsewhere on every one of its patients with --train-data embedded.")
         if not finished:
             manifest.setdefault("timings", {})["data_s"] = round(time.perf_counter() - t, 2)
             store.write_manifest(manifest)  # only once the inputs are known to be good

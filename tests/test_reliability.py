@@ -120,3 +120,48 @@ def test_evaluating_a_subset_of_anatomies_uses_the_all_anatomy_checkpoint(monkey
     config = seen["config"]
     assert config.protocol.anatomies == ("head",)
     assert find_checkpoint(config.train_job("redcnn")).parent.parent == REFERENCE_DIR / "redcnn"
+
+
+def test_an_unknown_method_is_refused_before_any_data_is_simulated(tmp_path):
+    res = CliRunner().invoke(main, ["train", "--method", "no-such-method", "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code != 0 and "unknown method 'no-such-method'" in res.output and not (tmp_path / "c").exists()
+
+
+@pytest.fixture(scope="module")
+def ct_and_mr(tmp_path_factory):
+    """pydicom's real CT slice, and the same slice relabelled as MR (rescale tags and all)."""
+    import shutil
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path_factory.mktemp("ctmr")
+    shutil.copy(get_testdata_file("CT_small.dcm"), src / "ct.dcm")
+    mr = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    mr.Modality = "MR"
+    mr.SOPInstanceUID = mr.SOPInstanceUID + ".9"
+    mr.SeriesInstanceUID = mr.SeriesInstanceUID + ".9"
+    mr.save_as(src / "mr.dcm")
+    return src
+
+
+def test_an_mr_image_is_skipped_and_a_set_without_test_patients_is_refused(ct_and_mr, tmp_path):
+    from ldct_bench.config import RunConfig
+    from ldct_bench.data.dicom_import import import_dataset
+    from ldct_bench.protocol import Protocol
+    from ldct_bench.runner import run_matrix
+
+    ds = import_dataset(ct_and_mr, source="dicom", name="one", extra_doses=(0.25,), cache_dir=tmp_path / "c",
+                        anatomy="chest")
+    assert ds.manifest["skipped"]["images that are not CT (Modality)"] == 1
+    assert sum(len(ds.patients("chest", s)) for s in ("train", "val", "test")) == 1
+    config = RunConfig(methods=("ldct",), out=tmp_path / "run", data=str(ds.root),
+                       protocol=Protocol((0.25,), (0.25,), ("chest",)))
+    assert ds.patients("chest", "train") and not ds.patients("chest", "test")  # one patient: training data only
+    with pytest.raises(ValueError, match="--train-data embedded"):
+        run_matrix(config, progress=False, echo=lambda *a: None)
+    assert not config.out.exists()
+    trained_elsewhere = RunConfig(methods=("ldct",), out=tmp_path / "run2", data=str(ds.root), train_data="embedded",
+                                  protocol=Protocol((0.25,), (0.25,), ("chest",)))
+    t = run_matrix(trained_elsewhere, progress=False, echo=lambda *a: None)
+    assert t.patient.nunique() == 1 and not t.seen_data.any()

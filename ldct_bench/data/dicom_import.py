@@ -96,6 +96,9 @@ def scan_folder(root: Path, source: str) -> ScanReport:
                 and len(ds.PixelData) < expected:
             rep.skipped["unreadable files"].append(f"{p} (truncated pixel data)")
             continue
+        if str(getattr(ds, "Modality", "CT")).upper() != "CT":  # an MR or PET image with rescale tags is not HU
+            rep.skipped["images that are not CT (Modality)"].append(f"{p} ({ds.Modality})")
+            continue
         if getattr(ds, "RescaleSlope", None) is None or getattr(ds, "RescaleIntercept", None) is None:
             rep.skipped["slices without RescaleSlope/RescaleIntercept"].append(str(p))
             continue
