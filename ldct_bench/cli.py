@@ -93,7 +93,7 @@ def data_info(cache_dir):
     from .data.dataset import default_cache_dir
 
     root = Path(cache_dir or default_cache_dir())
-    found = sorted(root.glob("*/manifest.json")) if root.is_dir() else []
+    found = sorted(m for m in root.glob("*/manifest.json") if not m.parent.name.startswith(".")) if root.is_dir() else []
     if not found:
         click.echo(f"no datasets cached under {root}")
         return

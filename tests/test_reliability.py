@@ -165,3 +165,35 @@ def test_an_mr_image_is_skipped_and_a_set_without_test_patients_is_refused(ct_an
                                   protocol=Protocol((0.25,), (0.25,), ("chest",)))
     t = run_matrix(trained_elsewhere, progress=False, echo=lambda *a: None)
     assert t.patient.nunique() == 1 and not t.seen_data.any()
+
+
+def test_a_failed_import_leaves_no_dataset_behind(monkeypatch, tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from ldct_bench.data import dicom_import
+
+    src = tmp_path / "two"
+    src.mkdir()
+    for i in range(2):
+        d = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        d.PatientID, d.SeriesInstanceUID, d.SOPInstanceUID = f"P{i}", f"{d.SeriesInstanceUID}.{i}", f"{d.SOPInstanceUID}.{i}"
+        d.save_as(src / f"{i}.dcm")
+    calls = []
+    real = dicom_import._volume
+
+    def second_fails(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(*args)
+
+    monkeypatch.setattr(dicom_import, "_volume", second_fails)
+    with pytest.raises(OSError, match="disk full"):
+        dicom_import.import_dataset(src, name="half", cache_dir=tmp_path / "c", anatomy="chest")
+    assert len(calls) == 2 and list((tmp_path / "c").iterdir()) == []  # the first patient was written, then removed
+    res = CliRunner().invoke(main, ["data", "info", "--cache-dir", str(tmp_path / "c")])
+    assert "no datasets cached" in res.output
+    monkeypatch.setattr(dicom_import, "_volume", real)
+    ds = dicom_import.import_dataset(src, name="half", cache_dir=tmp_path / "c", anatomy="chest")
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["half"] and len(ds.patients("chest", "test")) == 1

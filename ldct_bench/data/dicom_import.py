@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,26 @@ def import_dataset(root: Path, source: str = "dicom", name: str | None = None, e
         raise ValueError(f"dataset name {name!r} must be one plain folder name (no '/', '\\' or leading '.'); "
                          "choose e.g. --name mayo2016.")
     rep = scan_folder(root, source)
-    out = Path(cache_dir or default_cache_dir()) / name
+    final = Path(cache_dir or default_cache_dir()) / name
+    out = final.parent / f".{name}.importing-{os.getpid()}"  # built here; moved into place only when complete
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        _write_dataset(out, rep, root, source, extra_doses, size, seed, anatomy)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a failed import leaves nothing that `data info` or `run` would see
+        raise
+    if final.exists():
+        old = final.parent / f".{name}.replaced-{os.getpid()}"
+        final.rename(old)
+        out.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        out.rename(final)
+    return LDCTDataset(final)
+
+
+def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_doses, size, seed, anatomy) -> None:
+    """The arrays, sources and manifest of an import, written into `out`."""
     by_patient: dict[str, dict[str, list[SliceRecord]]] = defaultdict(lambda: defaultdict(list))
     for r in rep.slices:
         by_patient[r.patient][r.kind].append(r)
@@ -219,4 +239,3 @@ def import_dataset(root: Path, source: str = "dicom", name: str | None = None, e
         atomic_write_json(out / "manifest.json", manifest)
     if rep.skipped:
         print(f"import: {rep.summary()}; {manifest['unpaired_slices']} unpaired slices dropped")
-    return LDCTDataset(out)
