@@ -50,11 +50,15 @@ def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells, conf
 
 def denoise_all(method: Method, pairs: Pairs, config: RunConfig) -> torch.Tensor:
     """Every slice of `pairs`, denoised in batches on the run's device, seeded per cell (same seed, same numbers)."""
+    where = f"{pairs.meta['anatomy'].iloc[0]} at {dose_label(pairs.meta['dose'].iloc[0])}"
+    for name, images in (("low-dose input", pairs.ld), ("full-dose reference", pairs.fd)):
+        if not torch.isfinite(images).all():
+            raise RuntimeError(f"the {name} of {where} holds NaN/inf: the dataset is damaged; delete its folder and "
+                               "simulate or import it again.")
     torch.manual_seed(config.seed)
     pred = torch.cat([method.denoise(pairs.ld[i:i + config.batch_size].to(config.device)).float().cpu()
                       for i in range(0, len(pairs), config.batch_size)])
     if not torch.isfinite(pred).all():
-        where = f"{pairs.meta['anatomy'].iloc[0]} at {dose_label(pairs.meta['dose'].iloc[0])}"
         raise RuntimeError(f"{method.name} produced NaN/inf on {where}; its checkpoint may be broken.")
     return pred
 

@@ -197,3 +197,29 @@ def test_a_failed_import_leaves_no_dataset_behind(monkeypatch, tmp_path):
     monkeypatch.setattr(dicom_import, "_volume", real)
     ds = dicom_import.import_dataset(src, name="half", cache_dir=tmp_path / "c", anatomy="chest")
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["half"] and len(ds.patients("chest", "test")) == 1
+
+
+def test_a_damaged_cache_file_is_named_with_what_to_do(ct_and_mr, tmp_path):
+    from ldct_bench.config import RunConfig
+    from ldct_bench.data.dicom_import import import_dataset
+    from ldct_bench.protocol import Protocol
+    from ldct_bench.runner import run_matrix
+
+    ds = import_dataset(ct_and_mr, source="dicom", name="dmg", extra_doses=(0.25,), cache_dir=tmp_path / "c",
+                        anatomy="chest")
+    patient = ds.patients("chest", "train")[0]
+    low = ds.root / "chest" / patient / "d0.2500.npy"
+    arr = np.load(low)
+    arr[0, 5, 5] = np.nan
+    np.save(low, arr)
+    config = RunConfig(methods=("ldct",), out=tmp_path / "run", data=str(ds.root), train_data="embedded",
+                       protocol=Protocol((0.25,), (0.25,), ("chest",)))
+    with pytest.raises(RuntimeError, match="low-dose input of chest at 25% holds NaN/inf: the dataset is damaged"):
+        run_matrix(config, progress=False, echo=lambda *a: None)
+    full = ds.root / "chest" / patient / "full.npy"
+    full.write_bytes(full.read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match=f"cached array {full} cannot be read .*delete the dataset folder"):
+        ds.volume("chest", patient, "full")
+    full.write_bytes(b"\x93NUMPY\x01\x00garbage" + b" " * 200)  # a bad header
+    with pytest.raises(ValueError, match="cannot be read"):
+        ds.volume("chest", patient, "full")

@@ -200,7 +200,12 @@ class LDCTDataset:
         rel = f"{anatomy}/{patient}/{key}.npy"
         if rel not in self.manifest["files"]:
             raise KeyError(f"{rel} is not in the dataset at {self.root}; simulate or import that dose first.")
-        return np.load(self.root / rel, mmap_mode="r")
+        try:
+            return np.load(self.root / rel, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:  # truncated, bad header, gone
+            raise ValueError(f"the cached array {self.root / rel} cannot be read ({type(exc).__name__}); delete the "
+                             f"dataset folder {self.root} and run again (phantoms are simulated afresh; an import "
+                             "is re-imported with `ldct-bench data import`).") from None
 
     def source_files(self, anatomy: str, patient: str, key: str) -> list[Path] | None:
         """The DICOM file of every slice of an imported volume (None for simulated phantoms)."""
