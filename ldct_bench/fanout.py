@@ -24,7 +24,7 @@ from .evaluate import evaluate_cells
 from .methods import get_method
 from .protocol import Cell
 from .results import RunStore
-from .runner import Run, describe, for_inference, train_for_run
+from .runner import Run, describe, for_inference, run_folder_lock, train_for_run
 
 EXECUTORS = ("local", "slurm")
 
@@ -127,6 +127,11 @@ def unit_states(store: RunStore, entries: list[Entry]) -> pd.DataFrame:
 def run_matrix_jobs(config: RunConfig, executor_kind: str, options: ClusterOptions, *, cli_args: dict | None = None,
                     progress: bool = True, echo=print) -> pd.DataFrame:
     """The same results store as runner.run_matrix, computed by one job per unit."""
+    with run_folder_lock(config, echo):
+        return _submit(config, executor_kind, options, cli_args, progress, echo)
+
+
+def _submit(config: RunConfig, executor_kind: str, options: ClusterOptions, cli_args, progress: bool, echo):
     run = Run.open(config, cli_args, progress)
     run.manifest["executor"] = {"kind": executor_kind, **asdict(options)}
     ex = make_executor(executor_kind, run.store.root / "jobs", options)

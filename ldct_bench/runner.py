@@ -10,17 +10,20 @@ steps as jobs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from .checkpoints import TrainJob, find_checkpoint
 from .config import RunConfig, upgrade_identity
-from .data.dataset import LDCTDataset
+from .data.dataset import LDCTDataset, default_cache_dir
 from .environment import git_commit, hardware, versions
 from .evaluate import evaluate_cells
 from .methods import Method, get_method
@@ -161,8 +164,32 @@ def train_for_run(config: RunConfig, label: str, progress: bool = True) -> Path:
     return Path(manifest["dir"]) / "weights.safetensors"
 
 
+@contextmanager
+def run_folder_lock(config: RunConfig, echo=print):
+    """One process fills a run folder at a time: a second run into it waits, then finds its cells done. The lock
+    lives in the cache, so that a run folder holds only results."""
+    key = hashlib.sha256(str(config.out.resolve()).encode()).hexdigest()[:16]
+    path = Path(config.cache_dir or default_cache_dir()) / "locks" / f"run-{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        echo(f"{config.out} is being filled by another run; waiting for it to end ...")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def run_matrix(config: RunConfig, *, cli_args: dict | None = None, progress: bool = True, echo=print) -> pd.DataFrame:
     """Run every method of `config` on every (anatomy, dose) cell in this process; returns the results table."""
+    with run_folder_lock(config, echo):
+        return _fill(config, cli_args, progress, echo)
+
+
+def _fill(config: RunConfig, cli_args: dict | None, progress: bool, echo) -> pd.DataFrame:
     run = Run.open(config, cli_args, progress)
     for entry in config.entries():
         if run.done(entry.label):

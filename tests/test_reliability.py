@@ -223,3 +223,38 @@ def test_a_damaged_cache_file_is_named_with_what_to_do(ct_and_mr, tmp_path):
     full.write_bytes(b"\x93NUMPY\x01\x00garbage" + b" " * 200)  # a bad header
     with pytest.raises(ValueError, match="cannot be read"):
         ds.volume("chest", patient, "full")
+
+
+def _together(*codes: str) -> list:
+    """Start each Python snippet as its own process at once; their completed processes."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", c], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for c in codes]
+    return [(p.wait(timeout=600), p.stdout.read()) for p in procs]
+
+
+def test_concurrent_simulations_and_runs_share_one_cache_and_one_folder(tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    simulate = ("from tests.helpers import tiny_config; from ldct_bench.data.dataset import LDCTDataset; "
+                f"LDCTDataset.embedded(tiny_config(), doses=({{}},), splits=('test',), cache_dir=r'{cache}', "
+                "progress=False)")
+    done = _together(simulate.format(0.1), simulate.format(0.25))
+    assert all(rc == 0 for rc, _ in done), done
+    from ldct_bench.data.dataset import LDCTDataset
+
+    ds = LDCTDataset(next(cache.glob("embedded-*")))
+    assert ds.doses() == [0.1, 0.25]  # neither simulation lost the other's dose
+    run = ("from pathlib import Path; from ldct_bench.config import RunConfig; from ldct_bench.protocol import "
+           "Protocol; from tests.helpers import tiny_config; from ldct_bench.runner import run_matrix; "
+           f"run_matrix(RunConfig(methods=('ldct',), out=Path(r'{out}'), protocol=Protocol((0.1, 0.25), (0.1,)), "
+           f"phantoms=tiny_config(), cache_dir=Path(r'{cache}')), progress=False)")
+    done = _together(run, run)
+    assert all(rc == 0 for rc, _ in done), done
+    assert sum("being filled by another run" in text for _, text in done) == 1  # the second waited
+    assert sum("already done, skipping" in text for _, text in done) == 1  # and then found the work done
+    t = pd.read_parquet(out / "results.parquet")
+    assert not t.duplicated(["method", "anatomy", "dose", "patient", "slice", "reference", "window", "metric"]).any()
+    assert len(t.drop_duplicates(["anatomy", "dose"])) == 6 and "finished" in json.loads(
+        (out / "manifest.json").read_text())

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
@@ -146,6 +147,12 @@ class LDCTDataset:
         config = config or PhantomConfig()
         root = Path(cache_dir or default_cache_dir()) / config.dataset_name
         root.mkdir(parents=True, exist_ok=True)
+        with FileLock(root / ".lock"):  # one writer at a time: a concurrent simulation waits, then adds what is missing
+            cls._simulate_missing(root, config, doses, anatomies, splits, progress)
+        return cls(root)
+
+    @staticmethod
+    def _simulate_missing(root: Path, config: PhantomConfig, doses, anatomies, splits, progress: bool) -> None:
         mpath = root / "manifest.json"
         manifest = json.loads(mpath.read_text()) if mpath.is_file() else {
             "kind": "embedded", "version": DATA_VERSION, "config": config.to_dict(), "files": {},
@@ -171,7 +178,6 @@ class LDCTDataset:
             atomic_write_json(mpath, manifest)
         if not mpath.is_file():
             atomic_write_json(mpath, manifest)
-        return cls(root)
 
     # -- reading ----------------------------------------------------------------------------------------
     @property
