@@ -252,8 +252,7 @@ def test_concurrent_simulations_and_runs_share_one_cache_and_one_folder(tmp_path
            f"phantoms=tiny_config(), cache_dir=Path(r'{cache}')), progress=False)")
     done = _together(run, run)
     assert all(rc == 0 for rc, _ in done), done
-    assert sum("being filled by another run" in text for _, text in done) == 1  # the second waited
-    assert sum("already done, skipping" in text for _, text in done) == 1  # and then found the work done
+    assert sum("already done, skipping" in text for _, text in done) == 1  # the second (waiting or late) did nothing
     t = pd.read_parquet(out / "results.parquet")
     assert not t.duplicated(["method", "anatomy", "dose", "patient", "slice", "reference", "window", "metric"]).any()
     assert len(t.drop_duplicates(["anatomy", "dose"])) == 6 and "finished" in json.loads(
