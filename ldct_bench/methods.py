@@ -272,6 +272,17 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist.")
+    trained = path.parent / "manifest.json"  # the training harness records the weights' sha256 there
+    if trained.is_file():
+        from .data.dataset import intact
+
+        try:
+            expected = json.loads(trained.read_text()).get("sha256")
+        except ValueError:
+            raise ValueError(f"checkpoint manifest {trained} is not valid JSON; restore or retrain it.") from None
+        if expected and not intact(path, expected):
+            raise ValueError(f"checkpoint {path} does not match the sha256 in {trained} (damaged or edited); restore "
+                             "it (git checkout for the committed ones) or retrain with `ldct-bench train --retrain`.")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})

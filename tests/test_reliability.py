@@ -257,3 +257,61 @@ def test_concurrent_simulations_and_runs_share_one_cache_and_one_folder(tmp_path
     assert not t.duplicated(["method", "anatomy", "dose", "patient", "slice", "reference", "window", "metric"]).any()
     assert len(t.drop_duplicates(["anatomy", "dose"])) == 6 and "finished" in json.loads(
         (out / "manifest.json").read_text())
+
+
+def _zero_bytes(path, start=256, n=2048):
+    data = bytearray(path.read_bytes())
+    data[start:start + n] = bytes(n)
+    path.write_bytes(bytes(data))
+
+
+def test_a_zeroed_range_in_a_phantom_array_is_resimulated_and_scores_as_the_clean_cache(tmp_path):
+    from ldct_bench.config import RunConfig
+    from ldct_bench.data.dataset import LDCTDataset, sha256_file
+    from ldct_bench.protocol import Protocol
+    from ldct_bench.runner import run_matrix
+
+    from .helpers import tiny_config
+
+    def scores(out):
+        config = RunConfig(methods=("ldct",), out=tmp_path / out, protocol=Protocol((0.25,), (0.25,), ("chest",)),
+                           phantoms=tiny_config(), cache_dir=tmp_path / "c")
+        return run_matrix(config, progress=False, echo=lambda *a: None).drop(columns="run")
+
+    clean = scores("clean")
+    ds = LDCTDataset(next((tmp_path / "c").glob("embedded-*")))
+    rel = next(k for k in ds.manifest["files"] if k.startswith("chest/") and k.endswith("d0.2500.npy"))
+    _zero_bytes(ds.root / rel)
+    with pytest.raises(ValueError, match="does not match the sha256 its manifest recorded .*run again"):
+        ds.volume(*rel[:-4].split("/"))
+    pd.testing.assert_frame_equal(scores("again"), clean)  # re-simulated, bit for bit
+    assert sha256_file(ds.root / rel) == ds.manifest["files"][rel]
+
+
+def test_a_damaged_import_or_a_tampered_checkpoint_is_refused_in_one_sentence(ct_and_mr, tmp_path):
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from ldct_bench.checkpoints import REFERENCE_DIR
+    from ldct_bench.data.dicom_import import import_dataset
+    from ldct_bench.methods import get_method
+
+    ds = import_dataset(ct_and_mr, source="dicom", name="imp", cache_dir=tmp_path / "c", anatomy="chest")
+    patient = ds.patients("chest", "train")[0]
+    _zero_bytes(ds.root / "chest" / patient / "full.npy")
+    with pytest.raises(ValueError, match="full.npy does not match the sha256 .*ldct-bench data import"):
+        ds.volume("chest", patient, "full")
+
+    folder = tmp_path / "ck"
+    shutil.copytree(next((REFERENCE_DIR / "redcnn").iterdir()), folder)
+    assert get_method("redcnn").load(folder / "weights.safetensors").n_parameters() > 0  # intact: loads
+    state = load_file(str(folder / "weights.safetensors"))
+    name = next(iter(state))
+    state[name] = state[name] * 100
+    with safe_open(str(folder / "weights.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    save_file(state, str(folder / "weights.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="does not match the sha256 in .*manifest.json .*retrain"):
+        get_method("redcnn").load(folder / "weights.safetensors")

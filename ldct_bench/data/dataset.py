@@ -114,6 +114,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+_HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: each version of a file hashed once
+
+
+def intact(path: Path, expected: str) -> bool:
+    """Whether `path` still has the sha256 its manifest recorded (a zeroed byte range or an edit shows; hashed once
+    per process and file version, so reading it again costs nothing)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_file(path)
+    return _HASHED[key] == expected
+
+
 @dataclass
 class Pairs:
     """Paired slices for one query: ld (N, C, H, W) with C = 1 + 2*context, fd (N, 1, H, W), meta, and (when asked
@@ -165,7 +181,8 @@ class LDCTDataset:
         for anatomy, idx in bar:
             pdir = root / anatomy / f"p{idx:03d}"
             want = ["truth", "full"] + [dose_key(d) for d in doses]
-            missing = [k for k in want if f"{anatomy}/p{idx:03d}/{k}.npy" not in manifest["files"]]
+            missing = [k for k in want  # absent, or damaged since: simulated (again)
+                       if not intact(pdir / f"{k}.npy", manifest["files"].get(f"{anatomy}/p{idx:03d}/{k}.npy"))]
             if not missing:
                 continue
             bar.set_postfix_str(f"{anatomy} p{idx:03d}")
@@ -206,6 +223,11 @@ class LDCTDataset:
         rel = f"{anatomy}/{patient}/{key}.npy"
         if rel not in self.manifest["files"]:
             raise KeyError(f"{rel} is not in the dataset at {self.root}; simulate or import that dose first.")
+        if not intact(self.root / rel, self.manifest["files"][rel]):
+            fix = ("run again: phantoms are simulated afresh" if self.manifest.get("kind") == "embedded" else
+                   "import the dataset again with `ldct-bench data import`")
+            raise ValueError(f"the cached array {self.root / rel} does not match the sha256 its manifest recorded "
+                             f"(damaged or edited); {fix}.")
         try:
             return np.load(self.root / rel, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as exc:  # truncated, bad header, gone
