@@ -222,7 +222,11 @@ class Method:
         if meta.get("method") != cls.name:
             raise ValueError(f"checkpoint {path} belongs to method {meta.get('method')!r}, not {cls.name!r}.")
         fields = {f.name for f in dataclasses.fields(cls.Config)}
-        saved = {k: v for k, v in json.loads(meta["config"]).items() if k in fields}
+        try:
+            saved = {k: v for k, v in json.loads(meta["config"]).items() if k in fields}
+        except (KeyError, ValueError, AttributeError):
+            raise ValueError(f"checkpoint {path} carries no readable config in its metadata; was it saved by "
+                             "ldct-bench? Retrain it with `ldct-bench train`.") from None
         method = cls(cls.Config(**{**saved, **(overrides or {})}), device)
         method.load_state_dict(state, source=f"checkpoint {path}")
         method.train(False)

@@ -315,3 +315,20 @@ def test_a_damaged_import_or_a_tampered_checkpoint_is_refused_in_one_sentence(ct
     save_file(state, str(folder / "weights.safetensors"), metadata=meta)
     with pytest.raises(ValueError, match="does not match the sha256 in .*manifest.json .*retrain"):
         get_method("redcnn").load(folder / "weights.safetensors")
+
+
+def test_a_checkpoint_with_broken_metadata_and_a_missing_array_are_one_sentence(ct_and_mr, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from ldct_bench.data.dicom_import import import_dataset
+    from ldct_bench.methods import get_method
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "w.safetensors"), metadata={"method": "redcnn", "config": "{oops"})
+    with pytest.raises(ValueError, match="carries no readable config"):
+        get_method("redcnn").load(tmp_path / "w.safetensors")
+    ds = import_dataset(ct_and_mr, source="dicom", name="gone", cache_dir=tmp_path / "c", anatomy="chest")
+    patient = ds.patients("chest", "train")[0]
+    (ds.root / "chest" / patient / "full.npy").unlink()
+    with pytest.raises(ValueError, match="full.npy is missing; import the dataset again"):
+        ds.volume("chest", patient, "full")

@@ -226,8 +226,9 @@ class LDCTDataset:
         if not intact(self.root / rel, self.manifest["files"][rel]):
             fix = ("run again: phantoms are simulated afresh" if self.manifest.get("kind") == "embedded" else
                    "import the dataset again with `ldct-bench data import`")
-            raise ValueError(f"the cached array {self.root / rel} does not match the sha256 its manifest recorded "
-                             f"(damaged or edited); {fix}.")
+            what = ("does not match the sha256 its manifest recorded (damaged or edited)"
+                    if (self.root / rel).is_file() else "is missing")
+            raise ValueError(f"the cached array {self.root / rel} {what}; {fix}.")
         try:
             return np.load(self.root / rel, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as exc:  # truncated, bad header, gone
