@@ -36,11 +36,11 @@ REFERENCES = ("full_dose", "truth")
 
 
 def cell_name(anatomy: str, dose: float) -> str:
-    return f"{anatomy}_{dose:.4f}"
+    return f"{safe(anatomy)}_{dose:.4f}"
 
 
 def safe(name: str) -> str:
-    """A method name as one path component (names are free text: 'a/b' or '<x>' must not make folders)."""
+    """A method or anatomy name as one path component (free text: 'a/b' or '<x>' must not make folders)."""
     return quote(name, safe="-_.[]+ ")
 
 

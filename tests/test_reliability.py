@@ -50,6 +50,7 @@ def test_report_writes_nothing_outside_its_folder_whatever_the_store_holds(tmp_p
     st.write_manifest({"config": {}})
     st.consolidate()
     before = {p for p in tmp_path.rglob("*")}
+    assert all(p.resolve().is_relative_to(st.root.resolve()) for p in before if p.is_file())  # the store's own writes
     from ldct_bench.report import make_report
 
     written = make_report([st.root], tmp_path / "runs" / "rep", formats=("md", "html"), metrics=("psnr",))
