@@ -168,6 +168,7 @@ def train_for_run(config: RunConfig, label: str, progress: bool = True) -> Path:
 def run_folder_lock(config: RunConfig, echo=print):
     """One process fills a run folder at a time: a second run into it waits, then finds its cells done. The lock
     lives in the cache, so that a run folder holds only results."""
+    check_writable(config.out)  # before anything is made, the lock included
     key = hashlib.sha256(str(config.out.resolve()).encode()).hexdigest()[:16]
     path = Path(config.cache_dir or default_cache_dir()) / "locks" / f"run-{key}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)

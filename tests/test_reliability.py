@@ -212,7 +212,12 @@ def test_a_damaged_cache_file_is_named_with_what_to_do(ct_and_mr, tmp_path):
     low = ds.root / "chest" / patient / "d0.2500.npy"
     arr = np.load(low)
     arr[0, 5, 5] = np.nan
-    np.save(low, arr)
+    np.save(low, arr)  # as if the DICOM it came from was damaged: its manifest vouches for it
+    from ldct_bench.data.dataset import sha256_file
+
+    manifest = json.loads((ds.root / "manifest.json").read_text())
+    manifest["files"][f"chest/{patient}/d0.2500.npy"] = sha256_file(low)
+    (ds.root / "manifest.json").write_text(json.dumps(manifest))
     config = RunConfig(methods=("ldct",), out=tmp_path / "run", data=str(ds.root), train_data="embedded",
                        protocol=Protocol((0.25,), (0.25,), ("chest",)))
     with pytest.raises(RuntimeError, match="low-dose input of chest at 25% holds NaN/inf: the dataset is damaged"):
