@@ -337,3 +337,36 @@ def test_a_checkpoint_with_broken_metadata_and_a_missing_array_are_one_sentence(
     (ds.root / "chest" / patient / "full.npy").unlink()
     with pytest.raises(ValueError, match="full.npy is missing; import the dataset again"):
         ds.volume("chest", patient, "full")
+
+
+def test_an_out_that_is_a_file_and_a_broken_checkpoint_at_run_time_are_one_sentence(tmp_path):
+    import click
+    import torch
+
+    from ldct_bench.cli import friendly
+    from ldct_bench.config import RunConfig
+    from ldct_bench.data.dataset import Pairs
+    from ldct_bench.evaluate import denoise_all
+    from ldct_bench.methods import get_method
+
+    (tmp_path / "file").write_text("")
+    res = CliRunner().invoke(main, ["run", "--methods", "ldct", "--out", str(tmp_path / "file"),
+                                    "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code != 0 and "is a file, not a folder" in res.output and "Traceback" not in res.output
+
+    class Broken(get_method("ldct")):  # what a checkpoint with NaN weights gives
+        def denoise(self, ld):
+            return torch.full_like(ld[:, :1], float("nan"))
+
+    pairs = Pairs(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8),
+                  pd.DataFrame({"anatomy": ["chest"] * 2, "patient": ["p"] * 2, "slice": [0, 1], "dose": [0.1] * 2}))
+    config = RunConfig(methods=("ldct",), out=tmp_path / "r")
+    with pytest.raises(RuntimeError, match="produced NaN/inf on chest at 10%; its checkpoint may be broken"):
+        denoise_all(Broken(None), pairs, config)
+
+    @friendly
+    def fails():
+        denoise_all(Broken(None), pairs, config)
+
+    with pytest.raises(click.ClickException, match="its checkpoint may be broken"):
+        fails()
