@@ -15,7 +15,7 @@ def atomic_path(path: Path, suffix: str = ".tmp"):
     """Yield a temporary sibling of `path` to write; rename it onto `path` only if the block finishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + suffix)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}{suffix}")  # per process: parallel jobs may write one file
     try:
         yield tmp
     except BaseException:
