@@ -370,3 +370,38 @@ def test_an_out_that_is_a_file_and_a_broken_checkpoint_at_run_time_are_one_sente
 
     with pytest.raises(click.ClickException, match="its checkpoint may be broken"):
         fails()
+
+
+def _store(root, method, value, anatomy="chest"):
+    st = RunStore(root)
+    rows = [dict(run=st.name, method=method, anatomy=anatomy, dose=d, seen_dose=d == 0.1, seen_anatomy=True,
+                 seen_data=True, patient=p, slice=0, reference="full_dose", window="founddiff", metric="psnr",
+                 value=value + (p == "p1")) for d in (0.1, 0.25) for p in ("p1", "p2")]
+    for d, cell in pd.DataFrame(rows)[COLUMNS].groupby("dose"):
+        st.write_cell(method, anatomy, d, cell)
+    st.write_manifest({"config": {}})
+    st.consolidate()
+    return st
+
+
+def test_runs_with_one_folder_name_keep_apart_and_table_text_is_escaped(tmp_path):
+    from ldct_bench.report import make_report
+
+    a = _store(tmp_path / "A" / "run1", "x|<script>&_%", 40.0)
+    b = _store(tmp_path / "B" / "run1", "x|<script>&_%", 42.0)
+    make_report([a.root, b.root], tmp_path / "rep", formats=("md", "latex"), metrics=("psnr",))
+    md = (tmp_path / "rep" / "leaderboard.md").read_text()
+    assert "<script>" not in md and "x\\|&lt;script&gt;&_% [A/run1]" in md and "[B/run1]" in md
+    assert "40.50" in md and "42.50" in md  # each run's own mean, not the two pooled (41.50)
+    tex = (tmp_path / "rep" / "leaderboard.tex").read_text()
+    assert r"\&\_\%" in tex and "&_%" not in tex.replace(r"\&\_\%", "")
+
+
+def test_a_report_over_runs_of_different_cells_writes_every_format(tmp_path):
+    from ldct_bench.report import make_report
+
+    a = _store(tmp_path / "embedded", "redcnn", 40.0)
+    b = _store(tmp_path / "dicom", "redcnn", 42.0, anatomy="abdomen")
+    make_report([a.root, b.root], tmp_path / "rep", metrics=("psnr",))
+    csv = pd.read_csv(tmp_path / "rep" / "leaderboard.csv")
+    assert sorted(zip(csv.method, csv.anatomy)) == [("redcnn [dicom]", "abdomen")] * 2 + [("redcnn [embedded]", "chest")] * 2

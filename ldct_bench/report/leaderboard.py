@@ -213,6 +213,8 @@ def to_frame(lb: Leaderboard) -> pd.DataFrame:
     for m in lb.mean.index:
         cost = lb.cost.loc[m].to_dict() if lb.cost is not None and m in lb.cost.index else {}
         for c in lb.columns():
+            if pd.isna(lb.mean.at[m, c]):
+                continue  # not scored there (several runs: each method has only its own run's cells)
             out.append({"metric": lb.metric, "window": lb.window, "reference": lb.reference, "method": m,
                         "anatomy": c[0], "dose": c[1], "seen_dose": lb.seen[c[1]],
                         "seen_anatomy": c[0] not in lb.unseen_anatomies, "seen_data": not lb.unseen_data,
