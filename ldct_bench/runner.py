@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 from .checkpoints import TrainJob, find_checkpoint
 from .config import RunConfig, upgrade_identity
 from .data.dataset import LDCTDataset, default_cache_dir
+from .data.resolve import dataset_name, dataset_pixel_mm
 from .environment import git_commit, hardware, versions
 from .evaluate import evaluate_cells
 from .methods import Method, get_method
@@ -65,7 +66,11 @@ class Run:
         if not finished:
             manifest.setdefault("timings", {})["data_s"] = round(time.perf_counter() - t, 2)
             store.write_manifest(manifest)  # only once the inputs are known to be good
-        manifest["dataset"] = {"root": str(ds.root), "name": ds.root.name, "config": ds.manifest.get("config")}
+        manifest["dataset"] = {"root": str(ds.root), "name": ds.root.name, "config": ds.manifest.get("config"),
+                               "pixel_mm": ds.pixel_mm}
+        manifest["train_dataset"] = {  # what the learned methods were trained on (the same data, or another)
+            "name": dataset_name(config.trained_on, config.cache_dir, config.phantoms),
+            "pixel_mm": dataset_pixel_mm(config.trained_on, config.cache_dir, config.phantoms)}
         return cls(config, store, manifest, ds, progress)
 
     # -- the methods (by entry label: a method, or an --oracle specialist 'redcnn@5%') ----------------------

@@ -67,6 +67,10 @@ def test_methods_trained_on_one_dataset_are_scored_on_every_patient_of_another(d
     assert manifest["config"]["train_data"] == str(tiny_dataset.root) and manifest["config"]["data"] == str(
         dicom_set.root)
     assert "ckcache" in manifest["methods"]["redcnn"]["source"]  # the tiny-set checkpoint, not a new training
+    assert manifest["dataset"]["pixel_mm"] == {"1CT1": pytest.approx(0.661468)}  # CT_small's PixelSpacing
+    assert manifest["train_dataset"] == {"name": tiny_dataset.root.name,
+                                         "pixel_mm": pytest.approx(tiny_dataset.pixel_mm)}
+    assert tiny_dataset.pixel_mm > 1.0  # the tiny phantoms' coarser grid: the transfer changes the pixel size
     assert (t[t.metric == "psnr"].groupby("method").value.mean() > 20).all()
 
 

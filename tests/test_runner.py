@@ -141,7 +141,10 @@ def test_bad_arguments_give_one_clear_error_and_write_nothing(args, message, tmp
 
 def test_the_committed_checkpoints_beat_the_input_on_every_seen_cell_of_fresh_patients(reference_sample):
     """The floor of the reference run, on patients simulated here afresh: each committed learned method, loaded
-    and run by this code, beats the low-dose input in PSNR and SSIM in every seen (anatomy, dose) cell."""
+    and run by this code, beats the low-dose input in PSNR and SSIM in every seen (anatomy, dose) cell against the
+    truth, and against the noisy full-dose scan too, except WGAN-MSE, whose adversarial term trades the full-dose
+    scan's noise texture for its own (reference run, chest 50 %: -0.24 dB against the full dose, +3.22 dB against
+    the truth)."""
     from ldct_bench.checkpoints import REFERENCE_DIR
     from ldct_bench.evaluate import score_rows
     from ldct_bench.methods import get_method
@@ -156,14 +159,19 @@ def test_the_committed_checkpoints_beat_the_input_on_every_seen_cell_of_fresh_pa
         method = for_inference(config, name, found[0])
         for cell in Protocol().cells():
             if cell.seen_dose:
-                pairs = reference_sample.pairs([cell.anatomy], [cell.dose], "test", context=get_method(name).context)
+                pairs = reference_sample.pairs([cell.anatomy], [cell.dose], "test", context=get_method(name).context,
+                                               truth=True)
                 pred = torch.cat([method.denoise(pairs.ld[i:i + 4]) for i in range(0, len(pairs), 4)])
                 scores.append(score_rows("fresh", name, cell, pairs, pred, ("psnr", "ssim")))
     t = pd.concat(scores)
-    means = t[t.window == "founddiff"].groupby(["metric", "anatomy", "dose", "method"])["value"].mean().unstack()
+    means = t[t.window == "founddiff"].groupby(["reference", "metric", "anatomy", "dose", "method"])["value"].mean()
+    means = means.unstack()
     gain = means[list(learned)].sub(means["ldct"], axis=0)
     print(gain.round(4))
-    assert len(gain) == 2 * 3 * 2 and (gain > 0).all().all(), f"at or below the input:\n{gain.round(4)}"
+    assert len(gain) == 2 * 2 * 3 * 2, gain
+    assert (gain.loc["truth"] > 0).all().all(), f"at or below the input:\n{gain.round(4)}"
+    fidelity = gain.loc["full_dose"].drop(columns="wgan-mse")
+    assert (fidelity > 0).all().all(), f"at or below the input:\n{gain.round(4)}"
 
 
 def test_lower_doses_are_nested_in_the_full_dose_and_scored_against_the_truth_too(tiny_dataset, tmp_path):

@@ -201,6 +201,14 @@ class LDCTDataset:
     def anatomies(self) -> list[str]:
         return sorted(self.manifest["splits"])
 
+    @property
+    def pixel_mm(self) -> float | dict[str, float] | None:
+        """In-plane pixel size in mm: one value for simulated phantoms, per patient for an import (None where an
+        older import did not record it)."""
+        if self.manifest.get("kind") == "embedded":
+            return Simulator.from_dict(self.manifest["config"]["simulator"]).geometry.pixel_mm
+        return self.manifest.get("pixel_mm")
+
     def patients(self, anatomy: str, split: str | tuple[str, ...]) -> list[str]:
         """The patients of `anatomy` in `split` (or in each of several splits, in order)."""
         if anatomy not in self.manifest["splits"]:

@@ -212,6 +212,7 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
         pdir.mkdir(parents=True, exist_ok=True)
         vol_full = _volume(full, size)
         arrays = {"full": vol_full}
+        manifest.setdefault("pixel_mm", {})[patient] = round(full[0].pixel_mm * full[0].shape[-1] / vol_full.shape[-1], 6)
         if low:
             vendor = 0.25 if source == "mayo2016" else MAYO2020_ANATOMY.get(patient[:1].upper(), (a, 0.25))[1]
             manifest["vendor_doses"][patient] = vendor

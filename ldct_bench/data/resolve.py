@@ -59,3 +59,12 @@ def dataset_anatomies(spec: str, cache_dir: Path | None = None) -> tuple[str, ..
         return ANATOMIES
     have = LDCTDataset(imported_path(spec, cache_dir)).anatomies
     return tuple(a for a in ANATOMIES if a in have) + tuple(sorted(set(have) - set(ANATOMIES)))
+
+
+def dataset_pixel_mm(spec: str, cache_dir: Path | None = None, phantoms: PhantomConfig | None = None):
+    """The in-plane pixel size of `spec` (see LDCTDataset.pixel_mm), without simulating anything."""
+    if spec == "embedded":
+        from .simulate import Simulator
+
+        return Simulator.from_dict((phantoms or PhantomConfig()).simulator).geometry.pixel_mm
+    return LDCTDataset(imported_path(spec, cache_dir)).pixel_mm
