@@ -124,7 +124,7 @@ def test_train_refuses_an_inference_only_field(tmp_path):
 
 def test_stage_budgets_are_declared_by_the_config():
     fd = get_method("founddiff").Config.profile("quick")
-    assert [fd.stage_iterations(s) for s in ("daclip", "dadiff")] == [300, 10_000]
+    assert [fd.stage_iterations(s) for s in ("daclip", "dadiff")] == [300, 4_000]
     assert [fd.stage_batch_size(s) for s in ("daclip", "dadiff")] == [fd.clip_batch, fd.batch_size] == [8, 4]
     assert get_method("redcnn").Config.profile("quick").stage_iterations("main") == 20_000
 
