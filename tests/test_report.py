@@ -92,7 +92,7 @@ def test_captions_say_reference_n_ci_test_and_cost(store, tmp_path):
     good = next(line for line in md.splitlines() if line.startswith("| good"))
     assert good.endswith("| 2.00 | 3e+15 | 100 |")  # 2.4 s over 24 slices; params in millions
     by_dose = (tmp_path / "rep" / "leaderboard_by_dose.md").read_text()
-    assert "all 10%" in by_dose and "n = 4 patients per cell" in by_dose  # 2 anatomies x 2 patients pooled
+    assert "all (with unseen anatomies) 10%" in by_dose and "n = 4 patients per cell" in by_dose  # 2 x 2 pooled
     truth = make_report([store.root], tmp_path / "truth", formats=("md",), reference="truth", unit="slice")
     md = (tmp_path / "truth" / "leaderboard.md").read_text()
     assert "against the noiseless truth" in md and "Wilcoxon signed-rank test over slices" in md and truth
@@ -136,7 +136,7 @@ def test_html_is_self_contained_and_escaped(store, tmp_path):
     assert "src=\"http" not in html and "href=\"http" not in html  # no external assets
     for m in ("ldct", "good"):
         assert f"<td>{m}</td>" in html
-    for label in ("chest 10%", "head 25% (unseen)"):
+    for label in ("chest 10%", "head (unseen anatomy) 25% (unseen)"):
         assert label in html
     assert {p.name for p in files} >= {"leaderboard.md", "leaderboard.tex", "leaderboard.csv", "report.html"}
 

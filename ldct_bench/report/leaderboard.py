@@ -51,7 +51,8 @@ class Leaderboard:
 
     def column_label(self, col) -> str:
         anatomy, dose = col
-        held_out = "" if anatomy not in self.unseen_anatomies else " (unseen anatomy)"
+        held_out = "" if anatomy not in self.unseen_anatomies else (
+            " (with unseen anatomies)" if anatomy == "all" else " (unseen anatomy)")
         return f"{anatomy}{held_out} {dose_label(dose)}{'' if self.seen[dose] else ' (unseen)'}"
 
     def caption(self) -> str:
