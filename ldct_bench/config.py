@@ -160,6 +160,11 @@ class RunConfig:
         return TrainJob(method, self.profile, doses, tuple(self.protocol.trained_anatomies),
                         dataset_name(self.trained_on, self.cache_dir, self.phantoms), self.seed, training)
 
+    def entry_job(self, label: str) -> TrainJob:
+        """What training the run entry `label` means (a generalist's seen doses, or a specialist's one dose)."""
+        entry = self.entry(label)
+        return self.train_job(entry.method, entry.seen_doses)
+
     def dataset(self, doses=None, anatomies=None, progress: bool = True):
         """The evaluated data's patients (eval_splits) at `doses` (simulated first where the embedded cache lacks
         them); default: the protocol's doses and anatomies."""

@@ -134,7 +134,7 @@ def run_matrix_jobs(config: RunConfig, executor_kind: str, options: ClusterOptio
 def _submit(config: RunConfig, executor_kind: str, options: ClusterOptions, cli_args, progress: bool, echo):
     run = Run.open(config, cli_args, progress)
     run.manifest["executor"] = {"kind": executor_kind, **asdict(options)}
-    ex = make_executor(executor_kind, run.store.root / "jobs", options)
+    ex = make_executor(executor_kind, _jobs_dir(run.store), options)
     todo = [u for u in units(config.entries())
             if not all(run.store.has_cell(u.label, c.anatomy, c.dose) for c in u.cells)]
     states = unit_states(run.store, config.entries()).set_index("unit")["state"]
@@ -159,8 +159,7 @@ def _train_missing(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> 
     if to_train and run.config.trained_on == "embedded":  # simulate the training splits once, not in every job
         for doses in dict.fromkeys(run.config.entry(label).seen_doses for label in to_train):
             run.config.train_dataset(run.progress, doses)
-    folder = str(run.store.root / "jobs")
-    submitted = {m: ex.submit(reported, folder, train_job, run.config, m) for m in to_train}
+    submitted = {m: ex.submit(reported, str(_jobs_dir(run.store)), train_job, run.config, m) for m in to_train}
     _record_jobs(run.store, {f"train:{m}": job for m, job in submitted.items()}, executor_kind)
     if submitted:
         echo(f"training {', '.join(to_train)} as {len(submitted)} job(s)")
@@ -171,11 +170,10 @@ def _evaluate_units(run: Run, ex, executor_kind: str, todo: list[Unit], echo) ->
     """One job per unit, each given its method's checkpoint; the keys of the units that failed."""
     checkpoints = {label: run.checkpoint(label) for label in {u.label for u in todo}}
     runnable = [u for u in todo if checkpoints[u.label] or not get_method(run.config.entry(u.label).method).learned]
-    folder = str(run.store.root / "jobs")
-    jobs = {u.key: ex.submit(reported, folder, unit_job, run.config, u,
+    jobs = {u.key: ex.submit(reported, str(_jobs_dir(run.store)), unit_job, run.config, u,
                              str(checkpoints[u.label]) if checkpoints[u.label] else None) for u in runnable}
     _record_jobs(run.store, jobs, executor_kind)
-    echo(f"submitted {len(jobs)} unit job(s) to the {executor_kind} executor; logs in {run.store.root / 'jobs'}")
+    echo(f"submitted {len(jobs)} unit job(s) to the {executor_kind} executor; logs in {_jobs_dir(run.store)}")
     failed = []
     for key, job in jobs.items():
         res = _result(job)
@@ -210,6 +208,11 @@ def _result(job):
         return None
 
 
+def _jobs_dir(store: RunStore) -> Path:
+    """Where submitit keeps a run's job files (and each job its JSON outcome)."""
+    return store.root / "jobs"
+
+
 def _jobs_path(store: RunStore) -> Path:
     return store.root / "jobs.json"
 
@@ -224,12 +227,12 @@ def _write_jobs(store: RunStore, jobs: dict) -> None:
 
 
 def _log_path(store: RunStore, job: dict) -> str:
-    return str(store.root / "jobs" / f"{job['job_id']}_0_log.err")
+    return str(_jobs_dir(store) / f"{job['job_id']}_0_log.err")
 
 
 def _job_state(store: RunStore, job: dict) -> str:
     """From the job's own JSON outcome (never its result pickle), else whether its process or SLURM job lives."""
-    outcome = store.root / "jobs" / f"{job['job_id']}_outcome.json"
+    outcome = _jobs_dir(store) / f"{job['job_id']}_outcome.json"
     try:
         state = json.loads(outcome.read_text()).get("state")
     except (OSError, ValueError, AttributeError):
@@ -244,5 +247,5 @@ def _job_state(store: RunStore, job: dict) -> str:
             return "killed"
     import submitit
 
-    state = submitit.SlurmJob(store.root / "jobs", job["job_id"]).state
+    state = submitit.SlurmJob(_jobs_dir(store), job["job_id"]).state
     return {"PENDING": "running", "RUNNING": "running", "REQUEUED": "running"}.get(state, state.lower())

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .checkpoints import TrainJob, find_checkpoint
+from .checkpoints import find_checkpoint
 from .config import RunConfig, upgrade_identity
 from .data.dataset import LDCTDataset, default_cache_dir
 from .data.resolve import dataset_name, dataset_pixel_mm
@@ -43,8 +43,8 @@ class Run:
 
     @classmethod
     def open(cls, config: RunConfig, cli_args: dict | None = None, progress: bool = True) -> Run:
-        """Check the run folder against the config, open the test data, write the first manifest."""
-        check_writable(config.out)
+        """Check the run folder against the config, open the test data, write the first manifest (callers hold
+        run_folder_lock, which has checked that --out can be made)."""
         store = RunStore(config.out)
         manifest = {"config": config.identity(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "cli": cli_args or {}, "timings": {}}
@@ -74,14 +74,10 @@ class Run:
         return cls(config, store, manifest, ds, progress)
 
     # -- the methods (by entry label: a method, or an --oracle specialist 'redcnn@5%') ----------------------
-    def job(self, label: str) -> TrainJob:
-        entry = self.config.entry(label)
-        return self.config.train_job(entry.method, entry.seen_doses)
-
     def checkpoint(self, label: str) -> Path | None:
         """The saved weights of `label` for this run's job, if any (None for methods that learn nothing)."""
         learned = get_method(self.config.entry(label).method).learned
-        return find_checkpoint(self.job(label), self.config.cache_dir) if learned else None
+        return find_checkpoint(self.config.entry_job(label), self.config.cache_dir) if learned else None
 
     def needs_training(self, label: str) -> bool:
         learned = get_method(self.config.entry(label).method).learned
@@ -160,10 +156,9 @@ def describe(method: Method, source: str) -> dict:
 def train_for_run(config: RunConfig, label: str, progress: bool = True) -> Path:
     """Train the entry `label` of `config` on its seen doses (simulating the training splits where they are
     missing, and training on the dataset that holds them); returns the weights."""
-    entry = config.entry(label)
-    ds = config.train_dataset(progress, entry.seen_doses)
-    manifest = train_method(config.train_job(entry.method, entry.seen_doses), ds, device=config.device,
-                            retrain=config.retrain, cache_dir=config.cache_dir, progress=progress)
+    ds = config.train_dataset(progress, config.entry(label).seen_doses)
+    manifest = train_method(config.entry_job(label), ds, device=config.device, retrain=config.retrain,
+                            cache_dir=config.cache_dir, progress=progress)
     if not manifest["complete"]:
         raise RuntimeError(f"training {label} stopped before its last iteration; run again to resume.")
     return Path(manifest["dir"]) / "weights.safetensors"

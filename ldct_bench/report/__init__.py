@@ -59,9 +59,10 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     if bad:
         raise ValueError(f"unknown report format {', '.join(bad)}; choose from {', '.join(FORMATS)}.")
     runs, manifests, stores = load_runs([Path(d) for d in run_dirs], reference)
-    table = runs if len(stores) == 1 else runs.assign(method=runs["method"] + " [" + runs["run"] + "]")
     # --oracle specialists are yardsticks of the generalization table, not contestants of the leaderboards
-    table = table[[specialist_of(m.split(" [")[0]) is None for m in table["method"]]]
+    table = runs[runs["method"].map(specialist_of).isna()]
+    if len(stores) > 1:
+        table = table.assign(method=table["method"] + " [" + table["run"] + "]")
     cost = cost_table(manifests, table, labelled=len(stores) > 1)
     boards = [build_leaderboard(table, m, window, reference, unit, cost) for m in metrics]
     by_dose = [build_leaderboard(table, m, window, reference, unit, cost, pool_anatomies=True) for m in metrics]
@@ -98,8 +99,9 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     figs: list[tuple[str, Path]] = []
     fig_dir = out / "figures"
     for m in metrics[:2]:
-        figures.dose_curves(table, figure(f"dose_curves_{m}"), m, window)
-        figs.append((f"{m.upper()} vs dose per method (shaded: unseen doses)", png(figure(f"dose_curves_{m}"))))
+        stem = figure(f"dose_curves_{m}")
+        figures.dose_curves(table, stem, m, window)
+        figs.append((f"{m.upper()} vs dose per method (shaded: unseen doses)", png(stem)))
     if general:
         figures.generalization_plot(general, fig_dir / "generalization")
         figs.append((general.caption(), fig_dir / "generalization.png"))
@@ -110,8 +112,9 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
         methods = [m for m in boards[0].mean.index if m != "ldct"]
         doses = sorted(table["dose"].unique())
         for anatomy in sorted(table["anatomy"].unique()):
-            figures.visual_grid(st, methods, anatomy, doses, figure(f"grid_{anatomy}"))
-            figs.append((f"{anatomy}: visual comparison and |error| maps", png(figure(f"grid_{anatomy}"))))
+            stem = figure(f"grid_{anatomy}")
+            figures.visual_grid(st, methods, anatomy, doses, stem)
+            figs.append((f"{anatomy}: visual comparison and |error| maps", png(stem)))
         perception = st.perception()
         if perception is not None:
             figures.perception_plot(perception, fig_dir / "daclip_perception")
@@ -123,7 +126,7 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     write("report_manifest.json", json.dumps({
         "command": "ldct-bench report " + " ".join(str(d) for d in run_dirs) + f" --out {out} --format {','.join(formats)}"
                    f" --metrics {','.join(metrics)} --window {window} --reference {reference} --unit {unit}",
-        "runs": {label: str(st.root) for label, st in zip(run_labels(stores), stores)},
+        "runs": {label: str(st.root) for label, st in zip(manifests, stores)},  # manifests are keyed by run label
         "git_commit": git_commit(), "versions": versions(),
         "files": sorted(str(p.relative_to(out)) for p in written)}, indent=2))
     return written

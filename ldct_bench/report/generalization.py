@@ -106,19 +106,18 @@ def _oracle_gaps(everyone: np.ndarray, labels: list[str], methods: list[str], ce
     """{(f'oracle gap at {dose}', ''): (boot, methods)}: specialist minus generalist averaged over the cells of
     that dose (NaN for a method without a specialist there)."""
     doses = cells.get_level_values("dose").to_numpy()
-    out = {}
+    by_dose: dict[float, np.ndarray] = {}
     for i, label in enumerate(labels):
         general = specialist_of(label)
         if general not in methods:
             continue
         there = np.isfinite(everyone[0, i])  # the specialist's cells: its one dose
-        for dose in sorted(set(doses[there])):
+        for dose in set(doses[there]):
             mask = there & (doses == dose)
-            gap = out.setdefault((f"oracle gap at {dose_label(dose)}", ""),
-                                 np.full((everyone.shape[0], len(methods)), np.nan))
-            j = methods.index(general)
-            gap[:, j] = np.nanmean(everyone[:, i][:, mask] - everyone[:, labels.index(general)][:, mask], axis=1)
-    return dict(sorted(out.items(), key=lambda kv: float(kv[0][0].split()[-1].rstrip("%"))))
+            gap = by_dose.setdefault(dose, np.full((everyone.shape[0], len(methods)), np.nan))
+            gap[:, methods.index(general)] = np.nanmean(
+                everyone[:, i][:, mask] - everyone[:, labels.index(general)][:, mask], axis=1)
+    return {(f"oracle gap at {dose_label(dose)}", ""): by_dose[dose] for dose in sorted(by_dose)}
 
 
 def _bootstrap_weights(units: list[str], n_boot: int, seed: int = 0) -> np.ndarray:
