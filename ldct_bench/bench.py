@@ -7,6 +7,8 @@ Stages:
               difference between their numbers;
   inference   ms per slice for every method (diffusion models with their sampling steps), batch sized
               to the device;
+  iq          the cost of --iq at the embedded size (simulating and scoring the image-quality phantom), vs
+              simulating and scoring the default run's test split; and how many images --iq denoises per method;
   end-to-end  (--end-to-end) the default `ldct-bench run` in a child process, split by stage, with its peak RSS.
 Ratios are ours / reference throughput, so above 1 is faster. Results go to CSV and JSON so runs can be
 compared over time.
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +96,48 @@ def bench_simulation(size: int, repeats: int = 2) -> list[dict]:
         notes.append(f"FBP RMSE {label}: ours {rmse(mine):.2f} HU, reference {rmse(theirs):.2f} HU")
     return [_row("simulation", f"project+noise+FBP {size}x{size}", 1 / t_ours, 1 / t_ref, "slices/s",
                  "scikit-image radon/iradon", "; ".join(notes))]
+
+
+# ------------------------------------------------------------------------------------------ image quality
+def bench_iq(doses=(0.05, 0.1, 0.25, 0.5), n: int = 4) -> list[dict]:
+    """The cost of --iq at the embedded size: simulating the phantom set and scoring it, beside simulating and
+    scoring the anatomical test split of the default run (same chain, same doses)."""
+    from .data.dataset import PhantomConfig, _simulate_patient
+    from .data.iq_phantom import IQConfig, IQPhantomSet
+    from .data.simulate import Simulator
+    from .iq import score_iq
+    from .metrics import score_batch, windows_for
+
+    iq, test = IQConfig(), PhantomConfig()
+    keys = ["truth", "full", *(f"d{d:.4f}" for d in doses)]
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        small = IQPhantomSet.build(IQConfig(realisations=n), doses, cache_dir=Path(tmp), progress=False)
+        per_scan = (time.perf_counter() - t) / (2 * n)
+        images = {c: np.concatenate([small.images(c, 0.1)] * (iq.realisations // n)) for c in ("present", "absent")}
+        t = time.perf_counter()
+        score_iq(images["present"], images["absent"], small.geometry)
+        score_s = time.perf_counter() - t
+    sim = Simulator.from_dict(test.simulator)
+    t = time.perf_counter()
+    arrays = _simulate_patient(replace(test, slices_per_patient=1), sim, "abdomen", 0, keys)
+    per_slice = time.perf_counter() - t
+    slices = 3 * test.test_patients * test.slices_per_patient  # the default run's test split
+    pred = torch.from_numpy(np.repeat(arrays["d0.1000"][:, None], slices, 0))
+    t = time.perf_counter()
+    score_batch(pred, torch.from_numpy(np.repeat(arrays["full"][:, None], slices, 0)), windows_for("abdomen"),
+                ("psnr", "ssim", "rmse"))
+    cell_s = 2 * (time.perf_counter() - t)  # two references
+    images_per_method = 2 * iq.realisations * len(doses)
+    return [
+        _row("iq", f"simulate the phantom set ({2 * iq.realisations} scans x {len(doses)} doses)",
+             per_scan * 2 * iq.realisations, per_slice * slices, "s", "simulate the default test split", "", False),
+        _row("iq", "score one (method, dose): CHO, NPS, TTF", score_s, cell_s, "s",
+             "score one anatomy x dose cell (PSNR/SSIM/RMSE)", "", False),
+        _row("iq", "images each method denoises", images_per_method, slices * len(doses), "images",
+             "test slices each method denoises in the default run",
+             "denoising time scales with it: the --iq pass costs about this ratio times the default run's inference",
+             False)]
 
 
 # -------------------------------------------------------------------------------------------------- metrics
@@ -214,7 +259,7 @@ def bench_end_to_end(cache_dir: Path | None = None) -> list[dict]:
 
 
 def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = None, end_to_end: bool = False,
-              out: Path | None = None, cache_dir: Path | None = None, stages=("simulation", "metrics", "inference"),
+              out: Path | None = None, cache_dir: Path | None = None, stages=("simulation", "metrics", "inference", "iq"),
               echo=print) -> pd.DataFrame:
     from .methods import resolve_methods
 
@@ -225,6 +270,8 @@ def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = 
         rows += bench_simulation(size)
     if "metrics" in stages:
         rows += bench_metrics(size)
+    if "iq" in stages:
+        rows += bench_iq()
     if "inference" in stages:
         rows += bench_inference(size, device, methods or resolve_methods("all"))
     table = pd.DataFrame(rows)

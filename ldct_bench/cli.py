@@ -241,6 +241,11 @@ def _train_overrides(name: str, opts: dict) -> dict:
                    "gap: specialist minus generalist.")
 @click.option("--metrics", "metrics_spec", default=None, help="Comma list (default: rmse,psnr,ssim).")
 @click.option("--save-images", is_flag=True, help="Also save every denoised test slice.")
+@click.option("--iq", is_flag=True,
+              help="Also measure task-based image quality on a CCT189-like phantom: CHO detectability (d', AUC) of "
+                   "low-contrast disks, noise power spectrum and TTF (adds to an existing run folder).")
+@click.option("--iq-realisations", type=click.IntRange(min=8), default=100, show_default=True,
+              help="Phantom scans per class (signal present, signal absent) at each dose for --iq.")
 @click.option("--executor", type=click.Choice(["local", "slurm"]), default=None,
               help="Run each (method, anatomy) unit as a submitit job (default: all in this process).")
 @click.option("--partition", default=None, help="SLURM partition for --executor slurm.")
@@ -278,6 +283,9 @@ def run_cmd(**opts):
     if config.oracle:
         click.echo(f"oracle specialists: {', '.join(specialists)}" if specialists else
                    "--oracle: every evaluated dose is seen in training, so there is no specialist to train.")
+    if opts["executor"] and config.iq:
+        raise click.UsageError("--iq runs in this process: run the matrix with --executor first, then the same command "
+                               "with --iq and without --executor into the same --out.")
     if opts["executor"]:
         from .fanout import ClusterOptions, JobsIncomplete, run_matrix_jobs
 
@@ -316,7 +324,7 @@ def _run_config(opts: dict):
         metrics=tuple(split_list(opts["metrics_spec"])) if opts["metrics_spec"] else DEFAULT_METRICS,
         retrain=opts["retrain"], oracle=opts["oracle"], overrides=parse_overrides(opts["sets"], methods),
         device="cuda" if jobs_elsewhere else resolve_device(opts["device"]), cache_dir=opts["cache_dir"],
-        save_images=opts["save_images"])
+        save_images=opts["save_images"], iq=opts["iq"], iq_realisations=opts["iq_realisations"])
 
 
 # -------------------------------------------------------------------------------------------- report
@@ -354,7 +362,7 @@ def report_cmd(run_dirs, out, formats, metrics_spec, window, reference, unit):
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N] (inference stage).")
 @click.option("--size", type=click.Choice(["256", "512"]), default="512", show_default=True)
 @click.option("--methods", "methods_spec", default="all", show_default=True, help="Methods for the inference stage.")
-@click.option("--stages", default="simulation,metrics,inference", show_default=True)
+@click.option("--stages", default="simulation,metrics,inference,iq", show_default=True)
 @click.option("--end-to-end", is_flag=True, help="Also time the default `ldct-bench run` (a few minutes).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write OUT.csv and OUT.json (default results/bench/bench-<time>).")
@@ -368,9 +376,9 @@ def bench_cmd(device, size, methods_spec, stages, end_to_end, out, cache_dir):
     from .methods import resolve_methods
 
     chosen = tuple(split_list(stages))
-    bad = [s for s in chosen if s not in ("simulation", "metrics", "inference")]
+    bad = [s for s in chosen if s not in ("simulation", "metrics", "inference", "iq")]
     if bad:
-        raise click.BadParameter(f"unknown stage {', '.join(bad)}; choose from simulation, metrics, inference.")
+        raise click.BadParameter(f"unknown stage {', '.join(bad)}; choose from simulation, metrics, inference, iq.")
     out = out or Path("results") / "bench" / datetime.now().strftime("bench-%Y%m%d-%H%M%S")
     run_bench(int(size), resolve_device(device), resolve_methods(methods_spec), end_to_end, out, cache_dir, chosen,
               echo=click.echo)

@@ -98,6 +98,8 @@ class RunConfig:
     batch_size: int = 8  # slices per denoise call
     examples: int = 1  # patients per cell whose middle slice is kept for figures
     save_images: bool = False  # also keep every denoised slice (DICOM when the input was)
+    iq: bool = False  # also score task-based image quality on the image-quality phantom (iq.py)
+    iq_realisations: int = 100  # phantom scans per class (signal present, absent) at each dose
 
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
@@ -107,6 +109,8 @@ class RunConfig:
             raise ValueError("no methods given; write e.g. --methods ldct,redcnn or --methods all.")
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILES)}.")
+        if self.iq and self.iq_realisations < 8:
+            raise ValueError(f"--iq-realisations {self.iq_realisations}: an observer needs at least 8 per class.")
         for name in self.methods:
             get_method(name)
         for metric in self.metrics:

@@ -7,6 +7,8 @@
                                            gathered from perception/<anatomy>_<dose>.parquet, one per FoundDiff cell
     examples/                              a few slices per cell for figure grids (float16 HU)
     images/<method>/<cell>.npz, <cell>/<patient>/*.dcm   --save-images: every denoised slice (DICOM when the input was)
+    iq/<method>/<dose>.parquet             --iq: task-based image quality of one method at one dose (the unit of resume),
+    iq/<method>/<dose>.curves.parquet      and its radial NPS and TTF curves; gathered into iq.parquet, iq_curves.parquet
 
 Rows: run, method, anatomy, dose, seen_dose, seen_anatomy, seen_data, patient, slice, reference, window, metric,
 value. The three `seen_*` flags say, along each axis of generalization, whether training saw the row's dose, its
@@ -14,6 +16,10 @@ anatomy and its dataset. `reference` is what a denoised slice is scored against:
 convention: the full-dose scan, itself noisy) or, where the dataset has it, `truth` (the noiseless
 reconstruction, which only a simulation can give). Older stores read back with what they could only have
 been: `seen` is `seen_dose`, anatomy and dataset were seen, the reference was the full dose.
+Task-based rows (IQ_COLUMNS) are not per slice but per ensemble of phantom realisations: run, method, dose,
+seen_dose, target (a disk '10mm/3HU', a rod 'bone/+1000HU' or the 'uniform' region), metric (cho_dprime, cho_auc,
+nps_noise, nps_fpeak, nps_fmean, nps_fmean_shift, ttf50, ttf10), value, its 95 % CI where one is estimated, and n
+(realisations per class). The method 'full dose' at dose 1 is the full-dose FBP: the reference of the shifts.
 Parquet rather than CSV: column types survive (bool flags, exact float64 scores), it is
 compact and fast for pandas, and a CSV is one `report --format csv` away.
 """
@@ -33,6 +39,9 @@ COLUMNS = ["run", "method", "anatomy", "dose", "seen_dose", "seen_anatomy", "see
            "reference", "window", "metric", "value"]
 AXES = {"dose": "seen_dose", "anatomy": "seen_anatomy", "data": "seen_data"}  # axis of generalization -> its flag
 REFERENCES = ("full_dose", "truth")
+IQ_COLUMNS = ["run", "method", "dose", "seen_dose", "target", "metric", "value", "ci_low", "ci_high", "n"]
+CURVE_COLUMNS = ["method", "dose", "kind", "target", "frequency", "value"]
+FULL_DOSE = "full dose"  # the task-based reference: the FBP of the full-dose scans
 
 
 def cell_name(anatomy: str, dose: float) -> str:
@@ -109,6 +118,7 @@ class RunStore:
         if seen:
             perception = pd.concat([pd.read_parquet(p) for p in seen], ignore_index=True)
             _atomic_parquet(self.root / "perception.parquet", perception)
+        self._consolidate_iq()
         return table
 
     def table(self, reference: str | None = None) -> pd.DataFrame:
@@ -119,6 +129,39 @@ class RunStore:
                                     "(run it again to resume).")
         table = upgrade(pd.read_parquet(path))
         return table if reference is None else select_reference(table, reference, str(self.root))
+
+    # -- task-based image quality (--iq) ----------------------------------------------------------------------
+    def iq_path(self, method: str, dose: float, suffix: str = ".parquet") -> Path:
+        return self.root / "iq" / safe(method) / f"{dose:.4f}{suffix}"
+
+    def has_iq(self, method: str, dose: float) -> bool:
+        return self.iq_path(method, dose).is_file()
+
+    def write_iq(self, method: str, dose: float, rows: pd.DataFrame, curves: pd.DataFrame) -> None:
+        """The curves first: the metrics file's presence means the IQ cell is complete."""
+        _atomic_parquet(self.iq_path(method, dose, ".curves.parquet"), curves[CURVE_COLUMNS])
+        _atomic_parquet(self.iq_path(method, dose), rows[IQ_COLUMNS])
+
+    def read_iq(self, method: str, dose: float) -> pd.DataFrame:
+        return pd.read_parquet(self.iq_path(method, dose))
+
+    def iq_table(self) -> pd.DataFrame | None:
+        """The run's task-based metrics (None when it ran without --iq)."""
+        path = self.root / "iq.parquet"
+        return pd.read_parquet(path) if path.is_file() else None
+
+    def iq_curves(self) -> pd.DataFrame | None:
+        path = self.root / "iq_curves.parquet"
+        return pd.read_parquet(path) if path.is_file() else None
+
+    def _consolidate_iq(self) -> None:
+        rows = sorted(p for p in (self.root / "iq").glob("*/*.parquet") if not p.name.endswith(".curves.parquet"))
+        if not rows:
+            return
+        _atomic_parquet(self.root / "iq.parquet", pd.concat([pd.read_parquet(p) for p in rows], ignore_index=True))
+        curves = [p.with_name(p.name.replace(".parquet", ".curves.parquet")) for p in rows]
+        _atomic_parquet(self.root / "iq_curves.parquet", pd.concat([pd.read_parquet(p) for p in curves],
+                                                                   ignore_index=True))
 
     def write_perception(self, anatomy: str, dose: float, df: pd.DataFrame) -> None:
         _atomic_parquet(self.root / "perception" / f"{cell_name(anatomy, dose)}.parquet", df)

@@ -38,8 +38,10 @@ class Run:
     def __init__(self, config: RunConfig, store: RunStore, manifest: dict, dataset: LDCTDataset, progress: bool):
         self.config, self.store, self.manifest, self.dataset = config, store, manifest, dataset
         self.progress = progress
+        self.cli_args: dict = {}
         self.t0 = time.perf_counter()
         self.worked = False  # whether this process denoised anything
+        self._iq = None
 
     @classmethod
     def open(cls, config: RunConfig, cli_args: dict | None = None, progress: bool = True) -> Run:
@@ -53,6 +55,13 @@ class Run:
             if upgrade_identity(manifest.get("config", {})) != config.identity():
                 raise ValueError(f"{config.out} already holds a run with a different configuration; choose another "
                                  "--out (runs never overwrite each other).")
+        if config.iq and manifest.get("iq"):
+            from .iq import iq_config
+
+            if manifest["iq"]["set"] != iq_config(config).name:
+                raise ValueError(f"{config.out} holds task-based scores of another image-quality set "
+                                 f"({manifest['iq']['config']['realisations']} realisations per class); give that "
+                                 "--iq-realisations or choose another --out.")
         finished = "finished" in manifest  # re-run of a finished run: its record stays as it is unless work is left
         if not finished:
             manifest.update({"versions": versions(), "git_commit": git_commit(), "hardware": hardware(config.device)})
@@ -71,7 +80,9 @@ class Run:
         manifest["train_dataset"] = {  # what the learned methods were trained on (the same data, or another)
             "name": dataset_name(config.trained_on, config.cache_dir, config.phantoms),
             "pixel_mm": dataset_pixel_mm(config.trained_on, config.cache_dir, config.phantoms)}
-        return cls(config, store, manifest, ds, progress)
+        run = cls(config, store, manifest, ds, progress)
+        run.cli_args = cli_args or {}
+        return run
 
     # -- the methods (by entry label: a method, or an --oracle specialist 'redcnn@5%') ----------------------
     def checkpoint(self, label: str) -> Path | None:
@@ -99,7 +110,26 @@ class Run:
 
     # -- the record -----------------------------------------------------------------------------------------
     def done(self, label: str) -> bool:
-        return all(self.store.has_cell(label, c.anatomy, c.dose) for c in self.config.entry(label).cells)
+        cells = all(self.store.has_cell(label, c.anatomy, c.dose) for c in self.config.entry(label).cells)
+        return cells and not (self.scores_iq(label) and not all(self.store.has_iq(label, d)
+                                                                  for d in self.config.protocol.doses))
+
+    def scores_iq(self, label: str) -> bool:
+        """With --iq every generalist is scored on the phantom (a specialist is a yardstick of one dose only)."""
+        return self.config.iq and label in self.config.methods
+
+    def iq_set(self):
+        """The image-quality phantom set, simulated the first time it is asked for; the full-dose FBP scored."""
+        if self._iq is None:
+            from .iq import evaluate_reference, iq_set
+
+            t = time.perf_counter()
+            self._iq = iq_set(self.config, self.progress)
+            evaluate_reference(self.store, self._iq, self.config)
+            self.manifest["iq"] = {"set": self._iq.root.name, "config": self._iq.config.to_dict(), "cli": self.cli_args,
+                                   "git_commit": git_commit(), "versions": versions()}
+            self.manifest["timings"]["iq.data_s"] = round(time.perf_counter() - t, 2)
+        return self._iq
 
     def record(self, name: str, description: dict, timings: dict[str, float]) -> None:
         """What ran as `name` (see `describe`) and its seconds per stage, added to the manifest."""
@@ -116,8 +146,14 @@ class Run:
         table = self.store.consolidate()
         if "finished" in self.manifest and not self.worked:
             return table
-        self.manifest["timings"]["total_s"] = round(time.perf_counter() - self.t0, 2)
-        self.manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if "finished" in self.manifest:  # work added to a finished run (--iq, say): its own time, beside the first
+            self.manifest["timings"]["added_s"] = round(self.manifest["timings"].get("added_s", 0)
+                                                        + time.perf_counter() - self.t0, 2)
+            self.manifest["updated"] = now
+        else:
+            self.manifest["timings"]["total_s"] = round(time.perf_counter() - self.t0, 2)
+            self.manifest["finished"] = now
         self.manifest["rows"] = int(len(table))
         self.store.write_manifest(self.manifest)
         return table
@@ -201,5 +237,11 @@ def _fill(config: RunConfig, cli_args: dict | None, progress: bool, echo) -> pd.
         load_s = time.perf_counter() - t
         spent = evaluate_cells(run.store, method, run.dataset, entry.cells, config, progress=progress,
                                label=entry.label)
-        run.record(entry.label, describe(method, source), {"load_s": load_s, **spent})
+        if not spent["denoise_s"]:  # its cells were done before (this pass adds --iq): their timings stay as they were
+            spent, load_s = {}, 0.0
+        if run.scores_iq(entry.label):
+            from .iq import evaluate_iq
+
+            spent.update(evaluate_iq(run.store, method, run.iq_set(), config, label=entry.label, progress=progress))
+        run.record(entry.label, describe(method, source), {"load_s": load_s, **spent} if load_s else spent)
     return run.finish()

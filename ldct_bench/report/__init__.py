@@ -11,7 +11,7 @@ from ..atomic import atomic_write_text
 from ..conventions import specialist_of
 from ..environment import git_commit, versions
 from ..results import RunStore, safe
-from . import figures
+from . import figures, task
 from . import generalization as gen
 from .html import page
 from .leaderboard import build_leaderboard, cost_table, to_frame, to_latex, to_markdown
@@ -41,6 +41,14 @@ def load_runs(run_dirs: list[Path], reference: str = "full_dose") -> tuple[pd.Da
     return pd.concat(tables, ignore_index=True), manifests, stores
 
 
+def _pixel_mm(manifests: dict[str, dict]) -> float | None:
+    """The image-quality phantom's pixel size (mm), from the first run that scored it."""
+    from ..data.iq_phantom import IQConfig
+
+    made = [m["iq"]["config"] for m in manifests.values() if "iq" in m]
+    return IQConfig(**made[0]).geometry.pixel_mm if made else None
+
+
 def run_labels(stores: list[RunStore]) -> list[str]:
     """One distinct label per run: its folder name, with as many parent folders as it takes to tell runs apart
     (A/run1 and B/run1), and a counter for the same folder given twice."""
@@ -59,6 +67,8 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     if bad:
         raise ValueError(f"unknown report format {', '.join(bad)}; choose from {', '.join(FORMATS)}.")
     runs, manifests, stores = load_runs([Path(d) for d in run_dirs], reference)
+    iq = task.load_iq(stores, list(manifests))  # task-based image quality, where a run has it (--iq)
+    tasks = task.task_tables(iq[0], _pixel_mm(manifests)) if iq else None
     # --oracle specialists are yardsticks of the generalization table, not contestants of the leaderboards
     table = runs[runs["method"].map(specialist_of).isna()]
     if len(stores) > 1:
@@ -87,15 +97,21 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
         write("leaderboard_by_dose.md", "\n".join(to_markdown(lb) for lb in by_dose))
         if general:
             write("generalization.md", gen.to_markdown(general))
+        if tasks:
+            write("task_based.md", task.to_markdown(tasks))
     if "latex" in formats:
         write("leaderboard.tex", "\n".join(to_latex(lb) for lb in boards))
         if general:
             write("generalization.tex", gen.to_latex(general))
+        if tasks:
+            write("task_based.tex", task.to_latex(tasks))
     if "csv" in formats:
         write("leaderboard.csv", pd.concat([to_frame(lb) for lb in boards]).to_csv(index=False))
         write("results.csv", table.to_csv(index=False))
         if general:
             write("generalization.csv", gen.to_frame(general).to_csv(index=False))
+        if iq:
+            write("task_based.csv", iq[0].to_csv(index=False))
     figs: list[tuple[str, Path]] = []
     fig_dir = out / "figures"
     for m in metrics[:2]:
@@ -105,6 +121,15 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     if general:
         figures.generalization_plot(general, fig_dir / "generalization")
         figs.append((general.caption(), fig_dir / "generalization.png"))
+    if iq:
+        for name, draw, data, caption in (
+                ("iq_dprime", figures.iq_dprime, iq[0],
+                 "CHO d′ of the CCT189-like disks vs dose (95 % CI; shaded: unseen doses; dashed: full-dose FBP)"),
+                ("iq_nps", figures.iq_nps, iq[1], "radial noise power spectra (dashed: full-dose FBP)"),
+                ("iq_ttf", figures.iq_ttf, iq[1],
+                 "task transfer functions of the bone and polystyrene rods (dashed: full-dose FBP)")):
+            draw(data, fig_dir / name)
+            figs.append((caption, fig_dir / f"{name}.png"))
     figures.box_plots(table, fig_dir / "box_psnr", "psnr", window)
     figs.append(("per-slice PSNR by anatomy, seen vs unseen doses", fig_dir / "box_psnr.png"))
     if len(stores) == 1:
@@ -121,7 +146,8 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
             figs.append(("DA-CLIP: estimated vs true dose, and its dose embedding", fig_dir / "daclip_perception.png"))
     written += sorted(fig_dir.glob("*"))
     if "html" in formats:
-        write("report.html", page("ldct-bench report", by_dose + boards, figs, manifests, general))
+        write("report.html", page("ldct-bench report", by_dose + boards, figs, manifests, general,
+                                  task.to_html(tasks) if tasks else None))
     # how this report was made: which stores, which options, which code (the stores' own manifests say how they were made)
     write("report_manifest.json", json.dumps({
         "command": "ldct-bench report " + " ".join(str(d) for d in run_dirs) + f" --out {out} --format {','.join(formats)}"

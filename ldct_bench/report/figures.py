@@ -165,3 +165,88 @@ def generalization_plot(g, path: Path) -> list[Path]:
             ax.legend(fontsize=8)
     fig.tight_layout()
     return save(fig, path)
+
+
+# ------------------------------------------------------------------------------- task-based image quality
+def _shade_unseen(ax, seen: pd.Series) -> None:
+    for dose, s in seen.items():
+        if not s:
+            ax.axvspan(dose / 1.12, dose * 1.12, color="0.88", zorder=0)
+
+
+def iq_dprime(iq: pd.DataFrame, path: Path) -> list[Path]:
+    """CHO d' vs dose per method, one panel per disk, with 95 % CIs; unseen doses shaded; full-dose FBP dashed."""
+    from ..data.iq_phantom import DISKS
+    from ..results import FULL_DOSE
+
+    sub = iq[iq["metric"] == "cho_dprime"]
+    low = sub[sub["dose"] < 1.0]
+    seen = low.groupby("dose")["seen_dose"].all()
+    methods = list(dict.fromkeys(low["method"]))
+    colours = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
+    fig, axes = plt.subplots(1, len(DISKS), figsize=(3.6 * len(DISKS), 3.4), squeeze=False)
+    for ax, disk in zip(axes[0], DISKS):
+        d = low[low["target"] == disk.name]
+        _shade_unseen(ax, seen)
+        for i, m in enumerate(methods):
+            r = d[d["method"] == m].sort_values("dose")
+            x = r["dose"] * 1.03 ** (i - (len(methods) - 1) / 2)  # side by side, so the CIs stay readable
+            ax.errorbar(x, r["value"], yerr=[r["value"] - r["ci_low"], r["ci_high"] - r["value"]], marker="o",
+                        ms=4, capsize=2, color=colours[m], label=m)
+        full = sub[(sub["target"] == disk.name) & sub["method"].str.startswith(FULL_DOSE)]
+        for v in full["value"].unique():
+            ax.axhline(v, ls="--", color="0.4", lw=1, label="full-dose FBP")
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(seen.index), [dose_label(x) for x in sorted(seen.index)])
+        ax.minorticks_off()
+        ax.set_title(f"disk {disk.name}")
+        ax.set_xlabel("dose (shaded: unseen)")
+        ax.set_ylabel("CHO d′")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes[0][-1].legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def _curve_panels(curves: pd.DataFrame, path: Path, kind: str, targets: list[str], ylabel: str, title) -> list[Path]:
+    """Curves of `kind` per method: one row of panels per target, one column per dose; full-dose FBP dashed."""
+    from ..results import FULL_DOSE
+
+    sub = curves[curves["kind"] == kind]
+    full = sub[sub["method"].str.startswith(FULL_DOSE)]
+    low = sub[sub["dose"] < 1.0]
+    doses = sorted(low["dose"].unique())
+    methods = list(dict.fromkeys(low["method"]))
+    colours = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
+    fig, axes = plt.subplots(len(targets), len(doses), figsize=(3.4 * len(doses), 3.0 * len(targets)), squeeze=False,
+                             sharey="row")
+    for i, target in enumerate(targets):
+        for j, dose in enumerate(doses):
+            ax = axes[i][j]
+            for m in methods:
+                c = low[(low["method"] == m) & (low["dose"] == dose) & (low["target"] == target)]
+                ax.plot(c["frequency"], c["value"], color=colours[m], label=m)
+            f = full[full["target"] == target]
+            ax.plot(f["frequency"], f["value"], ls="--", color="0.3", label="full-dose FBP")
+            ax.set_title(title(target, dose), fontsize=10)
+            ax.set_xlabel("frequency (cycles/mm)")
+            if j == 0:
+                ax.set_ylabel(ylabel)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def iq_nps(curves: pd.DataFrame, path: Path) -> list[Path]:
+    """Radial NPS per method at each dose, the full-dose FBP's dashed."""
+    return _curve_panels(curves, path, "nps", ["uniform"], "NPS (HU² mm²)", lambda t, d: f"NPS at {dose_label(d)}")
+
+
+def iq_ttf(curves: pd.DataFrame, path: Path) -> list[Path]:
+    """TTF per method at each dose, one row per rod, the full-dose FBP's dashed."""
+    from ..data.iq_phantom import RODS
+
+    return _curve_panels(curves, path, "ttf", [r.name for r in RODS], "TTF",
+                         lambda t, d: f"TTF {t} at {dose_label(d)}")
