@@ -283,9 +283,6 @@ def run_cmd(**opts):
     if config.oracle:
         click.echo(f"oracle specialists: {', '.join(specialists)}" if specialists else
                    "--oracle: every evaluated dose is seen in training, so there is no specialist to train.")
-    if opts["executor"] and config.iq:
-        raise click.UsageError("--iq runs in this process: run the matrix with --executor first, then the same command "
-                               "with --iq and without --executor into the same --out.")
     if opts["executor"]:
         from .fanout import ClusterOptions, JobsIncomplete, run_matrix_jobs
 

@@ -126,7 +126,11 @@ def unit_states(store: RunStore, entries: list[Entry]) -> pd.DataFrame:
 
 def run_matrix_jobs(config: RunConfig, executor_kind: str, options: ClusterOptions, *, cli_args: dict | None = None,
                     progress: bool = True, echo=print) -> pd.DataFrame:
-    """The same results store as runner.run_matrix, computed by one job per unit."""
+    """The same results store as runner.run_matrix, computed by one job per unit (without --iq, which runs in
+    process: run_matrix adds it to the same folder afterwards)."""
+    if config.iq:
+        raise ValueError("--iq runs in this process: run the matrix with --executor first, then the same command "
+                         "with --iq and without --executor into the same --out.")
     with run_folder_lock(config, echo):
         return _submit(config, executor_kind, options, cli_args, progress, echo)
 

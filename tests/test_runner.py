@@ -129,6 +129,8 @@ def trained_log(tmp_path):
     (["--methods", "redcnn", "--set", "redcnn.balance_cells=maybe"], "balance_cells takes true or false"),
     (["--methods", "redcnn", "--set", "redcnn.iterations"], "write METHOD.FIELD=VALUE"),
     (["--methods", "ldct", "--set", "ldct.iterations=5"], "'ldct' has no config to set"),
+    (["--methods", "ldct", "--iq", "--executor", "local"], "--iq runs in this process"),
+    (["--methods", "ldct", "--iq", "--iq-realisations", "4"], "--iq-realisations"),
 ])
 def test_bad_arguments_give_one_clear_error_and_write_nothing(args, message, tmp_path):
     out = tmp_path / "run"

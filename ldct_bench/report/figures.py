@@ -209,7 +209,8 @@ def iq_dprime(iq: pd.DataFrame, path: Path) -> list[Path]:
     return save(fig, path)
 
 
-def _curve_panels(curves: pd.DataFrame, path: Path, kind: str, targets: list[str], ylabel: str, title) -> list[Path]:
+def _curve_panels(curves: pd.DataFrame, path: Path, kind: str, targets: list[str], ylabel: str, title,
+                  log: bool = False) -> list[Path]:
     """Curves of `kind` per method: one row of panels per target, one column per dose; full-dose FBP dashed."""
     from ..results import FULL_DOSE
 
@@ -230,6 +231,8 @@ def _curve_panels(curves: pd.DataFrame, path: Path, kind: str, targets: list[str
             f = full[full["target"] == target]
             ax.plot(f["frequency"], f["value"], ls="--", color="0.3", label="full-dose FBP")
             ax.set_title(title(target, dose), fontsize=10)
+            if log:
+                ax.set_yscale("log")
             ax.set_xlabel("frequency (cycles/mm)")
             if j == 0:
                 ax.set_ylabel(ylabel)
@@ -241,7 +244,8 @@ def _curve_panels(curves: pd.DataFrame, path: Path, kind: str, targets: list[str
 
 def iq_nps(curves: pd.DataFrame, path: Path) -> list[Path]:
     """Radial NPS per method at each dose, the full-dose FBP's dashed."""
-    return _curve_panels(curves, path, "nps", ["uniform"], "NPS (HU² mm²)", lambda t, d: f"NPS at {dose_label(d)}")
+    return _curve_panels(curves, path, "nps", ["uniform"], "NPS (HU² mm²)", lambda t, d: f"NPS at {dose_label(d)}",
+                         log=True)
 
 
 def iq_ttf(curves: pd.DataFrame, path: Path) -> list[Path]:
