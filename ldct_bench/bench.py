@@ -7,6 +7,8 @@ Stages:
               difference between their numbers;
   inference   ms per slice for every method (diffusion models with their sampling steps), batch sized
               to the device;
+  import      seconds per dose of inserting doses into a 512^2, 440 mm slice (`data import --doses`), vs
+              scikit-image's radon/iradon doing the same;
   iq          the cost of --iq at the embedded size (simulating and scoring the image-quality phantom), vs
               simulating and scoring the default run's test split; and how many images --iq denoises per method;
   end-to-end  (--end-to-end) the default `ldct-bench run` in a child process, split by stage, with its peak RSS.
@@ -96,6 +98,47 @@ def bench_simulation(size: int, repeats: int = 2) -> list[dict]:
         notes.append(f"FBP RMSE {label}: ours {rmse(mine):.2f} HU, reference {rmse(theirs):.2f} HU")
     return [_row("simulation", f"project+noise+FBP {size}x{size}", 1 / t_ours, 1 / t_ref, "slices/s",
                  "scikit-image radon/iradon", "; ".join(notes))]
+
+
+# ----------------------------------------------------------------------------------------------- DICOM import
+def bench_import(size: int = 512, fov_mm: float = 440.0, doses=(0.25, 0.1), repeats: int = 1) -> list[dict]:
+    """Dose insertion into one real-size slice (a 440 mm abdomen field of view, wider than the polynomial fan-angle
+    range): reprojection, noise of each dose and FBP, as `data import --doses` does it, vs scikit-image's
+    radon/iradon doing the same (parallel beam, half a turn, one reprojection, one FBP per dose)."""
+    import math
+
+    from skimage.transform import iradon, radon
+
+    from .data.geometry import FanBeamGeometry
+    from .data.noise import NoiseModel
+    from .data.phantoms import phantom_slice, rasterize, to_additive
+    from .data.projector import hu_to_mu
+    from .data.simulate import Simulator, generator
+
+    base = FanBeamGeometry()
+    half_fan = math.asin(fov_mm / math.sqrt(2) / base.source_iso_mm)
+    geom = FanBeamGeometry(image_size=size, fov_mm=fov_mm, n_channels=max(base.n_channels,
+                                                                           2 * math.ceil(half_fan / base.dgamma) + 2))
+    sim = Simulator(geom)
+    image = rasterize(to_additive(phantom_slice("abdomen", 1, 0.0)), geom)
+    mu = hu_to_mu(image.double()).numpy()
+    theta = np.linspace(0.0, 180.0, geom.n_views // 2, endpoint=False)
+
+    def ours():
+        return sim.lower_dose(image, list(doses), list(range(len(doses))))
+
+    def reference():
+        sino = radon(mu, theta=theta, circle=False) * geom.pixel_mm
+        full = NoiseModel().transmit(torch.from_numpy(sino), 1.0, generator(0))
+        return [iradon(NoiseModel().insert(full, d, generator(1)).numpy() / geom.pixel_mm, theta=theta,
+                       filter_name="hann", circle=False, output_size=size) for d in doses]
+
+    ours()  # warm-up: numba compilation
+    t_ours, t_ref = _best_time(ours, repeats), _best_time(reference, repeats)
+    n = len(doses)
+    return [_row("import", f"dose insertion {size}x{size}, {fov_mm:.0f} mm FOV, {n} doses", t_ours / n, t_ref / n,
+                 "s/dose", "scikit-image radon/iradon", f"one reprojection and base FBP shared by the {n} doses",
+                 False)]
 
 
 # ------------------------------------------------------------------------------------------ image quality
@@ -261,8 +304,8 @@ def bench_end_to_end(cache_dir: Path | None = None) -> list[dict]:
 
 
 def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = None, end_to_end: bool = False,
-              out: Path | None = None, cache_dir: Path | None = None, stages=("simulation", "metrics", "inference", "iq"),
-              echo=print) -> pd.DataFrame:
+              out: Path | None = None, cache_dir: Path | None = None,
+              stages=("simulation", "metrics", "inference", "import", "iq"), echo=print) -> pd.DataFrame:
     from .methods import resolve_methods
 
     rows = []
@@ -272,6 +315,8 @@ def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = 
         rows += bench_simulation(size)
     if "metrics" in stages:
         rows += bench_metrics(size)
+    if "import" in stages:
+        rows += bench_import()
     if "iq" in stages:
         rows += bench_iq()
     if "inference" in stages:

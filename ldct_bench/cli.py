@@ -359,7 +359,7 @@ def report_cmd(run_dirs, out, formats, metrics_spec, window, reference, unit):
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N] (inference stage).")
 @click.option("--size", type=click.Choice(["256", "512"]), default="512", show_default=True)
 @click.option("--methods", "methods_spec", default="all", show_default=True, help="Methods for the inference stage.")
-@click.option("--stages", default="simulation,metrics,inference,iq", show_default=True)
+@click.option("--stages", default="simulation,metrics,inference,import,iq", show_default=True)
 @click.option("--end-to-end", is_flag=True, help="Also time the default `ldct-bench run` (a few minutes).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write OUT.csv and OUT.json (default results/bench/bench-<time>).")
@@ -373,9 +373,10 @@ def bench_cmd(device, size, methods_spec, stages, end_to_end, out, cache_dir):
     from .methods import resolve_methods
 
     chosen = tuple(split_list(stages))
-    bad = [s for s in chosen if s not in ("simulation", "metrics", "inference", "iq")]
+    stages = ("simulation", "metrics", "inference", "import", "iq")
+    bad = [s for s in chosen if s not in stages]
     if bad:
-        raise click.BadParameter(f"unknown stage {', '.join(bad)}; choose from simulation, metrics, inference, iq.")
+        raise click.BadParameter(f"unknown stage {', '.join(bad)}; choose from {', '.join(stages)}.")
     out = out or Path("results") / "bench" / datetime.now().strftime("bench-%Y%m%d-%H%M%S")
     run_bench(int(size), resolve_device(device), resolve_methods(methods_spec), end_to_end, out, cache_dir, chosen,
               echo=click.echo)

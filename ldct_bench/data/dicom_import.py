@@ -224,12 +224,12 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
             half_fan = math.asin(min(0.99, pixel * n / math.sqrt(2) / base.source_iso_mm))  # cover the whole square
             channels = max(base.n_channels, 2 * math.ceil(half_fan / base.dgamma) + 2)
             sim = Simulator(FanBeamGeometry(image_size=n, fov_mm=pixel * n, n_channels=channels))
-            for d in extra_doses:
-                if dose_key(d) in arrays:
-                    continue
-                arrays[dose_key(d)] = np.stack([
-                    sim.lower_dose(torch.from_numpy(s), [d], [noise_seed(seed, patient, i, d)])[0].numpy()
-                    for i, s in enumerate(vol_full)])
+            todo = [d for d in dict.fromkeys(extra_doses) if dose_key(d) not in arrays]
+            # every dose of a slice from one reprojection and one base reconstruction
+            slices = [sim.lower_dose(torch.from_numpy(s), todo, [noise_seed(seed, patient, i, d) for d in todo]).numpy()
+                      for i, s in enumerate(vol_full)] if todo else []
+            for k, d in enumerate(todo):
+                arrays[dose_key(d)] = np.stack([doses[k] for doses in slices])
         for key, arr in arrays.items():
             path = pdir / f"{key}.npy"
             atomic_save_npy(path, arr)
