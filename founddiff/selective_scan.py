@@ -69,19 +69,18 @@ def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softp
     """CPU inference kernel (no autograd); same arguments and result as the others.
 
     Channels innermost: the recurrence runs over positions, and at each position over all channels of a group
-    at once, so the work is wide, contiguous and vectorises; parallel over (batch, group)."""
+    at once, so the work is wide and vectorises; parallel over (batch, group). The tensors are read and written
+    in their own layouts, (b, d, l) and (b, g, n, l): a position's channels are a few cache lines that the next
+    positions reuse, so no transposed copies are made."""
     import numpy as np
 
     nd = u.shape[1]
-    # (b, l, d) for the per-position inputs; B and C state-last (b, g, l, n); A state-first (n, d)
-    ut, dt = (t.detach().transpose(1, 2).contiguous().numpy() for t in (u, delta))
-    Bt, Ct = (t.detach().transpose(-1, -2).contiguous().numpy() for t in (B, C))
-    At = A.detach().to(u.dtype).t().contiguous().numpy()
-    zeros = np.zeros(nd, dtype=ut.dtype)
+    un, dn, Bn, Cn = (t.detach().contiguous().numpy() for t in (u, delta, B, C))
+    At = A.detach().to(u.dtype).t().contiguous().numpy()  # state-first (n, d)
+    zeros = np.zeros(nd, dtype=un.dtype)
     Dn = D.detach().to(u.dtype).numpy() if D is not None else zeros
     bias = delta_bias.detach().to(u.dtype).numpy() if delta_bias is not None else zeros
-    y = _numba_kernel()(ut, dt, At, Bt, Ct, Dn, bias, bool(delta_softplus))
-    return torch.from_numpy(y).transpose(1, 2)
+    return torch.from_numpy(_numba_kernel()(un, dn, At, Bn, Cn, Dn, bias, bool(delta_softplus)))
 
 
 _KERNEL = None
@@ -104,7 +103,7 @@ def _numba_kernel():
 
         @numba.njit(parallel=True, fastmath=True, cache=True)
         def kernel(u, delta, A, B, C, D, bias, softplus):
-            nb, nl, nd = u.shape
+            nb, nd, nl = u.shape
             ng, nn = B.shape[1], A.shape[0]
             per = nd // ng
             y = np.empty_like(u)
@@ -117,14 +116,14 @@ def _numba_kernel():
                 acc = np.empty(per, dtype=np.float64)
                 for t in range(nl):
                     for j in range(per):
-                        x = delta[b, t, d0 + j] + bias[d0 + j]
+                        x = delta[b, d0 + j, t] + bias[d0 + j]
                         if softplus:
                             x = x if x > 20.0 else math.log1p(math.exp(x))
                         dl[j] = x
-                        du[j] = x * u[b, t, d0 + j]
-                        acc[j] = D[d0 + j] * u[b, t, d0 + j]
+                        du[j] = x * u[b, d0 + j, t]
+                        acc[j] = D[d0 + j] * u[b, d0 + j, t]
                     for n in range(nn):
-                        bv, cv = B[b, g, t, n], C[b, g, t, n]
+                        bv, cv = B[b, g, n, t], C[b, g, n, t]
                         for j in range(per):
                             x = max(dl[j] * A[n, d0 + j], -700.0)
                             k = math.floor(x * log2e)
@@ -135,7 +134,7 @@ def _numba_kernel():
                             h[n, j] = e * pow2[int(k) + 1011] * h[n, j] + du[j] * bv
                             acc[j] += h[n, j] * cv
                     for j in range(per):
-                        y[b, t, d0 + j] = acc[j]
+                        y[b, d0 + j, t] = acc[j]
             return y
 
         _KERNEL = kernel
