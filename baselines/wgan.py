@@ -144,7 +144,12 @@ class WGANVGG(Method):
     @classmethod
     def unavailable(cls) -> str:
         """Why `--methods all` leaves it out here ('' if it can train)."""
-        return "" if _vgg_path("") else "no VGG19 weights (set $LDCT_BENCH_VGG19); `wgan-mse` runs instead"
+        return "" if _vgg_path("") else (f"no VGG19 weights (set $LDCT_BENCH_VGG19, or keep torchvision's {VGG19_FILE} "
+                                         f"in {Path(torch.hub.get_dir()) / 'checkpoints'}); `wgan-mse` runs instead")
+
+    @classmethod
+    def needs(cls) -> str:
+        return vgg_search()
 
     def modules(self):
         return {"gen": self.gen}
@@ -165,9 +170,9 @@ class WGANVGG(Method):
         if cfg.content == "vgg":
             path = _vgg_path(cfg.vgg19_weights)
             if not path:
-                raise ValueError("WGAN-VGG needs VGG19 ImageNet weights for its perceptual loss and none are on this "
-                                 "machine; pass --vgg19-weights FILE or set LDCT_BENCH_VGG19 to torchvision's "
-                                 "vgg19-dcbb9e9d.pth, or run the labelled variant `wgan-mse`.")
+                raise ValueError(f"WGAN-VGG needs VGG19 ImageNet weights for its perceptual loss and none are on this "
+                                 f"machine ({vgg_search()}); pass --vgg19-weights FILE, or run the labelled variant "
+                                 "`wgan-mse`.")
             self.vgg = VGG19Features.from_file(path).to(self.device)
 
     def _content(self, fake, real, weight=None):
@@ -234,7 +239,32 @@ class WGANMSE(WGANVGG):
     def unavailable(cls) -> str:
         return ""
 
+    @classmethod
+    def needs(cls) -> str:
+        return ""
+
+
+VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's ImageNet VGG19, as torch.hub caches it
+
+
+def _vgg_places(given: str = "") -> list[tuple[str, Path]]:
+    """Where VGG19 weights are looked for, in order: the config's file (--vgg19-weights), $LDCT_BENCH_VGG19, and
+    the torch hub cache where torchvision keeps what it downloaded ($TORCH_HOME/hub, default ~/.cache/torch/hub)."""
+    places = [("--vgg19-weights", Path(given))] if given else []
+    if os.environ.get("LDCT_BENCH_VGG19"):
+        places.append(("$LDCT_BENCH_VGG19", Path(os.environ["LDCT_BENCH_VGG19"])))
+    return places + [("torchvision's cache", Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE)]
+
 
 def _vgg_path(given: str) -> str:
-    path = given or os.environ.get("LDCT_BENCH_VGG19", "")
-    return path if path and Path(path).is_file() else ""
+    return next((str(path) for _, path in _vgg_places(given) if path.is_file()), "")
+
+
+def vgg_search() -> str:
+    """What WGAN-VGG needs and where it looked: the file it found, or every place it tried."""
+    found = _vgg_path("")
+    if found:
+        return f"VGG19 ImageNet weights: {found}"
+    tried = "; ".join(f"{what} {path}" for what, path in _vgg_places())
+    return f"VGG19 ImageNet weights, not found (looked at: {tried}" + (
+        "" if os.environ.get("LDCT_BENCH_VGG19") else "; $LDCT_BENCH_VGG19 unset") + ")"

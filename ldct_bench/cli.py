@@ -114,14 +114,17 @@ def data_info(cache_dir):
 @click.option("--name", default=None, help="Dataset name (default: the source).")
 @click.option("--size", type=int, default=None, help="Resample slices to this size (default: keep).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--anatomy", type=click.Choice(ANATOMIES), default=None,
+              help="Body region of every series (default: Mayo's conventions, or the headers' BodyPartExamined and "
+                   "descriptions).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
 @friendly
-def data_import(source, src, doses, name, size, seed, cache_dir):
+def data_import(source, src, doses, name, size, seed, anatomy, cache_dir):
     """Import real full-/low-dose DICOM data (AAPM-Mayo 2016, Mayo 2020 LDCT-and-Projection-data)."""
     from .data.dicom_import import import_dataset
 
     ds = import_dataset(src, source=source, name=name, extra_doses=doses or (), size=size, seed=seed,
-                        cache_dir=cache_dir)
+                        cache_dir=cache_dir, anatomy=anatomy)
     click.echo(f"dataset written to {ds.root}")
 
 
@@ -138,6 +141,8 @@ def methods_cmd():
         why = cls.unavailable()
         size = f"{n / 1e6:.2f}M quick / {p / 1e6:.2f}M paper params" if cls.learned else "no parameters"
         click.echo(f"{name:12s} {size:36s} {cls.description}" + (f"  [not in 'all': {why}]" if why else ""))
+        if cls.needs():
+            click.echo(f"{'':12s} needs {cls.needs()}")
 
 
 # ------------------------------------------------------------------------------------- train and run

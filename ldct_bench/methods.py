@@ -151,6 +151,12 @@ class Method:
         """Why this method cannot run here ('' when it can); `--methods all` skips unavailable ones."""
         return ""
 
+    @classmethod
+    def needs(cls) -> str:
+        """What the method needs beyond its checkpoint and where it looked for it ('' for nothing), for
+        `ldct-bench methods`."""
+        return ""
+
     def validates(self, stage: str) -> bool:
         """Whether the harness scores validation PSNR during `stage` (not for stages that train no denoiser)."""
         return True

@@ -33,6 +33,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's cache."""
     monkeypatch.setenv("LDCT_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("LDCT_BENCH_VGG19", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch"))  # no user-cached VGG19 either
 
 
 @pytest.fixture(scope="session")

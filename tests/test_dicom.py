@@ -13,7 +13,8 @@ from ldct_bench.cli import main
 from ldct_bench.data.dicom_import import import_dataset, read_hu
 
 
-def write_ct(path, hu: np.ndarray, patient="L001", series_uid=None, z=0.0, description="", rescale=True, spacing=1.0):
+def write_ct(path, hu: np.ndarray, patient="L001", series_uid=None, z=0.0, description="", rescale=True, spacing=1.0,
+             **tags):
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -32,6 +33,8 @@ def write_ct(path, hu: np.ndarray, patient="L001", series_uid=None, z=0.0, descr
     if rescale:
         ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
     ds.PixelData = np.clip(hu + 1024, 0, 65535).astype(np.uint16).tobytes()
+    for tag, value in tags.items():  # BodyPartExamined, StudyDescription, ...
+        setattr(ds, tag, value)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 
@@ -81,11 +84,34 @@ def test_extra_dose_is_simulated_from_full_dose(tmp_path):
     for i in range(2):
         write_ct(tmp_path / "src" / "P1" / f"{i}.dcm", body + rng.normal(0, 5, body.shape).round(), "P1", "1.2.3",
                  z=i, spacing=4.0)
-    ds = import_dataset(tmp_path / "src", source="dicom", cache_dir=tmp_path / "cache", extra_doses=(0.1,))
+    ds = import_dataset(tmp_path / "src", source="dicom", cache_dir=tmp_path / "cache", extra_doses=(0.1,),
+                        anatomy="abdomen")
     full, low = ds.volume("abdomen", "P1", "full"), ds.volume("abdomen", "P1", "d0.1000")
     inside = (yy - 32) ** 2 + (xx - 32) ** 2 < 15**2
     assert abs(low[0][inside].mean() - full[0][inside].mean()) < 10  # same anatomy
     assert (low[0] - full[0])[inside].std() > 5  # more noise
+
+
+def test_anatomy_comes_from_the_headers_or_from_anatomy(tmp_path):
+    """BodyPartExamined first, then the descriptions; a series that names no region (or two) stops the import with
+    one sentence asking for --anatomy, and --anatomy names every series."""
+    from ldct_bench.data.dicom_import import anatomy_from_headers
+
+    body = np.zeros((32, 32))
+    write_ct(tmp_path / "src" / "A" / "0.dcm", body, "A", BodyPartExamined="ABDOMEN")
+    write_ct(tmp_path / "src" / "H" / "0.dcm", body, "H", StudyDescription="CT HEAD W/O CONTRAST")
+    write_ct(tmp_path / "src" / "C" / "0.dcm", body, "C", BodyPartExamined="CHESTABDOMEN", ProtocolName="Thorax 1mm")
+    ds = import_dataset(tmp_path / "src", source="dicom", name="h", cache_dir=tmp_path / "c")
+    found = {a: [p for s in ("train", "val", "test") for p in ds.patients(a, s)] for a in ds.anatomies}
+    assert found == {"abdomen": ["A"], "chest": ["C"], "head": ["H"]}
+    write_ct(tmp_path / "src" / "X" / "0.dcm", body, "X", SeriesDescription="CHEST ABDOMEN PELVIS")
+    with pytest.raises(ValueError, match=r"patient X .* names no body region we know \(SeriesDescription "
+                                         r"'CHEST ABDOMEN PELVIS'\); give --anatomy head, chest or abdomen"):
+        import_dataset(tmp_path / "src", source="dicom", name="x", cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c" / "x").exists()
+    forced = import_dataset(tmp_path / "src", source="dicom", name="x", cache_dir=tmp_path / "c", anatomy="head")
+    assert forced.anatomies == ["head"]
+    assert anatomy_from_headers(type("D", (), {"BodyPartExamined": "BRAIN"})()) == "head"
 
 
 def test_empty_folder(tmp_path):
@@ -106,7 +132,7 @@ def test_mixed_slice_sizes(tmp_path):
     write_ct(tmp_path / "src" / "P1" / "a.dcm", np.zeros((32, 32)), "P1", "1.2.3", z=0)
     write_ct(tmp_path / "src" / "P1" / "b.dcm", np.zeros((16, 16)), "P1", "1.2.3", z=1)
     with pytest.raises(ValueError, match="mixes slice sizes"):
-        import_dataset(tmp_path / "src", cache_dir=tmp_path / "c")
+        import_dataset(tmp_path / "src", cache_dir=tmp_path / "c", anatomy="abdomen")
     assert not list((tmp_path / "c").rglob("*.npy"))
 
 

@@ -125,6 +125,28 @@ def test_wganvgg_refuses_to_train_without_vgg_weights():
         m.setup_training("main")
 
 
+def test_wganvgg_finds_vgg19_where_torchvision_caches_it(tmp_path, monkeypatch):
+    """A user who ever loaded torchvision's VGG19 has it in $TORCH_HOME/hub/checkpoints: WGAN-VGG runs with no flag,
+    and `ldct-bench methods` says where it found it (and, without it, everywhere it looked)."""
+    from click.testing import CliRunner
+
+    from ldct_bench.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    before = CliRunner().invoke(main, ["methods"]).output
+    assert "not in 'all': no VGG19 weights" in before and str(tmp_path / "torch" / "hub" / "checkpoints") in before
+    assert "$LDCT_BENCH_VGG19 unset" in before
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, cached)
+    after = CliRunner().invoke(main, ["methods"]).output
+    line = next(x for x in after.splitlines() if x.startswith("wganvgg"))
+    assert "not in 'all'" not in line and f"VGG19 ImageNet weights: {cached}" in after
+    assert "wganvgg" in resolve_methods("all")
+    with pytest.raises(ValueError, match="is not a torchvision VGG19 state dict"):  # found, and checked when used
+        build("wganvgg").setup_training("main")
+
+
 def test_redcnn_quick_training_beats_the_low_dose_input(tiny_dataset, tmp_path):
     torch.manual_seed(0)  # the weights' initialisation is part of "seed-fixed"
     m = build("redcnn", filters=16, iterations=300, val_every=150, patch_size=64, batch_size=8, lr=1e-3, lr_final=1e-4)

@@ -36,6 +36,25 @@ from .geometry import FanBeamGeometry
 from .simulate import Simulator, dose_key, noise_seed
 
 MAYO2020_ANATOMY = {"L": ("abdomen", 0.25), "C": ("chest", 0.10), "N": ("head", 0.25)}
+# A series' body region from its headers: BodyPartExamined (DICOM PS3.16 Annex L defined terms) first, then the
+# words of StudyDescription, ProtocolName and SeriesDescription. A header naming two regions ("CHEST ABDOMEN
+# PELVIS") says nothing; then the next one is read, and with none left the import asks for --anatomy.
+BODY_PARTS = {
+    "head": ("HEAD", "BRAIN", "SKULL", "CRANIUM", "NEURO", "NEUROCRANIUM"),
+    "chest": ("CHEST", "THORAX", "THORACIC", "LUNG", "LUNGS", "PULMONARY"),
+    "abdomen": ("ABDOMEN", "ABD", "ABDOMINAL", "ABDOMENPELVIS", "PELVIS", "LIVER", "KIDNEY", "RENAL", "PANCREAS"),
+}
+ANATOMY_TAGS = ("BodyPartExamined", "StudyDescription", "ProtocolName", "SeriesDescription")
+
+
+def anatomy_from_headers(ds) -> str | None:
+    """The body region a slice's headers name unambiguously (see BODY_PARTS), or None."""
+    for tag in ANATOMY_TAGS:
+        words = set(re.findall(r"[A-Z]+", str(getattr(ds, tag, "") or "").upper()))
+        named = [a for a, keys in BODY_PARTS.items() if words & set(keys)]
+        if len(named) == 1:
+            return named[0]
+    return None
 
 
 @dataclass
@@ -47,6 +66,8 @@ class SliceRecord:
     z: float
     shape: tuple
     pixel_mm: float
+    anatomy: str | None = None  # what its headers say (anatomy_from_headers)
+    headers: str = ""  # those headers, for the error that asks for --anatomy
 
 
 @dataclass
@@ -112,7 +133,9 @@ def scan_folder(root: Path, source: str) -> ScanReport:
         z = float(pos[2]) if pos is not None else float(getattr(ds, "SliceLocation", getattr(ds, "InstanceNumber", 0)))
         spacing = getattr(ds, "PixelSpacing", [0.7, 0.7])
         patient, series = str(getattr(ds, "PatientID", p.parent.name)), str(getattr(ds, "SeriesInstanceUID", p.parent))
-        rep.slices.append(SliceRecord(p, patient, series, kind, z, (int(ds.Rows), int(ds.Columns)), float(spacing[0])))
+        said = "; ".join(f"{t} {str(getattr(ds, t))!r}" for t in ANATOMY_TAGS if getattr(ds, t, None))
+        rep.slices.append(SliceRecord(p, patient, series, kind, z, (int(ds.Rows), int(ds.Columns)), float(spacing[0]),
+                                      anatomy_from_headers(ds), said or "none of " + ", ".join(ANATOMY_TAGS)))
     if not rep.slices:
         raise ValueError(f"no usable CT slices under {root} ({rep.summary()}).")
     return rep
@@ -148,7 +171,10 @@ def split_patients(patients: list[str]) -> dict[str, list[str]]:
 
 
 def import_dataset(root: Path, source: str = "dicom", name: str | None = None, extra_doses=(), size: int | None = None,
-                   seed: int = 0, cache_dir: Path | None = None, anatomy: str = "abdomen") -> LDCTDataset:
+                   seed: int = 0, cache_dir: Path | None = None, anatomy: str | None = None) -> LDCTDataset:
+    """Import the CT series under `root` as dataset `name`. `anatomy` names the body region of every series; without
+    it, Mayo 2016 is abdomen, Mayo 2020 follows the patient prefix, and any other series says it in its headers
+    (BODY_PARTS) or the import stops with one sentence asking for it."""
     if source not in ("mayo2016", "mayo2020", "dicom"):
         raise ValueError(f"unknown source {source!r}; choose mayo2016, mayo2020 or dicom.")
     name = name or source
@@ -174,6 +200,24 @@ def import_dataset(root: Path, source: str = "dicom", name: str | None = None, e
     return LDCTDataset(final)
 
 
+def _anatomy(patient: str, records: list[SliceRecord], source: str, given: str | None) -> str:
+    """The body region of a patient's series: --anatomy, the Mayo conventions, or what the headers say."""
+    if given:
+        return given
+    if source == "mayo2016":
+        return "abdomen"
+    if source == "mayo2020" and patient[:1].upper() in MAYO2020_ANATOMY:
+        return MAYO2020_ANATOMY[patient[:1].upper()][0]
+    said = {r.anatomy for r in records}
+    if len(said) == 1 and None not in said:
+        return said.pop()
+    first = records[0]
+    what = (f"names {' and '.join(sorted(a for a in said if a))} in different slices" if len(said - {None}) > 1 else
+            f"names no body region we know ({first.headers})")
+    raise ValueError(f"patient {patient} (series {first.series}, e.g. {first.path}) {what}; give --anatomy "
+                     "head, chest or abdomen (the README lists the header words that are read).")
+
+
 def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_doses, size, seed, anatomy) -> None:
     """The arrays, sources and manifest of an import, written into `out`."""
     by_patient: dict[str, dict[str, list[SliceRecord]]] = defaultdict(lambda: defaultdict(list))
@@ -183,12 +227,8 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
                 "files": {}, "vendor_doses": {}, "skipped": {k: len(v) for k, v in rep.skipped.items()},
                 "unpaired_slices": 0, "config": {"size": size, "seed": seed, "extra_doses": list(extra_doses)}}
     splits: dict[str, dict[str, list[str]]] = defaultdict(lambda: {s: [] for s in SPLITS})
-    anatomy_of = {}
-    for patient in by_patient:
-        if source == "mayo2020":
-            anatomy_of[patient], _ = MAYO2020_ANATOMY.get(patient[:1].upper(), (anatomy, 0.25))
-        else:
-            anatomy_of[patient] = anatomy
+    anatomy_of = {patient: _anatomy(patient, kinds["full"] or kinds["low"], source, anatomy)
+                  for patient, kinds in by_patient.items()}
     for a in sorted(set(anatomy_of.values())):
         for split, ps in split_patients([p for p in by_patient if anatomy_of[p] == a]).items():
             splits[a][split] = ps
