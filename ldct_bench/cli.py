@@ -305,7 +305,7 @@ def run_cmd(**opts):
 def _run_config(opts: dict):
     """The RunConfig of `ldct-bench run`'s options (validated: a bad value is one clear error)."""
     from .config import RunConfig, parse_overrides
-    from .data.resolve import dataset_anatomies
+    from .data.resolve import dataset_anatomies, lacks_test_split
     from .methods import resolve_methods
     from .metrics import DEFAULT_METRICS
     from .protocol import Protocol
@@ -314,19 +314,41 @@ def _run_config(opts: dict):
     methods = tuple(resolve_methods(opts["methods_spec"]))
     jobs_elsewhere = opts["executor"] == "slurm" and opts["gpus_per_job"]
     data, train_data = opts["data_spec"], opts["train_data"]
-    elsewhere = train_data is not None and train_data != data
     anatomies = opts["anatomies"] or dataset_anatomies(data, opts["cache_dir"])
+    if train_data is None and (alone := lacks_test_split(data, anatomies, opts["cache_dir"])):
+        train_data = "embedded"  # a few slices cannot be split into training and test: they are all test data
+        click.echo(f"--data {data}: no test patients of {', '.join(alone)} (too few to split), so every patient is "
+                   "scored by methods trained on the embedded phantoms (--train-data embedded)")
+    elsewhere = train_data is not None and train_data != data
     # a generalist learns every anatomy its training data holds, whichever of them this run evaluates
     trained = opts["train_anatomies"] or dataset_anatomies(train_data if elsewhere else data, opts["cache_dir"])
+    doses, seen = _imported_doses(opts, data, anatomies, elsewhere)
     return RunConfig(
         methods=methods,
         out=opts["out"] or Path("results") / "runs" / datetime.now().strftime("run-%Y%m%d-%H%M%S"),
-        protocol=Protocol(opts["doses"] or base.doses, opts["train_doses"] or base.seen_doses, anatomies, trained),
+        protocol=Protocol(doses or base.doses, seen or base.seen_doses, anatomies, trained),
         data=data, train_data=train_data, profile=opts["profile"], seed=opts["seed"],
         metrics=tuple(split_list(opts["metrics_spec"])) if opts["metrics_spec"] else DEFAULT_METRICS,
         retrain=opts["retrain"], oracle=opts["oracle"], overrides=parse_overrides(opts["sets"], methods),
         device="cuda" if jobs_elsewhere else resolve_device(opts["device"]), cache_dir=opts["cache_dir"],
         save_images=opts["save_images"], iq=opts["iq"], iq_realisations=opts["iq_realisations"])
+
+
+def _imported_doses(opts: dict, data: str, anatomies, elsewhere: bool) -> tuple[tuple | None, tuple | None]:
+    """--doses and --train-doses; on imported data without them, the doses the dataset holds and (when it is also the
+    training data) every other one of them from the highest down as the seen set, said on the terminal."""
+    from .data.resolve import alternate_seen, dataset_doses
+
+    doses, seen = opts["doses"], opts["train_doses"]
+    held = None if doses else dataset_doses(data, anatomies, opts["cache_dir"])
+    if held:
+        doses = held
+        if not seen and not elsewhere:
+            seen = alternate_seen(held)
+        click.echo(f"--data {data}: evaluating the doses it holds, {dose_labels(doses)}"
+                   + (f"; training on {dose_labels(seen)} (every other dose from the highest; set --train-doses "
+                      "to choose)" if seen and not opts["train_doses"] else ""))
+    return doses, seen
 
 
 # -------------------------------------------------------------------------------------------- report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 from click.testing import CliRunner
@@ -112,6 +113,39 @@ def test_anatomy_comes_from_the_headers_or_from_anatomy(tmp_path):
     forced = import_dataset(tmp_path / "src", source="dicom", name="x", cache_dir=tmp_path / "c", anatomy="head")
     assert forced.anatomies == ["head"]
     assert anatomy_from_headers(type("D", (), {"BodyPartExamined": "BRAIN"})()) == "head"
+
+
+def test_run_on_an_imported_folder_takes_its_anatomies_and_doses(tmp_path):
+    """The issue's must-show: an abdomen slice (BodyPartExamined) and a head slice (its study description) import
+    with the right anatomies, and `run --methods ldct --data it` needs no --anatomies or --train-doses: it scores
+    the doses the dataset holds on every patient (two patients cannot be split, so methods would come from the
+    embedded phantoms) and says what it chose."""
+    from click.testing import CliRunner
+
+    from ldct_bench.cli import main
+
+    yy, xx = np.mgrid[:64, :64]
+    body = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2, 40.0, -1000.0)
+    write_ct(tmp_path / "src" / "a.dcm", body, "ABD1", BodyPartExamined="ABDOMEN", spacing=4.0)
+    write_ct(tmp_path / "src" / "h.dcm", body, "HEAD1", StudyDescription="CT Brain routine", spacing=3.0)
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    res = CliRunner().invoke(main, ["data", "import", "--source", "dicom", "--root", str(tmp_path / "src"), "--name",
+                                    "mine", "--doses", "25", "--cache-dir", str(cache)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["run", "--methods", "ldct", "--data", "mine", "--cache-dir", str(cache),
+                                    "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "evaluating the doses it holds, 25%" in res.output and "--train-data embedded" in res.output
+    table = pd.read_parquet(run / "results.parquet")
+    assert set(table["anatomy"]) == {"abdomen", "head"} and set(table["dose"]) == {0.25}
+    assert set(table["patient"]) == {"ABD1", "HEAD1"} and not table["seen_data"].any()
+
+
+def test_the_seen_set_nobody_chose_alternates_from_the_highest_dose():
+    from ldct_bench.data.resolve import alternate_seen
+
+    assert alternate_seen((0.05, 0.1, 0.25, 0.5)) == (0.1, 0.5)  # the default protocol
+    assert alternate_seen((0.1, 0.25)) == (0.25,) and alternate_seen((0.25,)) == (0.25,)
 
 
 def test_empty_folder(tmp_path):

@@ -68,3 +68,30 @@ def dataset_pixel_mm(spec: str, cache_dir: Path | None = None, phantoms: Phantom
 
         return Simulator.from_dict((phantoms or PhantomConfig()).simulator).geometry.pixel_mm
     return LDCTDataset(imported_path(spec, cache_dir)).pixel_mm
+
+
+def dataset_doses(spec: str, anatomies, cache_dir: Path | None = None) -> tuple[float, ...] | None:
+    """The doses an imported dataset holds for every one of `anatomies` (vendor low doses and simulated ones), from
+    its manifest; None for the embedded set, which simulates whatever is asked."""
+    if spec == "embedded":
+        return None
+    ds = LDCTDataset(imported_path(spec, cache_dir))
+    common = set.intersection(*(set(ds.doses(a)) for a in anatomies)) if anatomies else set()
+    if not common:
+        raise ValueError(f"--data {spec}: its anatomies ({', '.join(anatomies)}) share no low dose; import one with "
+                         "--doses, or choose --anatomies and --doses.")
+    return tuple(sorted(common))
+
+
+def alternate_seen(doses) -> tuple[float, ...]:
+    """A seen set for doses nobody chose: every other dose from the highest down, so the held-out ones lie between
+    and below seen ones (on 5, 10, 25, 50 % it is the default protocol's 10 and 50 %)."""
+    return tuple(sorted(sorted(doses, reverse=True)[::2]))
+
+
+def lacks_test_split(spec: str, anatomies, cache_dir: Path | None = None) -> list[str]:
+    """The anatomies of an imported dataset with no test patient (too few patients to split), from its manifest."""
+    if spec == "embedded":
+        return []
+    ds = LDCTDataset(imported_path(spec, cache_dir))
+    return [a for a in anatomies if not ds.patients(a, "test")]
