@@ -148,6 +148,77 @@ def test_the_seen_set_nobody_chose_alternates_from_the_highest_dose():
     assert alternate_seen((0.1, 0.25)) == (0.25,) and alternate_seen((0.25,)) == (0.25,)
 
 
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+def test_compressed_slices_import_as_their_uncompressed_originals(syntax, tmp_path):
+    """Every compressed transfer syntax pydicom decodes with the declared plugins: a lossless copy imports to the
+    same HU as the original."""
+    import pydicom
+    import pydicom.uid
+
+    rng = np.random.default_rng(3)
+    body = rng.normal(40, 30, (32, 32)).round()
+    write_ct(tmp_path / "plain" / "0.dcm", body, "P", BodyPartExamined="CHEST")
+    ds = pydicom.dcmread(tmp_path / "plain" / "0.dcm")
+    ds.compress(getattr(pydicom.uid, syntax))
+    (tmp_path / "packed").mkdir()
+    ds.save_as(tmp_path / "packed" / "0.dcm")
+    assert pydicom.dcmread(tmp_path / "packed" / "0.dcm").file_meta.TransferSyntaxUID.is_compressed
+    plain = import_dataset(tmp_path / "plain", name="plain", cache_dir=tmp_path / "c")
+    packed = import_dataset(tmp_path / "packed", name="packed", cache_dir=tmp_path / "c")
+    assert np.array_equal(plain.volume("chest", "P", "full"), packed.volume("chest", "P", "full"))
+
+
+def write_enhanced_ct(path, frames: np.ndarray, zs, spacing=2.0, intercepts=None, **tags):
+    """An Enhanced CT Image Storage file: position per frame, spacing shared, rescale per frame (as scanners do)."""
+    from pydicom.uid import EnhancedCTImageStorage
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = EnhancedCTImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedCTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "CT", "E1", generate_uid()
+    ds.Rows, ds.Columns, ds.NumberOfFrames = frames.shape[1], frames.shape[2], len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    measures = Dataset()
+    measures.PixelSpacing = [spacing, spacing]
+    shared = Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    intercepts = intercepts or [-1024.0] * len(frames)
+    per_frame, stored = [], []
+    for hu, z, b in zip(frames, zs, intercepts):
+        pos, rescale, group = Dataset(), Dataset(), Dataset()
+        pos.ImagePositionPatient = [0.0, 0.0, float(z)]
+        rescale.RescaleSlope, rescale.RescaleIntercept, rescale.RescaleType = 1, b, "HU"
+        group.PlanePositionSequence, group.PixelValueTransformationSequence = [pos], [rescale]
+        per_frame.append(group)
+        stored.append(np.clip(hu - b, 0, 65535).astype(np.uint16))
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.PixelData = np.stack(stored).tobytes()
+    for tag, value in tags.items():
+        setattr(ds, tag, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_enhanced_multiframe_ct_imports_frame_by_frame(tmp_path):
+    """Rescale and position per frame from the functional groups (not skipped as 'without RescaleSlope'); frames are
+    ordered by table position like single-frame slices."""
+    rng = np.random.default_rng(5)
+    frames = rng.normal(0, 50, (3, 32, 32)).round()
+    write_enhanced_ct(tmp_path / "src" / "e.dcm", frames, zs=[10.0, 0.0, 5.0], intercepts=[-1024.0, -1000.0, -1024.0],
+                      BodyPartExamined="HEAD")
+    ds = import_dataset(tmp_path / "src", name="enh", cache_dir=tmp_path / "c")
+    assert ds.manifest["skipped"] == {} and ds.anatomies == ["head"]
+    patient = [p for s in ("train", "val", "test") for p in ds.patients("head", s)][0]
+    np.testing.assert_array_equal(ds.volume("head", patient, "full"), frames[[1, 2, 0]].astype(np.float32))
+    assert ds.manifest["pixel_mm"][patient] == 2.0
+
+
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="is empty"):

@@ -23,6 +23,7 @@ import re
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,8 @@ class SliceRecord:
     pixel_mm: float
     anatomy: str | None = None  # what its headers say (anatomy_from_headers)
     headers: str = ""  # those headers, for the error that asks for --anatomy
+    frame: int | None = None  # the frame of an enhanced multi-frame CT file (None: a single-frame file)
+    rescale: tuple[float, float] | None = None  # (slope, intercept) to HU
 
 
 @dataclass
@@ -114,14 +117,19 @@ def scan_folder(root: Path, source: str) -> ScanReport:
             rep.skipped["files without pixel data"].append(str(p))
             continue
         expected = int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "BitsAllocated", 16)) // 8
-        if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) and not ds.file_meta.TransferSyntaxUID.is_compressed \
-                and len(ds.PixelData) < expected:
+        syntax = ds.file_meta.TransferSyntaxUID if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else None
+        if syntax is not None and not syntax.is_compressed and len(ds.PixelData) < expected:
             rep.skipped["unreadable files"].append(f"{p} (truncated pixel data)")
+            continue
+        if syntax is not None and syntax.is_compressed and not _decodable(syntax):
+            rep.skipped["compressed slices no installed decoder reads (pip install pylibjpeg-libjpeg "
+                        "pylibjpeg-openjpeg)"].append(f"{p} ({syntax.name})")
             continue
         if str(getattr(ds, "Modality", "CT")).upper() != "CT":  # an MR or PET image with rescale tags is not HU
             rep.skipped["images that are not CT (Modality)"].append(f"{p} ({ds.Modality})")
             continue
-        if getattr(ds, "RescaleSlope", None) is None or getattr(ds, "RescaleIntercept", None) is None:
+        frames = _frames(ds)
+        if frames is None:
             rep.skipped["slices without RescaleSlope/RescaleIntercept"].append(str(p))
             continue
         desc = f"{p.parent} {getattr(ds, 'SeriesDescription', '')}"
@@ -129,23 +137,78 @@ def scan_folder(root: Path, source: str) -> ScanReport:
         if kind is None:
             rep.skipped["slices of unknown dose (no full/quarter/FD/QD in folder or description)"].append(str(p))
             continue
-        pos = getattr(ds, "ImagePositionPatient", None)
-        z = float(pos[2]) if pos is not None else float(getattr(ds, "SliceLocation", getattr(ds, "InstanceNumber", 0)))
-        spacing = getattr(ds, "PixelSpacing", [0.7, 0.7])
         patient, series = str(getattr(ds, "PatientID", p.parent.name)), str(getattr(ds, "SeriesInstanceUID", p.parent))
         said = "; ".join(f"{t} {str(getattr(ds, t))!r}" for t in ANATOMY_TAGS if getattr(ds, t, None))
-        rep.slices.append(SliceRecord(p, patient, series, kind, z, (int(ds.Rows), int(ds.Columns)), float(spacing[0]),
-                                      anatomy_from_headers(ds), said or "none of " + ", ".join(ANATOMY_TAGS)))
+        for frame, z, spacing, rescale in frames:
+            rep.slices.append(SliceRecord(p, patient, series, kind, z, (int(ds.Rows), int(ds.Columns)), spacing,
+                                          anatomy_from_headers(ds), said or "none of " + ", ".join(ANATOMY_TAGS),
+                                          frame, rescale))
     if not rep.slices:
         raise ValueError(f"no usable CT slices under {root} ({rep.summary()}).")
     return rep
 
 
-def read_hu(path: Path) -> np.ndarray:
+def _decodable(syntax) -> bool:
+    """Whether an installed pydicom pixel-data plugin decodes this transfer syntax (JPEG, JPEG-LS, JPEG 2000, RLE with
+    the pylibjpeg plugins this package depends on)."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        return get_decoder(syntax).is_available
+    except NotImplementedError:
+        return False
+
+
+def _frames(ds) -> list[tuple[int | None, float, float, tuple[float, float]]] | None:
+    """Each image of a file as (frame, z, pixel mm, (slope, intercept)): one for a classic CT slice; one per frame for
+    an enhanced multi-frame CT, which keeps position, spacing and rescale in its functional groups (a frame's own
+    first, then the shared ones). None where the rescale to HU is nowhere."""
+    per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
+    if per_frame is None:
+        if getattr(ds, "RescaleSlope", None) is None or getattr(ds, "RescaleIntercept", None) is None:
+            return None
+        pos = getattr(ds, "ImagePositionPatient", None)
+        z = float(pos[2]) if pos is not None else float(getattr(ds, "SliceLocation", getattr(ds, "InstanceNumber", 0)))
+        return [(None, z, float(getattr(ds, "PixelSpacing", [0.7, 0.7])[0]),
+                 (float(ds.RescaleSlope), float(ds.RescaleIntercept)))]
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+
+    def group(frame, name):
+        return next((g[name][0] for g in (frame, shared) if g is not None and name in g and len(g[name].value)), None)
+
+    out = []
+    for i, frame in enumerate(per_frame):
+        rescale, pos, measures = (group(frame, n) for n in ("PixelValueTransformationSequence", "PlanePositionSequence",
+                                                            "PixelMeasuresSequence"))
+        if rescale is None or "RescaleSlope" not in rescale or "RescaleIntercept" not in rescale:
+            return None
+        z = float(pos.ImagePositionPatient[2]) if pos is not None and "ImagePositionPatient" in pos else float(i)
+        spacing = float(measures.PixelSpacing[0]) if measures is not None and "PixelSpacing" in measures else 0.7
+        out.append((i, z, spacing, (float(rescale.RescaleSlope), float(rescale.RescaleIntercept))))
+    return out
+
+
+def read_hu(path: Path, frame: int | None = None, rescale: tuple[float, float] | None = None) -> np.ndarray:
+    """One image in HU: a single-frame file with its own rescale, or frame `frame` of a multi-frame one with the
+    rescale its functional groups gave (`_frames`)."""
+    st = Path(path).stat()
+    pixels = _pixels(str(path), st.st_mtime_ns, st.st_size)
+    if rescale is None:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        rescale = (float(ds.RescaleSlope), float(ds.RescaleIntercept))
+    image = pixels if frame is None else pixels[frame]
+    return (image.astype(np.float32) * rescale[0] + rescale[1]).astype(np.float32)
+
+
+@lru_cache(maxsize=2)
+def _pixels(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    """A file's decoded pixels, kept while its frames are read one by one (a multi-frame file decodes once; the
+    file's time and size in the key, so a file written again is read again)."""
     import pydicom
 
-    ds = pydicom.dcmread(path)
-    return (ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)).astype(np.float32)
+    return pydicom.dcmread(path).pixel_array
 
 
 def _volume(records: list[SliceRecord], size: int | None) -> np.ndarray:
@@ -153,7 +216,7 @@ def _volume(records: list[SliceRecord], size: int | None) -> np.ndarray:
     if len(shapes) > 1:
         raise ValueError(f"series {records[0].series} of patient {records[0].patient} mixes slice sizes {shapes}; "
                          "import one size per series (or resample them first).")
-    vol = np.stack([read_hu(r.path) for r in records])
+    vol = np.stack([read_hu(r.path, r.frame, r.rescale) for r in records])
     if size and vol.shape[-1] != size:
         shrink = size < vol.shape[-1]
         vol = F.interpolate(torch.from_numpy(vol)[:, None], size=(size, size), mode="area" if shrink else "bilinear",
