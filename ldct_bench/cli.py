@@ -351,6 +351,24 @@ def _imported_doses(opts: dict, data: str, anatomies, elsewhere: bool) -> tuple[
     return doses, seen
 
 
+# ------------------------------------------------------------------------------------------- denoise
+@main.command("denoise")
+@click.option("--method", "method_name", required=True, help="A registered method (see `ldct-bench methods`).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Its weights.safetensors (default: the committed reference checkpoint).")
+@click.option("--in", "src", type=click.Path(path_type=Path), required=True, help="Folder of CT DICOM series.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Where the denoised series go.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@friendly
+def denoise_cmd(method_name, checkpoint, src, out, device, batch_size, seed):
+    """Apply a trained method to your own DICOM series and write denoised DICOM (resumable)."""
+    from .denoise import denoise_folder
+
+    denoise_folder(method_name, src, out, checkpoint, resolve_device(device), batch_size, seed, echo=click.echo)
+
+
 # -------------------------------------------------------------------------------------------- report
 @main.command("report")
 @click.argument("run_dirs", nargs=-1, type=click.Path(path_type=Path))

@@ -219,6 +219,44 @@ def test_enhanced_multiframe_ct_imports_frame_by_frame(tmp_path):
     assert ds.manifest["pixel_mm"][patient] == 2.0
 
 
+def test_denoise_writes_one_dicom_per_slice_with_the_source_geometry(tmp_path):
+    """The issue's must-show: `ldct-bench denoise --method redcnn --in D --out O` with the committed checkpoint; a
+    re-run finds the series done; bad input is one sentence."""
+    import pydicom
+    from click.testing import CliRunner
+
+    from ldct_bench.cli import main
+
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:64, :64]
+    body = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2, 40.0, -1000.0)
+    for i in range(3):
+        write_ct(tmp_path / "D" / f"{i}.dcm", body + rng.normal(0, 40, body.shape).round(), "P9", "1.2.9", z=2.5 * i,
+                 spacing=1.5)
+    args = ["denoise", "--method", "redcnn", "--in", str(tmp_path / "D"), "--out", str(tmp_path / "O")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    written = sorted((tmp_path / "O").rglob("*.dcm"))
+    assert len(written) == 3
+    sources = {float(pydicom.dcmread(p).ImagePositionPatient[2]): pydicom.dcmread(p) for p in (tmp_path / "D").glob("*")}
+    for path in written:
+        out = pydicom.dcmread(path)
+        src = sources[float(out.ImagePositionPatient[2])]
+        assert (out.Rows, out.Columns, list(out.PixelSpacing)) == (src.Rows, src.Columns, list(src.PixelSpacing))
+        assert out.SeriesInstanceUID != src.SeriesInstanceUID and out.PatientID == "P9"
+        assert list(out.ImageType) == ["DERIVED", "SECONDARY"] and "redcnn" in out.SeriesDescription
+        assert "checkpoint" in out.DerivationDescription
+        hu = out.pixel_array * float(out.RescaleSlope) + float(out.RescaleIntercept)
+        noisy = src.pixel_array * float(src.RescaleSlope) + float(src.RescaleIntercept)
+        inside = (yy - 32) ** 2 + (xx - 32) ** 2 < 15**2
+        assert hu[inside].std() < noisy[inside].std()  # denoised
+    assert len({pydicom.dcmread(p).SeriesInstanceUID for p in written}) == 1
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "0 series written" in again.output and "1 already there" in again.output
+    bad = CliRunner().invoke(main, ["denoise", "--method", "redcnn", "--in", str(tmp_path / "none"), "--out", "x"])
+    assert bad.exit_code != 0 and "does not exist" in bad.output and "Traceback" not in bad.output
+
+
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="is empty"):

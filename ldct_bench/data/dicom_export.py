@@ -17,8 +17,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from ..atomic import atomic_path
 
 
-def write_series(images_hu: np.ndarray, sources: list[Path], out_dir: Path, description: str) -> list[Path]:
-    """Write (N, H, W) HU images as one new series in `out_dir`, slice i from the headers of sources[i]."""
+def write_series(images_hu: np.ndarray, sources: list[Path], out_dir: Path, description: str,
+                 derivation: str = "") -> list[Path]:
+    """Write (N, H, W) HU images as one new series in `out_dir`, slice i from the headers of sources[i]
+    (`derivation`: how they were made, in DerivationDescription)."""
     if len(images_hu) != len(sources):
         raise ValueError(f"{len(images_hu)} images but {len(sources)} source DICOM files.")
     series_uid = generate_uid()
@@ -43,6 +45,8 @@ def write_series(images_hu: np.ndarray, sources: list[Path], out_dir: Path, desc
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.SeriesDescription = description[:64]
         ds.ImageType = ["DERIVED", "SECONDARY"]
+        if derivation:
+            ds.DerivationDescription = derivation[:1024]
         path = Path(out_dir) / f"{i:04d}.dcm"
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, ".tmp.dcm") as tmp:
