@@ -121,10 +121,11 @@ def data_info(cache_dir):
 @friendly
 def data_import(source, src, doses, name, size, seed, anatomy, cache_dir):
     """Import real full-/low-dose DICOM data (AAPM-Mayo 2016, Mayo 2020 LDCT-and-Projection-data)."""
-    from .data.dicom_import import import_dataset
+    from .data.dicom_import import import_dataset, import_summary
 
     ds = import_dataset(src, source=source, name=name, extra_doses=doses or (), size=size, seed=seed,
                         cache_dir=cache_dir, anatomy=anatomy)
+    click.echo(import_summary(ds))
     click.echo(f"dataset written to {ds.root}")
 
 

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from ldct_bench.cli import main
-from ldct_bench.data.dicom_import import import_dataset, read_hu
+from ldct_bench.data.dicom_import import import_dataset, import_summary, read_hu
 
 
 def write_ct(path, hu: np.ndarray, patient="L001", series_uid=None, z=0.0, description="", rescale=True, spacing=1.0,
@@ -116,10 +116,10 @@ def test_anatomy_comes_from_the_headers_or_from_anatomy(tmp_path):
 
 
 def test_run_on_an_imported_folder_takes_its_anatomies_and_doses(tmp_path):
-    """The issue's must-show: an abdomen slice (BodyPartExamined) and a head slice (its study description) import
-    with the right anatomies, and `run --methods ldct --data it` needs no --anatomies or --train-doses: it scores
-    the doses the dataset holds on every patient (two patients cannot be split, so methods would come from the
-    embedded phantoms) and says what it chose."""
+    """The issue's must-show: an abdomen slice (BodyPartExamined), a head slice (its study description) and an
+    enhanced multi-frame chest CT import with the right anatomies, and `run --methods ldct --data it` needs no
+    --anatomies or --train-doses: it scores the doses the dataset holds on every patient (one patient per anatomy
+    cannot be split, so methods would come from the embedded phantoms) and says what it chose."""
     from click.testing import CliRunner
 
     from ldct_bench.cli import main
@@ -128,17 +128,21 @@ def test_run_on_an_imported_folder_takes_its_anatomies_and_doses(tmp_path):
     body = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2, 40.0, -1000.0)
     write_ct(tmp_path / "src" / "a.dcm", body, "ABD1", BodyPartExamined="ABDOMEN", spacing=4.0)
     write_ct(tmp_path / "src" / "h.dcm", body, "HEAD1", StudyDescription="CT Brain routine", spacing=3.0)
+    write_enhanced_ct(tmp_path / "src" / "e.dcm", np.stack([body, body]), zs=[0.0, 4.0], spacing=4.0,
+                      BodyPartExamined="CHEST")  # patient E1
     cache, run = tmp_path / "cache", tmp_path / "run"
     res = CliRunner().invoke(main, ["data", "import", "--source", "dicom", "--root", str(tmp_path / "src"), "--name",
                                     "mine", "--doses", "25", "--cache-dir", str(cache)])
     assert res.exit_code == 0, res.output
+    assert "abdomen: 1 patient(s), 1 slice(s), doses 25%" in res.output and "chest: 1 patient(s), 2 slice(s)" in res.output
     res = CliRunner().invoke(main, ["run", "--methods", "ldct", "--data", "mine", "--cache-dir", str(cache),
                                     "--out", str(run)])
     assert res.exit_code == 0, res.output
     assert "evaluating the doses it holds, 25%" in res.output and "--train-data embedded" in res.output
     table = pd.read_parquet(run / "results.parquet")
-    assert set(table["anatomy"]) == {"abdomen", "head"} and set(table["dose"]) == {0.25}
-    assert set(table["patient"]) == {"ABD1", "HEAD1"} and not table["seen_data"].any()
+    assert set(table["anatomy"]) == {"abdomen", "chest", "head"} and set(table["dose"]) == {0.25}
+    assert set(table["patient"]) == {"ABD1", "E1", "HEAD1"} and not table["seen_data"].any()
+    assert "enhanced" not in res.output and "skipped" not in res.output
 
 
 def test_the_seen_set_nobody_chose_alternates_from_the_highest_dose():
@@ -279,7 +283,7 @@ def test_mixed_slice_sizes(tmp_path):
     assert not list((tmp_path / "c").rglob("*.npy"))
 
 
-def test_missing_rescale_and_unreadable_files_are_counted_and_skipped(tmp_path, capsys):
+def test_missing_rescale_and_unreadable_files_are_counted_and_skipped(tmp_path):
     mayo2016_tree(tmp_path / "src", patients=("L001", "L002"), extra_full=False)
     write_ct(tmp_path / "src" / "L001" / "full_1mm" / "norescale.dcm", np.zeros((32, 32)), "L001", z=9, rescale=False)
     good = (tmp_path / "src" / "L001" / "full_1mm" / "0.dcm").read_bytes()
@@ -289,7 +293,10 @@ def test_missing_rescale_and_unreadable_files_are_counted_and_skipped(tmp_path, 
     skipped = ds.manifest["skipped"]
     assert skipped["slices without RescaleSlope/RescaleIntercept"] == 1
     assert skipped["unreadable files"] == 1 and skipped["files without pixel data"] == 1
-    assert "skipped" in capsys.readouterr().out
+    summary = import_summary(ds)  # what `data import` prints: by reason, naming the files
+    assert f"skipped 1 slices without RescaleSlope/RescaleIntercept: {tmp_path / 'src' / 'L001' / 'full_1mm'}" in summary
+    assert "norescale.dcm" in summary and "truncated.dcm (truncated pixel data)" in summary
+    assert "abdomen: 2 patient(s)" in summary
     assert ds.volume("abdomen", "L001", "full").shape == (3, 32, 32)
 
 

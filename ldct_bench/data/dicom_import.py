@@ -288,6 +288,7 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
         by_patient[r.patient][r.kind].append(r)
     manifest = {"kind": "dicom", "source": source, "version": DATA_VERSION, "root": str(Path(root).resolve()),
                 "files": {}, "vendor_doses": {}, "skipped": {k: len(v) for k, v in rep.skipped.items()},
+                "skipped_files": {k: list(v) for k, v in rep.skipped.items()},
                 "unpaired_slices": 0, "config": {"size": size, "seed": seed, "extra_doses": list(extra_doses)}}
     splits: dict[str, dict[str, list[str]]] = defaultdict(lambda: {s: [] for s in SPLITS})
     anatomy_of = {patient: _anatomy(patient, kinds["full"] or kinds["low"], source, anatomy)
@@ -341,5 +342,21 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
             origin = low if low and key == dose_key(vendor) else full
             manifest.setdefault("sources", {})[f"{a}/{patient}/{key}"] = [str(r.path.resolve()) for r in origin]
         atomic_write_json(out / "manifest.json", manifest)
-    if rep.skipped:
-        print(f"import: {rep.summary()}; {manifest['unpaired_slices']} unpaired slices dropped")
+
+
+def import_summary(ds: LDCTDataset, shown: int = 3) -> str:
+    """What an import holds and what it left out, by reason and file (every file is in the manifest's
+    `skipped_files`)."""
+    man = ds.manifest
+    lines = []
+    for a in ds.anatomies:
+        patients = [p for split in SPLITS for p in ds.patients(a, split)]
+        slices = sum(len(man.get("sources", {}).get(f"{a}/{p}/full", [])) for p in patients)
+        lines.append(f"  {a}: {len(patients)} patient(s), {slices} slice(s), doses "
+                     + ", ".join(f"{d:.0%}" for d in ds.doses(a)))
+    for reason, files in man.get("skipped_files", {}).items():
+        more = f" and {len(files) - shown} more" if len(files) > shown else ""
+        lines.append(f"  skipped {len(files)} {reason}: {', '.join(files[:shown])}{more}")
+    if man.get("unpaired_slices"):
+        lines.append(f"  dropped {man['unpaired_slices']} full-/low-dose slices without a partner at their table position")
+    return "\n".join(["imported:", *lines])
