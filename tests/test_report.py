@@ -63,7 +63,7 @@ def test_leaderboard_numbers_equal_a_direct_aggregation(store):
             assert lb.mean.at[m, c] == pytest.approx(direct.loc[(m, *c)])
             assert (lb.ci_lo.at[m, c], lb.ci_hi.at[m, c]) == bootstrap_ci(rows.value.to_numpy(), rows.patient.to_numpy())
     assert lb.mean.index[0] == "good" and lb.overall_rank["good"] == 1 and set(lb.n_patients) == {2}
-    assert [c[1] for c in lb.columns()] == [0.1, 0.1, 0.25, 0.25]  # seen doses first
+    assert [c[1] for c in lb.columns()] == [0.1, 0.25, 0.1, 0.25]  # anatomy by anatomy, each in dose order
     # the tests: paired t-tests of per-patient means against the column's best, Holm-corrected over the table
     raw = []
     for c in lb.columns():
@@ -116,7 +116,7 @@ def test_latex_table_shape_and_compiles_when_tex_is_there(store, tmp_path):
     tex = to_latex(lb)
     body = tex.split("\\midrule")[1].split("\\bottomrule")[0].strip().splitlines()
     assert len(body) == 3 and all(line.count("&") == 1 + 4 for line in body)  # method + 4 cells + rank
-    assert tex.count("\\multicolumn{1}{c}") == 4 and "\\cmidrule(lr){2-2} \\cmidrule(lr){3-3}" in tex  # anatomy groups
+    assert tex.count("\\multicolumn{2}{c}") == 2 and "\\cmidrule(lr){2-3} \\cmidrule(lr){4-5}" in tex  # anatomy groups
     assert "<script>" in tex  # LaTeX has no HTML; the name is printed literally, specials escaped
     assert "\\caption{SSIM" in tex and "window founddiff" in tex and "n = 2 patients" in tex
     engine = shutil.which("pdflatex")
@@ -159,11 +159,77 @@ def test_several_runs_are_labelled(store, tmp_path):
     assert "good [fake]" in md and "good [second]" in md
 
 
-def test_reference_report_renders_in_headless_chromium(tmp_path):
-    """The committed reference report, opened in a real browser, draws its tables and figures (skipped without one)."""
+LAYOUT_PROBE = """
+window.addEventListener('load', () => {
+  const tables = [...document.querySelectorAll('table')].map(t => ({
+    width: t.getBoundingClientRect().width, room: t.parentElement.getBoundingClientRect().width,
+    heads: [...t.querySelectorAll('th')].map(th => [th.textContent, th.className])}));
+  const pre = document.createElement('pre');
+  pre.id = 'layout-probe';
+  pre.textContent = JSON.stringify({tables, page: document.documentElement.scrollWidth,
+                                    viewport: document.documentElement.clientWidth});
+  document.body.appendChild(pre);
+});
+"""
+
+
+def chromium():
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
-        pytest.skip("no headless Chromium here (apt-get install chromium)")
+        pytest.skip("no headless Chromium here (apt-get install chromium; .ci/run installs it)")
+    return browser
+
+
+def test_the_report_reads_in_a_real_browser_at_1280_px(tmp_path):
+    """A report made here from the reference run's scores, laid out by Chromium at 1280 px: no table is wider than
+    the page (wide leaderboards are split per anatomy, CIs under their means), and every leaderboard lists its doses
+    in dose order with the held-out ones marked."""
+    import html
+    import json
+    import re
+
+    browser = chromium()
+    root = Path(__file__).parents[1] / "results" / "runs" / "reference"
+    make_report([root], tmp_path / "rep", formats=("html",))
+    page = (tmp_path / "rep" / "report.html").read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", f"<script>{LAYOUT_PROBE}</script></body>"))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,4000",
+                          "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    found = json.loads(html.unescape(re.search(r'<pre id="layout-probe">([^<]*)', dom).group(1)))
+    assert found["page"] <= found["viewport"], "the page scrolls sideways"
+    assert len(found["tables"]) >= 12
+    for t in found["tables"]:
+        assert t["width"] <= t["room"] + 1, (t["width"], t["room"], t["heads"][:3])
+        doses = [(float(m.group(1)), "unseen" in cls) for text, cls in t["heads"]
+                 if (m := re.search(r"(\d+(?:\.\d+)?)%", text)) and ("(unseen)" in text) == ("unseen" in cls)]
+        assert [d for d, _ in doses] == sorted(d for d, _ in doses)  # dose order
+    marked = [h for t in found["tables"] for h in t["heads"] if "unseen" in h[1]]
+    assert marked and all("(unseen)" in text for text, _ in marked)
+
+
+def test_grid_figure_titles_clear_the_dose_labels(tmp_path, monkeypatch):
+    """The grid figures' title sits above the dose labels of the top row (it once ran over them)."""
+    from ldct_bench.report import figures
+
+    caught = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path, dpi=100: caught.setdefault("fig", fig) and [])
+    root = Path(__file__).parents[1] / "results" / "runs" / "reference"
+    figures.visual_grid(RunStore(root), ["corediff", "founddiff", "redcnn", "wgan-mse"], "chest",
+                        [0.05, 0.1, 0.25, 0.5], tmp_path / "grid")
+    fig = caught["fig"]
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        label = ax.title.get_window_extent(renderer)
+        if ax.title.get_text():
+            assert title.y0 >= label.y1 - 0.5, (ax.title.get_text(), title, label)
+
+
+def test_reference_report_renders_in_headless_chromium(tmp_path):
+    """The committed reference report, opened in a real browser, draws its tables and figures (skipped without one)."""
+    browser = chromium()
     page = Path(__file__).parents[1] / "results" / "runs" / "reference" / "report" / "report.html"
     shot = tmp_path / "report.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

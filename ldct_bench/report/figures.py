@@ -101,7 +101,7 @@ def visual_grid(store: RunStore, methods: list[str], anatomy: str, doses: list[f
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{anatomy}, window {w.name} [{w.lo:g}, {w.hi:g}] HU; error maps 0-{0.5 * w.width:g} HU", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title above the dose labels
     return save(fig, path, dpi=90)
 
 

@@ -26,31 +26,42 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#222} table{border-collap
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right} td{white-space:nowrap;font-variant-numeric:tabular-nums}
 .scroll{overflow-x:auto} th{cursor:pointer;background:#f4f4f4}
 td:first-child,th:first-child{text-align:left} .best{font-weight:bold} .second{text-decoration:underline}
-th.unseen{background:#ffe9d6} img{max-width:100%} pre{background:#f8f8f8;padding:1em;overflow:auto;font-size:12px}
+th.unseen{background:#ffe9d6}
+.ci{color:#666;font-size:85%} th{white-space:normal;max-width:12em} img{max-width:100%}
+pre{background:#f8f8f8;padding:1em;overflow:auto;font-size:12px}
 """
 
 
 def leaderboard_html(lb: Leaderboard) -> str:
+    """One table per anatomy (a dose x anatomy matrix is too wide for a screen), columns in dose order, unseen doses
+    in orange; each cell the mean over its CI, so that a column is one number wide."""
+    arrow = "↑" if lb.higher_is_better else "↓"
+    anatomies = list(dict.fromkeys(c[0] for c in lb.columns()))
+    tables = [_table_html(lb, [c for c in lb.columns() if c[0] == a], len(anatomies) > 1) for a in anatomies]
+    return (f"<h3>{html.escape(lb.metric.upper())} {arrow} <small>(window {html.escape(lb.window)})</small></h3>"
+            f"<p>{html.escape(lb.caption())}</p>" + "".join(tables))
+
+
+def _table_html(lb: Leaderboard, columns: list, titled: bool) -> str:
     fmt = FORMAT.get(lb.metric, "{:.4f}")
     head = "".join(f'<th class="{"seen" if lb.seen[c[1]] else "unseen"}">{html.escape(lb.column_label(c))}</th>'
-                   for c in lb.columns())
+                   for c in columns)
     body = []
     for m in lb.mean.index:
         cells = [f"<td>{html.escape(str(m))}</td>"]
-        for c in lb.columns():
+        for c in columns:
             v, lo, hi, r, p = (f.at[m, c] for f in (lb.mean, lb.ci_lo, lb.ci_hi, lb.rank, lb.p_value))
             cls = "best" if r == 1 else "second" if r == 2 else ""
-            text = f"{fmt.format(v)} [{fmt.format(lo)}, {fmt.format(hi)}]" + ("†" if r != 1 and p < 0.05 else "")
-            cells.append(f'<td class="{cls}" data-v="{v:.6g}">{html.escape(text)}</td>')
+            mark = "†" if r != 1 and p < 0.05 else ""
+            cells.append(f'<td class="{cls}" data-v="{v:.6g}">{html.escape(fmt.format(v) + mark)}<br>'
+                         f'<span class="ci">[{html.escape(fmt.format(lo))}, {html.escape(fmt.format(hi))}]</span></td>')
         cells.append(f"<td>{lb.overall_rank[m]:.2f}</td>")
         cells += [f"<td>{html.escape(t)}</td>" for t in lb.cost_cells(m)]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    arrow = "↑" if lb.higher_is_better else "↓"
     cost = "".join(f"<th>{html.escape(h)}</th>" for h in lb.cost_header())
-    return (f"<h3>{html.escape(lb.metric.upper())} {arrow} <small>(window {html.escape(lb.window)})</small></h3>"
-            f"<p>{html.escape(lb.caption())}</p>"
-            f'<div class="scroll"><table class="sortable"><thead><tr><th>method</th>{head}<th>mean rank</th>{cost}'
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    title = f"<h4>{html.escape(columns[0][0])}</h4>" if titled else ""
+    return (f'{title}<div class="scroll"><table class="sortable"><thead><tr><th>method</th>{head}<th>mean rank</th>'
+            f"{cost}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 def image_tag(path: Path, alt: str) -> str:

@@ -103,8 +103,8 @@ def build_leaderboard(table: pd.DataFrame, metric: str = "psnr", window: str = "
             for k in ("mean", "ci_lo", "ci_hi", "rank", "p_vs_best")}
     n_patients = cmp.groupby(["anatomy", "dose"])["n_patients"].max()
     seen = sub.groupby("dose")["seen_dose"].all().to_dict()
-    # seen doses first, then the held-out ones, each by dose; anatomies grouped
-    order = sorted(wide["mean"].columns, key=lambda c: (not seen[c[1]], c[0], c[1]))
+    # anatomies grouped, each in dose order (held-out doses are marked where they fall, not moved aside)
+    order = sorted(wide["mean"].columns, key=lambda c: (c[0], c[1]))
     wide = {k: f.reindex(columns=order) for k, f in wide.items()}
     overall = wide["rank"].mean(axis=1).sort_values()
     wide = {k: f.loc[overall.index] for k, f in wide.items()}
@@ -183,18 +183,16 @@ def to_latex(lb: Leaderboard, caption: str | None = None) -> str:
     rows = _cells(lb, fmt, lambda t: rf"\textbf{{{t}}}", lambda t: rf"\underline{{{t}}}", r"$^\dagger$")
     rows = [[_tex_escape(r[0]), *(c.replace("–", "--") for c in r[1:])] for r in rows]
     cols = lb.columns()
-    n_seen = sum(lb.seen[c[1]] for c in cols)
-    spec = ("l" + "c" * n_seen + ("|" if 0 < n_seen < len(cols) else "") + "c" * (len(cols) - n_seen) + "r"
-            + "r" * len(lb.cost_header()))
+    spec = "l" + "c" * len(cols) + "r" + "r" * len(lb.cost_header())
     cap = caption or (_tex_escape(lb.caption()).replace("†", r"$^\dagger$")
-                      + r" Doses right of the rule (*) were not seen in training; images clipped to the window, "
+                      + r" Doses marked * were not seen in training; images clipped to the window, "
                         "data range = window width.")
-    groups, rules = [], []  # consecutive columns of one anatomy on one side of the seen/unseen rule
-    for i, (anatomy, dose) in enumerate(cols):
-        if groups and groups[-1][0] == (anatomy, lb.seen[dose]):
+    groups, rules = [], []  # the consecutive columns of one anatomy
+    for i, (anatomy, _) in enumerate(cols):
+        if groups and groups[-1][0] == (anatomy,):
             groups[-1][1] += 1
         else:
-            groups.append([(anatomy, lb.seen[dose]), 1, i + 2])
+            groups.append([(anatomy,), 1, i + 2])
     top = ["", *(rf"\multicolumn{{{n}}}{{c}}{{{_tex_escape(key[0])}}}" for key, n, _ in groups), "",
            *[""] * len(lb.cost_header())]
     rules = " ".join(rf"\cmidrule(lr){{{first}-{first + n - 1}}}" for _, n, first in groups)
