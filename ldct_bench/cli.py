@@ -130,6 +130,16 @@ def data_import(source, src, doses, name, size, seed, anatomy, cache_dir):
 
 
 # ------------------------------------------------------------------------------------------- methods
+def _weights_found(name: str) -> str:
+    """Where a learned method's trained weights are looked for first, and what is there."""
+    from .checkpoints import REFERENCE_DIR
+
+    found = sorted((REFERENCE_DIR / name).glob("*/weights.safetensors"))
+    where = REFERENCE_DIR / name
+    return (f"trained weights: {len(found)} committed in {where} ({', '.join(p.parent.name for p in found)})" if found
+            else f"trained weights: none committed in {where}; a run trains them (cached) or takes --checkpoint")
+
+
 @main.command("methods")
 @friendly
 def methods_cmd():
@@ -142,8 +152,8 @@ def methods_cmd():
         why = cls.unavailable()
         size = f"{n / 1e6:.2f}M quick / {p / 1e6:.2f}M paper params" if cls.learned else "no parameters"
         click.echo(f"{name:12s} {size:36s} {cls.description}" + (f"  [not in 'all': {why}]" if why else ""))
-        if cls.needs():
-            click.echo(f"{'':12s} needs {cls.needs()}")
+        for need in ([cls.needs()] if cls.needs() else []) + ([_weights_found(name)] if cls.learned else []):
+            click.echo(f"{'':12s} needs {need}")
 
 
 # ------------------------------------------------------------------------------------- train and run

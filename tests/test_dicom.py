@@ -261,6 +261,17 @@ def test_denoise_writes_one_dicom_per_slice_with_the_source_geometry(tmp_path):
     assert bad.exit_code != 0 and "does not exist" in bad.output and "Traceback" not in bad.output
 
 
+def test_every_compressed_syntax_the_issue_names_has_a_decoder():
+    """JPEG 2000, JPEG-LS, JPEG lossless (process 14) and baseline, RLE: the declared pylibjpeg plugins decode them."""
+    import pydicom.uid as uid
+
+    from ldct_bench.data.dicom_import import _decodable
+
+    for syntax in (uid.JPEG2000, uid.JPEG2000Lossless, uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEGLosslessSV1,
+                   uid.JPEGLossless, uid.JPEGBaseline8Bit, uid.RLELossless):
+        assert _decodable(syntax), syntax.name
+
+
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="is empty"):
