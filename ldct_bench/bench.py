@@ -105,8 +105,6 @@ def bench_import(size: int = 512, fov_mm: float = 440.0, doses=(0.25, 0.1), repe
     """Dose insertion into one real-size slice (a 440 mm abdomen field of view, wider than the polynomial fan-angle
     range): reprojection, noise of each dose and FBP, as `data import --doses` does it, vs scikit-image's
     radon/iradon doing the same (parallel beam, half a turn, one reprojection, one FBP per dose)."""
-    import math
-
     from skimage.transform import iradon, radon
 
     from .data.geometry import FanBeamGeometry
@@ -115,10 +113,7 @@ def bench_import(size: int = 512, fov_mm: float = 440.0, doses=(0.25, 0.1), repe
     from .data.projector import hu_to_mu
     from .data.simulate import Simulator, generator
 
-    base = FanBeamGeometry()
-    half_fan = math.asin(fov_mm / math.sqrt(2) / base.source_iso_mm)
-    geom = FanBeamGeometry(image_size=size, fov_mm=fov_mm, n_channels=max(base.n_channels,
-                                                                           2 * math.ceil(half_fan / base.dgamma) + 2))
+    geom = FanBeamGeometry.covering(size, fov_mm)  # as `data import` builds it for a slice
     sim = Simulator(geom)
     image = rasterize(to_additive(phantom_slice("abdomen", 1, 0.0)), geom)
     mu = hu_to_mu(image.double()).numpy()
@@ -147,12 +142,12 @@ def bench_iq(doses=(0.05, 0.1, 0.25, 0.5), n: int = 8) -> list[dict]:
     scoring the anatomical test split of the default run (same chain, same doses)."""
     from .data.dataset import PhantomConfig, _simulate_patient
     from .data.iq_phantom import IQConfig, IQPhantomSet
-    from .data.simulate import Simulator
+    from .data.simulate import Simulator, dose_key
     from .iq import score_iq
     from .metrics import score_batch, windows_for
 
     iq, test = IQConfig(), PhantomConfig()
-    keys = ["truth", "full", *(f"d{d:.4f}" for d in doses)]
+    keys = ["truth", "full", *(dose_key(d) for d in doses)]
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         small = IQPhantomSet.build(IQConfig(realisations=n), doses, cache_dir=Path(tmp), progress=False)

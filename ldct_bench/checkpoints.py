@@ -47,6 +47,11 @@ class TrainJob:
         return key
 
 
+def committed_checkpoints(method: str) -> list[Path]:
+    """The reference weights committed for `method` under results/checkpoints (one folder per training job)."""
+    return sorted((REFERENCE_DIR / method).glob("*/weights.safetensors"))
+
+
 def candidates(job: TrainJob, cache_dir: Path | None = None) -> list[Path]:
     cache = Path(cache_dir or default_cache_dir()) / "checkpoints"
     return [REFERENCE_DIR / job.method / job.key, cache / job.method / job.key]

@@ -132,10 +132,9 @@ def data_import(source, src, doses, name, size, seed, anatomy, cache_dir):
 # ------------------------------------------------------------------------------------------- methods
 def _weights_found(name: str) -> str:
     """Where a learned method's trained weights are looked for first, and what is there."""
-    from .checkpoints import REFERENCE_DIR
+    from .checkpoints import REFERENCE_DIR, committed_checkpoints
 
-    found = sorted((REFERENCE_DIR / name).glob("*/weights.safetensors"))
-    where = REFERENCE_DIR / name
+    found, where = committed_checkpoints(name), REFERENCE_DIR / name
     return (f"trained weights: {len(found)} committed in {where} ({', '.join(p.parent.name for p in found)})" if found
             else f"trained weights: none committed in {where}; a run trains them (cached) or takes --checkpoint")
 

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoints import REFERENCE_DIR
+from .checkpoints import committed_checkpoints
+from .data.dataset import neighbour_index
 from .data.dicom_export import write_series
 from .data.dicom_import import SliceRecord, read_hu, scan_folder
+from .evaluate import denoise_stack
 from .methods import Method, get_method
 from .results import safe
 
@@ -35,7 +37,7 @@ def checkpoint_for(name: str, given: Path | None) -> Path | None:
         if not Path(given).is_file():
             raise FileNotFoundError(f"--checkpoint {given}: no such file.")
         return Path(given)
-    found = sorted((REFERENCE_DIR / name).glob("*/weights.safetensors"))
+    found = committed_checkpoints(name)
     if len(found) != 1:
         raise ValueError(f"method {name!r} has {'no' if not found else len(found)} committed checkpoints; give one with "
                          "--checkpoint PATH (e.g. a weights.safetensors from `ldct-bench train`).")
@@ -67,8 +69,8 @@ def denoise_folder(name: str, src: Path, out: Path, checkpoint: Path | None = No
             skipped += 1
             continue
         records = sorted(records, key=lambda r: r.z)
-        images = denoise_series(method, np.stack([read_hu(r.path, r.frame, r.rescale) for r in records]), batch_size,
-                                seed, device)
+        images = denoise_series(method, np.stack([read_hu(r.path, r.frame, r.rescale) for r in records]),
+                                f"series {uid} of patient {patient}", batch_size, seed, device)
         tmp = out / f".{folder.name}.writing-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -83,15 +85,10 @@ def denoise_folder(name: str, src: Path, out: Path, checkpoint: Path | None = No
     return {"written": done, "already_there": skipped, **{k: len(v) for k, v in report.skipped.items()}}
 
 
-def denoise_series(method: Method, volume: np.ndarray, batch_size: int, seed: int, device: str) -> np.ndarray:
+def denoise_series(method: Method, volume: np.ndarray, where: str, batch_size: int, seed: int,
+                   device: str) -> np.ndarray:
     """(S, H, W) HU -> (S, H, W) HU, each slice with its neighbours when the method reads context (edges repeated,
     as the dataset loader does)."""
-    k = method.context
-    idx = np.clip(np.arange(len(volume))[:, None] + np.arange(-k, k + 1)[None, :], 0, len(volume) - 1)
-    stack = torch.from_numpy(np.ascontiguousarray(volume[idx], dtype=np.float32))
-    torch.manual_seed(seed)
-    pred = torch.cat([method.denoise(stack[i:i + batch_size].to(device)).float().cpu()
-                      for i in range(0, len(stack), batch_size)])
-    if not torch.isfinite(pred).all():
-        raise RuntimeError(f"{method.name} produced NaN/inf; its checkpoint may be broken.")
-    return pred[:, 0].numpy()
+    stack = torch.from_numpy(np.ascontiguousarray(volume[neighbour_index(len(volume), method.context)],
+                                                  dtype=np.float32))
+    return denoise_stack(method, stack, where, batch_size, seed, device)[:, 0].numpy()

@@ -55,14 +55,15 @@ def denoise_all(method: Method, pairs: Pairs, config: RunConfig) -> torch.Tensor
         if not torch.isfinite(images).all():
             raise RuntimeError(f"the {name} of {where} holds NaN/inf: the dataset is damaged; delete its folder and "
                                "simulate or import it again.")
-    return denoise_stack(method, pairs.ld, config, where)
+    return denoise_stack(method, pairs.ld, where, config.batch_size, config.seed, config.device)
 
 
-def denoise_stack(method: Method, ld: torch.Tensor, config: RunConfig, where: str) -> torch.Tensor:
-    """Low-dose inputs (N, C, H, W) denoised in batches on the run's device, seeded (same seed, same numbers)."""
-    torch.manual_seed(config.seed)
-    pred = torch.cat([method.denoise(ld[i:i + config.batch_size].to(config.device)).float().cpu()
-                      for i in range(0, len(ld), config.batch_size)])
+def denoise_stack(method: Method, ld: torch.Tensor, where: str, batch_size: int, seed: int, device: str) -> torch.Tensor:
+    """Low-dose inputs (N, C, H, W) denoised in batches on `device`, seeded (same seed, same numbers); one sentence
+    naming `where` if the method returns NaN/inf."""
+    torch.manual_seed(seed)
+    pred = torch.cat([method.denoise(ld[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(ld), batch_size)])
     if not torch.isfinite(pred).all():
         raise RuntimeError(f"{method.name} produced NaN/inf on {where}; its checkpoint may be broken.")
     return pred

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import RunConfig
 from .conventions import dose_label
+from .data.dataset import neighbour_index
 from .data.geometry import FanBeamGeometry
 from .data.iq_phantom import CLASSES, DISKS, NPS_ROI_MM, RODS, IQConfig, IQPhantomSet, to_pixel
 from .evaluate import denoise_stack
@@ -47,8 +48,8 @@ def evaluate_iq(store: RunStore, method: Method, iqs: IQPhantomSet, config: RunC
             continue
         t = time.perf_counter()
         where = f"the image-quality phantom at {dose_label(dose)}"
-        images = {c: denoise_stack(method, neighbours(iqs.images(c, dose), method.context), config, where)[:, 0].numpy()
-                  for c in CLASSES}
+        images = {c: denoise_stack(method, neighbours(iqs.images(c, dose), method.context), where, config.batch_size,
+                                   config.seed, config.device)[:, 0].numpy() for c in CLASSES}
         spent["iq_denoise_s"] += time.perf_counter() - t
         t = time.perf_counter()
         rows, curves = score_iq(images["present"], images["absent"], iqs.geometry, seed=config.seed)
@@ -71,8 +72,8 @@ def evaluate_reference(store: RunStore, iqs: IQPhantomSet, config: RunConfig) ->
 def neighbours(images: np.ndarray, context: int) -> torch.Tensor:
     """(R, H, W) realisations -> (R, 1 + 2 context, H, W) inputs: the phantom is uniform along z, so realisation
     i's neighbouring slices are realisations i-k .. i+k of its class (wrapping round, so every one has them)."""
-    idx = (np.arange(len(images))[:, None] + np.arange(-context, context + 1)[None, :]) % len(images)
-    return torch.from_numpy(np.ascontiguousarray(images[idx], dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(images[neighbour_index(len(images), context, wrap=True)],
+                                                 dtype=np.float32))
 
 
 def score_iq(present: np.ndarray, absent: np.ndarray, geom: FanBeamGeometry, seed: int = 0

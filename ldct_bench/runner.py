@@ -35,10 +35,11 @@ from .training import train_method
 class Run:
     """One run folder being filled: its config, store, manifest and test data."""
 
-    def __init__(self, config: RunConfig, store: RunStore, manifest: dict, dataset: LDCTDataset, progress: bool):
+    def __init__(self, config: RunConfig, store: RunStore, manifest: dict, dataset: LDCTDataset, progress: bool,
+                 cli_args: dict | None = None):
         self.config, self.store, self.manifest, self.dataset = config, store, manifest, dataset
         self.progress = progress
-        self.cli_args: dict = {}
+        self.cli_args = cli_args or {}  # this command's, for the record of work it adds to a finished run
         self.t0 = time.perf_counter()
         self.worked = False  # whether this process denoised anything
         self._iq = None
@@ -80,9 +81,7 @@ class Run:
         manifest["train_dataset"] = {  # what the learned methods were trained on (the same data, or another)
             "name": dataset_name(config.trained_on, config.cache_dir, config.phantoms),
             "pixel_mm": dataset_pixel_mm(config.trained_on, config.cache_dir, config.phantoms)}
-        run = cls(config, store, manifest, ds, progress)
-        run.cli_args = cli_args or {}
-        return run
+        return cls(config, store, manifest, ds, progress, cli_args)
 
     # -- the methods (by entry label: a method, or an --oracle specialist 'redcnn@5%') ----------------------
     def checkpoint(self, label: str) -> Path | None:
@@ -110,9 +109,11 @@ class Run:
 
     # -- the record -----------------------------------------------------------------------------------------
     def done(self, label: str) -> bool:
-        cells = all(self.store.has_cell(label, c.anatomy, c.dose) for c in self.config.entry(label).cells)
-        return cells and not (self.scores_iq(label) and not all(self.store.has_iq(label, d)
-                                                                  for d in self.config.protocol.doses))
+        return self.cells_done(label) and (not self.scores_iq(label) or all(self.store.has_iq(label, d)
+                                                                             for d in self.config.protocol.doses))
+
+    def cells_done(self, label: str) -> bool:
+        return all(self.store.has_cell(label, c.anatomy, c.dose) for c in self.config.entry(label).cells)
 
     def scores_iq(self, label: str) -> bool:
         """With --iq every generalist is scored on the phantom (a specialist is a yardstick of one dose only)."""
@@ -235,13 +236,13 @@ def _fill(config: RunConfig, cli_args: dict | None, progress: bool, echo) -> pd.
         t = time.perf_counter()
         method, source = run.method(entry.label)
         load_s = time.perf_counter() - t
-        spent = evaluate_cells(run.store, method, run.dataset, entry.cells, config, progress=progress,
-                               label=entry.label)
-        if not spent["denoise_s"]:  # its cells were done before (this pass adds --iq): their timings stay as they were
-            spent, load_s = {}, 0.0
+        timings = {}  # cells done before (this pass adds --iq) keep the timings they were recorded with
+        if not run.cells_done(entry.label):
+            timings = {"load_s": load_s, **evaluate_cells(run.store, method, run.dataset, entry.cells, config,
+                                                          progress=progress, label=entry.label)}
         if run.scores_iq(entry.label):
             from .iq import evaluate_iq
 
-            spent.update(evaluate_iq(run.store, method, run.iq_set(), config, label=entry.label, progress=progress))
-        run.record(entry.label, describe(method, source), {"load_s": load_s, **spent} if load_s else spent)
+            timings.update(evaluate_iq(run.store, method, run.iq_set(), config, label=entry.label, progress=progress))
+        run.record(entry.label, describe(method, source), timings)
     return run.finish()

@@ -33,7 +33,7 @@ from ..atomic import atomic_save_npy, atomic_write_json
 from ..conventions import ANATOMIES
 from .phantoms import phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
 from .projector import ellipse_sinogram
-from .simulate import Simulator, dose_key, noise_seed
+from .simulate import Simulator, dose_key, key_dose, noise_seed
 
 # 2: structures nested so that additive HU equals painted HU; 3: lower doses nested in the full dose (noise
 # insertion), truth = noiseless reconstruction, 8/2/6 patients of 4 slices
@@ -128,6 +128,13 @@ def intact(path: Path, expected: str) -> bool:
     if key not in _HASHED:
         _HASHED[key] = sha256_file(path)
     return _HASHED[key] == expected
+
+
+def neighbour_index(n: int, context: int, wrap: bool = False) -> np.ndarray:
+    """(n, 1 + 2 context) indices of each slice and its `context` neighbours per side: repeated at the ends (a
+    volume's edge slices), or wrapping round (interchangeable slices, like a z-uniform phantom's realisations)."""
+    idx = np.arange(n)[:, None] + np.arange(-context, context + 1)[None, :]
+    return idx % n if wrap else np.clip(idx, 0, n - 1)
 
 
 @dataclass
@@ -261,11 +268,11 @@ class LDCTDataset:
             for patient in self.patients(anatomy, split):
                 full = self.volume(anatomy, patient, "full")
                 n = full.shape[0] if max_slices is None else min(max_slices, full.shape[0])
+                index = neighbour_index(full.shape[0], context)
                 for dose in doses:
                     vol = self.volume(anatomy, patient, dose_key(dose))
                     for s in range(n):
-                        idx = np.clip(np.arange(s - context, s + context + 1), 0, full.shape[0] - 1)
-                        lds.append(np.asarray(vol[idx]))
+                        lds.append(np.asarray(vol[index[s]]))
                         fds.append(np.asarray(full[s:s + 1]))
                         rows.append((anatomy, patient, s, float(dose)))
         meta = pd.DataFrame(rows, columns=["anatomy", "patient", "slice", "dose"])
@@ -287,7 +294,7 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
     z0 = np.random.default_rng([seed, 7]).uniform(-0.5, 0.5)
     zs = z0 + 0.08 * (np.arange(n) - (n - 1) / 2)
     scans = [k for k in keys if k != "truth"]
-    doses = [1.0 if k == "full" else float(k[1:]) for k in scans]
+    doses = [key_dose(k) for k in scans]
     out = {k: np.empty((n, config.image_size, config.image_size), np.float32) for k in keys}
     tex = texture_volume(seed, n, config.image_size) if config.texture else None
     for s, z in enumerate(zs):

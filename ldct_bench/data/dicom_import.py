@@ -17,7 +17,6 @@ clear error.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -324,10 +323,7 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
         if extra_doses:
             n = vol_full.shape[-1]
             pixel = full[0].pixel_mm * (full[0].shape[-1] / n)
-            base = FanBeamGeometry()
-            half_fan = math.asin(min(0.99, pixel * n / math.sqrt(2) / base.source_iso_mm))  # cover the whole square
-            channels = max(base.n_channels, 2 * math.ceil(half_fan / base.dgamma) + 2)
-            sim = Simulator(FanBeamGeometry(image_size=n, fov_mm=pixel * n, n_channels=channels))
+            sim = Simulator(FanBeamGeometry.covering(n, pixel * n))
             todo = [d for d in dict.fromkeys(extra_doses) if dose_key(d) not in arrays]
             # every dose of a slice from one reprojection and one base reconstruction
             slices = [sim.lower_dose(torch.from_numpy(s), todo, [noise_seed(seed, patient, i, d) for d in todo]).numpy()

@@ -36,6 +36,15 @@ class FanBeamGeometry:
                 f"{self.fov_mm:.0f} mm (diagonal {2 * self.fov_radius_mm:.0f} mm); add channels or reduce fov_mm."
             )
 
+    @classmethod
+    def covering(cls, image_size: int, fov_mm: float) -> FanBeamGeometry:
+        """The default scanner imaging a square `fov_mm` wide (a real slice's field of view): as many channels as
+        it takes for the fan to cover the square's corners (the default's 736 at least)."""
+        base = cls()
+        half_fan = math.asin(min(0.99, fov_mm / math.sqrt(2) / base.source_iso_mm))
+        channels = max(base.n_channels, 2 * math.ceil(half_fan / base.dgamma) + 2)
+        return cls(image_size=image_size, fov_mm=fov_mm, n_channels=channels)
+
     @property
     def pixel_mm(self) -> float:
         return self.fov_mm / self.image_size

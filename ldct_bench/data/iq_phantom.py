@@ -38,7 +38,7 @@ from .dataset import default_cache_dir, intact, sha256_file
 from .geometry import FanBeamGeometry
 from .phantoms import Ellipse, to_additive
 from .projector import ellipse_sinogram
-from .simulate import Simulator, dose_key, noise_seed
+from .simulate import Simulator, dose_key, key_dose, noise_seed
 
 IQ_VERSION = 1
 CLASSES = ("present", "absent")  # signal present / signal absent
@@ -178,7 +178,7 @@ def _simulate_class(config: IQConfig, sim: Simulator, signal: str, keys: list[st
         return out
     n, size = config.realisations, sim.geometry.image_size
     stacks = {k: np.empty((n, size, size), np.float32) for k in scans}
-    doses = [1.0 if k == "full" else float(k[1:]) for k in scans]
+    doses = [key_dose(k) for k in scans]
     for r in tqdm(range(n), desc=f"image-quality phantom ({signal})", unit="scan", disable=not progress):
         seeds = [noise_seed(config.seed, "iq", signal, r, k) for k in scans]
         imgs = sim.scan(p, noise_seed(config.seed, "iq", signal, r, "full"), doses, seeds).numpy()

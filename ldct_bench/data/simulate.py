@@ -75,3 +75,8 @@ def dose_key(dose: float) -> str:
     """File-safe name of a dose fraction, e.g. 0.25 -> 'd0.2500'."""
     check_dose(dose)
     return f"d{dose:.4f}"
+
+
+def key_dose(key: str) -> float:
+    """The dose fraction an array key names: 'full' -> 1.0, 'd0.2500' -> 0.25 (the inverse of dose_key)."""
+    return 1.0 if key == "full" else float(key[1:])

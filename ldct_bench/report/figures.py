@@ -37,9 +37,7 @@ def dose_curves(table: pd.DataFrame, path: Path, metric: str = "psnr", window: s
     seen = sub.groupby("dose")["seen_dose"].all()
     for ax, anatomy in zip(axes[0], anatomies):
         d = sub[sub.anatomy == anatomy].groupby(["method", "dose"])["value"].mean().reset_index()
-        for dose, s in seen.items():
-            if not s:
-                ax.axvspan(dose / 1.12, dose * 1.12, color="0.88", zorder=0)
+        _shade_unseen(ax, seen)
         sns.lineplot(data=d, x="dose", y="value", hue="method", marker="o", ax=ax, legend=ax is axes[0][-1])
         ax.set_xscale("log")
         ax.set_xticks(sorted(seen.index), [dose_label(x) for x in sorted(seen.index)])
