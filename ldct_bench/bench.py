@@ -5,8 +5,12 @@ Stages:
               (parallel beam, same number of views over half a turn), and both FBP errors in HU;
   metrics     slices/s of the metric engine, vs a per-slice scikit-image (+ piq) loop, and the largest
               difference between their numbers;
+  simulation  on CUDA also: the torch projector and FBP on the GPU vs the numba ones on this machine's CPU,
+              with the largest difference between their images in HU;
   inference   ms per slice for every method (diffusion models with their sampling steps), batch sized
-              to the device;
+              to the device, at the chosen profile's network size (--profile quick|paper);
+  training    iterations/s of each learned method's training stages at the chosen profile (its batch and
+              patch size), with the GPU memory a step takes;
   import      seconds per dose of inserting doses into a 512^2, 440 mm slice (`data import --doses`), vs
               scikit-image's radon/iradon doing the same;
   iq          the cost of --iq at the embedded size (simulating and scoring the image-quality phantom), vs
@@ -36,8 +40,8 @@ from .environment import git_commit, hardware, versions
 
 
 def _row(stage, item, ours, reference=None, unit="", reference_name="", note="", higher_is_better=True) -> dict:
-    ratio = (ours / reference if higher_is_better else reference / ours) if reference else None
-    return {"stage": stage, "item": item, "ours": round(ours, 3),
+    ratio = (ours / reference if higher_is_better else reference / ours) if reference and ours else None
+    return {"stage": stage, "item": item, "ours": None if ours is None else round(ours, 3),
             "reference": None if reference is None else round(reference, 3), "unit": unit,
             "ratio": None if ratio is None else round(ratio, 2), "reference_name": reference_name, "note": note}
 
@@ -52,7 +56,7 @@ def _best_time(fn, repeats: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- simulation
-def bench_simulation(size: int, repeats: int = 2) -> list[dict]:
+def bench_simulation(size: int, device: str = "cpu", repeats: int = 2) -> list[dict]:
     from skimage.transform import iradon, radon
 
     from .data.fbp import fbp
@@ -96,8 +100,48 @@ def bench_simulation(size: int, repeats: int = 2) -> list[dict]:
         theirs = mu_to_hu(torch.from_numpy(iradon(radon(mu, theta=theta, circle=False), theta=theta, filter_name="hann",
                                                   circle=False, output_size=size)))
         notes.append(f"FBP RMSE {label}: ours {rmse(mine):.2f} HU, reference {rmse(theirs):.2f} HU")
-    return [_row("simulation", f"project+noise+FBP {size}x{size}", 1 / t_ours, 1 / t_ref, "slices/s",
-                 "scikit-image radon/iradon", "; ".join(notes))]
+    out = [_row("simulation", f"project+noise+FBP {size}x{size}", 1 / t_ours, 1 / t_ref, "slices/s",
+                "scikit-image radon/iradon", "; ".join(notes))]
+    if device.startswith("cuda"):
+        out += bench_simulation_on_device(geom, rows, device, repeats)
+    return out
+
+
+def bench_simulation_on_device(geom, rows, device: str, repeats: int = 3, batch: int = 8) -> list[dict]:
+    """The torch projector and FBP on `device` against the numba ones on the CPU, on a batch of noisy scans: slices/s
+    of each, and the largest difference between the two reconstructions in HU (the GPU must agree within 0.5 HU)."""
+    from .data.fbp import fbp
+    from .data.noise import NoiseModel
+    from .data.phantoms import rasterize
+    from .data.projector import ellipse_sinogram, hu_to_mu, mu_to_hu, project_image
+    from .data.simulate import generator
+
+    clean = ellipse_sinogram(geom, rows)
+    sino = torch.stack([NoiseModel().transmit(clean, 0.25, generator(i)) for i in range(batch)]).float()
+    mu = hu_to_mu(rasterize(rows, geom).double()).float()[None].expand(batch, -1, -1).contiguous()
+
+    def timed(fn):
+        def run():
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+        run()  # warm-up: numba compilation, cuFFT plans
+        return _best_time(run, repeats)
+
+    sino_d, mu_d = sino.to(device), mu.to(device)
+    on_cpu, on_device = (lambda: fbp(geom, sino, backend="numba")), (lambda: fbp(geom, sino_d, backend="torch"))
+    hu_diff = float((mu_to_hu(on_device()).cpu() - mu_to_hu(on_cpu())).abs().max())
+    t_fbp_cpu, t_fbp_dev = timed(on_cpu), timed(on_device)
+    p_cpu, p_dev = project_image(geom, mu, backend="numba"), project_image(geom, mu_d, backend="torch").cpu()
+    t_prj_cpu = timed(lambda: project_image(geom, mu, backend="numba"))
+    t_prj_dev = timed(lambda: project_image(geom, mu_d, backend="torch"))
+    rel = float((p_dev - p_cpu).abs().max() / p_cpu.abs().max())
+    size = geom.image_size
+    return [_row("simulation", f"FBP {size}x{size} on {device}, batch {batch}", batch / t_fbp_dev, batch / t_fbp_cpu,
+                 "slices/s", "numba on this machine's CPU", f"max |difference| {hu_diff:.3f} HU (target <= 0.5 HU)"),
+            _row("simulation", f"projection {size}x{size} on {device}, batch {batch}", batch / t_prj_dev,
+                 batch / t_prj_cpu, "slices/s", "numba on this machine's CPU",
+                 f"max relative difference {rel:.1e}")]
 
 
 # ----------------------------------------------------------------------------------------------- DICOM import
@@ -254,13 +298,15 @@ def auto_batch(method, size: int, device: str, cap: int = 16) -> int:
     return batch
 
 
-def bench_inference(size: int, device: str, methods: list[str], min_seconds: float = 3.0) -> list[dict]:
+def bench_inference(size: int, device: str, methods: list[str], min_seconds: float = 3.0,
+                    profile: str = "quick") -> list[dict]:
     from .methods import get_method
 
     rows = []
     g = torch.Generator().manual_seed(0)
     for name in methods:
-        method = get_method(name)(None, device).for_inference()  # the quick profile's networks
+        cls = get_method(name)
+        method = cls(cls.Config.profile(profile), device).for_inference()  # untrained: the cost, not the output
         batch = auto_batch(method, size, device)
         x = (torch.randn(batch, 1 + 2 * method.context, size, size, generator=g) * 200 + 40).to(device)
         method.denoise(x)  # warm-up
@@ -272,8 +318,71 @@ def bench_inference(size: int, device: str, methods: list[str], min_seconds: flo
             torch.cuda.synchronize()
         ms = 1000 * (time.perf_counter() - t0) / n
         steps = method.sampling_steps
-        note = f"batch {batch}" + (f", {steps} sampling steps" if steps else "")
+        note = f"{profile} profile, batch {batch}" + (f", {steps} sampling steps" if steps else "")
         rows.append(_row("inference", f"{name} {size}x{size}", ms, None, "ms/slice", "", note, higher_is_better=False))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- training
+def synthetic_pairs(n: int, size: int, context: int, seed: int = 0):
+    """Random slices with doses and anatomies, shaped as the training harness's pairs: a training step costs the same
+    whatever the pixels hold, so the bench needs no dataset."""
+    from .data.dataset import Pairs
+    from .toolkit import ANATOMY_INDEX
+
+    g = torch.Generator().manual_seed(seed)
+    fd = torch.randn(n, 1, size, size, generator=g) * 200 + 40
+    ld = fd.expand(-1, 1 + 2 * context, -1, -1) + torch.randn(n, 1 + 2 * context, size, size, generator=g) * 40
+    anatomies = list(ANATOMY_INDEX)
+    meta = pd.DataFrame({"anatomy": [anatomies[i % len(anatomies)] for i in range(n)],
+                         "dose": [(0.1, 0.5)[i % 2] for i in range(n)]})
+    return Pairs(ld, fd, meta)
+
+
+def bench_training(size: int, device: str, methods: list[str], profile: str = "quick",
+                   min_seconds: float = 3.0) -> list[dict]:
+    """Iterations/s of each learned method's training stages at `profile`, drawing batches as the harness does (the
+    profile's batch and patch size; whole slices where its patch size is 0). A stage that runs out of GPU memory is
+    reported as such rather than stopping the bench."""
+    from .methods import get_method
+    from .training import PatchSampler
+
+    rows = []
+    for name in methods:
+        cls = get_method(name)
+        if not cls.learned:
+            continue
+        cfg = cls.Config.profile(profile)
+        torch.manual_seed(0)
+        method = cls(cfg, device)
+        sampler = PatchSampler(synthetic_pairs(8, size, cls.context), cfg.patch_size, cfg.batch_size, seed=0)
+        for stage in method.stages:
+            batch_size = cfg.stage_batch_size(stage)
+            patch = min(cfg.patch_size, size) if cfg.patch_size > 0 else size
+            item = f"{name}:{stage} {size}x{size}"
+            note = f"{profile} profile, batch {batch_size}, patch {patch}"
+            try:
+                if device.startswith("cuda"):
+                    torch.cuda.reset_peak_memory_stats(device)
+                method.setup_training(stage)
+                batch = {k: v.to(device) for k, v in sampler.sample(batch_size).items()}
+                for step in range(2):  # warm-up: kernels chosen, optimiser state allocated
+                    method.train_step(batch, step, stage)
+                n, t0 = 0, time.perf_counter()
+                while n == 0 or time.perf_counter() - t0 < min_seconds:
+                    method.train_step(batch, 2 + n, stage)
+                    n += 1
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize(device)
+                    note += f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GB"
+                rows.append(_row("training", item, n / (time.perf_counter() - t0), None, "it/s", "", note))
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                rows.append(_row("training", item, None, None, "it/s", "", note + ": out of GPU memory"))
+        method.train(False)
+        del method
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -298,16 +407,20 @@ def bench_end_to_end(cache_dir: Path | None = None) -> list[dict]:
     return rows
 
 
+STAGES = ("simulation", "metrics", "inference", "training", "import", "iq")
+DEFAULT_STAGES = ("simulation", "metrics", "inference", "import", "iq")
+
+
 def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = None, end_to_end: bool = False,
-              out: Path | None = None, cache_dir: Path | None = None,
-              stages=("simulation", "metrics", "inference", "import", "iq"), echo=print) -> pd.DataFrame:
+              out: Path | None = None, cache_dir: Path | None = None, stages=DEFAULT_STAGES, profile: str = "quick",
+              echo=print) -> pd.DataFrame:
     from .methods import resolve_methods
 
     rows = []
     if end_to_end:  # first, while this process is small: a forked child starts out counting its parent's pages
         rows += bench_end_to_end(cache_dir)
     if "simulation" in stages:
-        rows += bench_simulation(size)
+        rows += bench_simulation(size, device)
     if "metrics" in stages:
         rows += bench_metrics(size)
     if "import" in stages:
@@ -315,7 +428,9 @@ def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = 
     if "iq" in stages:
         rows += bench_iq()
     if "inference" in stages:
-        rows += bench_inference(size, device, methods or resolve_methods("all"))
+        rows += bench_inference(size, device, methods or resolve_methods("all"), profile=profile)
+    if "training" in stages:
+        rows += bench_training(size, device, methods or resolve_methods("all"), profile)
     table = pd.DataFrame(rows)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     gpu = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
@@ -325,7 +440,8 @@ def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = 
         out = Path(out)
         atomic_write_text(out.with_suffix(".csv"), table.to_csv(index=False))
         atomic_write_json(out.with_suffix(".json"), {
-            "size": size, "device": device, "rows": rows, "peak_rss_gb": round(peak, 3), "peak_gpu_gb": gpu,
+            "size": size, "device": device, "profile": profile, "rows": rows, "peak_rss_gb": round(peak, 3),
+            "peak_gpu_gb": gpu,
             "hardware": hardware(device), "versions": versions(), "git_commit": git_commit(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         echo(f"written: {out.with_suffix('.csv')} and {out.with_suffix('.json')}")

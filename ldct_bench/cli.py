@@ -411,27 +411,31 @@ def report_cmd(run_dirs, out, formats, metrics_spec, window, reference, unit):
 
 # --------------------------------------------------------------------------------------------- bench
 @main.command("bench")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N] (inference stage).")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu or cuda[:N] (inference and training; on CUDA the simulation stage also times the GPU).")
 @click.option("--size", type=click.Choice(["256", "512"]), default="512", show_default=True)
-@click.option("--methods", "methods_spec", default="all", show_default=True, help="Methods for the inference stage.")
-@click.option("--stages", default="simulation,metrics,inference,import,iq", show_default=True)
+@click.option("--methods", "methods_spec", default="all", show_default=True,
+              help="Methods for the inference and training stages.")
+@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+              help="Network size (and, for training, batch and patch size) the inference and training stages time.")
+@click.option("--stages", default="simulation,metrics,inference,import,iq", show_default=True,
+              help="Any of simulation, metrics, inference, training, import, iq.")
 @click.option("--end-to-end", is_flag=True, help="Also time the default `ldct-bench run` (a few minutes).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write OUT.csv and OUT.json (default results/bench/bench-<time>).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
 @friendly
-def bench_cmd(device, size, methods_spec, stages, end_to_end, out, cache_dir):
-    """Throughput of simulation, metrics and inference beside a reference measured in the same run; peak memory."""
+def bench_cmd(device, size, methods_spec, profile, stages, end_to_end, out, cache_dir):
+    """Throughput of each stage beside a reference measured in the same run; peak memory."""
     from datetime import datetime
 
-    from .bench import run_bench
+    from .bench import STAGES, run_bench
     from .methods import resolve_methods
 
     chosen = tuple(split_list(stages))
-    stages = ("simulation", "metrics", "inference", "import", "iq")
-    bad = [s for s in chosen if s not in stages]
+    bad = [s for s in chosen if s not in STAGES]
     if bad:
-        raise click.BadParameter(f"unknown stage {', '.join(bad)}; choose from {', '.join(stages)}.")
+        raise click.BadParameter(f"unknown stage {', '.join(bad)}; choose from {', '.join(STAGES)}.")
     out = out or Path("results") / "bench" / datetime.now().strftime("bench-%Y%m%d-%H%M%S")
     run_bench(int(size), resolve_device(device), resolve_methods(methods_spec), end_to_end, out, cache_dir, chosen,
-              echo=click.echo)
+              profile, echo=click.echo)

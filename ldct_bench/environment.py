@@ -42,8 +42,10 @@ def versions() -> dict:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit; in a copy of the tree without .git (a container, a GPU node), $LDCT_BENCH_GIT_COMMIT."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
+        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                               text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        found = ""
+    return found or os.environ.get("LDCT_BENCH_GIT_COMMIT") or None

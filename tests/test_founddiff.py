@@ -78,6 +78,29 @@ def test_one_checkpoint_serves_every_scan_backend(tmp_path):
     torch.testing.assert_close(m.denoise(x), outs["numba"], rtol=0, atol=1e-2)
 
 
+@pytest.mark.gpu
+def test_one_checkpoint_serves_the_cuda_scans(tmp_path, monkeypatch):
+    """The same weights on the GPU, through the parallel torch scan and (where installed) mamba-ssm's fused kernel,
+    give the CPU's numba output; TF32 is off so that only the scans can differ."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    m = build("founddiff")
+    for mod in m.unet.modules():
+        if isinstance(mod, torch.nn.Linear) and mod.out_features % 6 == 0 and mod.weight.abs().sum() == 0:
+            torch.nn.init.normal_(mod.weight, std=0.05)
+    m.ema.shadow.load_state_dict(m.unet.state_dict())
+    m.save(tmp_path / "fd.safetensors")
+    x = torch.randn(2, 1, 64, 64) * 100
+    reference = type(m).load(tmp_path / "fd.safetensors").denoise(x)  # numba on the CPU
+    on_gpu = type(m).load(tmp_path / "fd.safetensors", device="cuda")
+    for backend in ("torch", "mamba") if mamba_available() else ("torch",):
+        for mod in on_gpu.modules()["unet_ema"].modules():
+            if isinstance(mod, SS2D):
+                mod.scan_backend = backend
+        torch.testing.assert_close(on_gpu.denoise(x.cuda()).cpu(), reference, rtol=0, atol=0.05)  # HU
+
+
 def test_dacb_is_adaln_zero_and_the_dose_embedding_conditions_the_output():
     torch.manual_seed(0)
     unet = build("founddiff").unet.eval()

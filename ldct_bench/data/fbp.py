@@ -202,10 +202,11 @@ def _backproject_torch(geom: FanBeamGeometry, q: torch.Tensor, views_per_chunk: 
     return out.reshape(bsz, geom.image_size, geom.image_size)
 
 
-def fbp(geom: FanBeamGeometry, sino: torch.Tensor, filter_window: str = "hann") -> torch.Tensor:
-    """Line integrals (B, V, C) -> attenuation images (B, H, W) in 1/mm."""
+def fbp(geom: FanBeamGeometry, sino: torch.Tensor, filter_window: str = "hann", backend: str = "auto") -> torch.Tensor:
+    """Line integrals (B, V, C) -> attenuation images (B, H, W) in 1/mm (back-projection `backend` as in
+    `backproject`)."""
     squeeze = sino.dim() == 2
     if squeeze:
         sino = sino[None]
-    img = backproject(geom, filter_sinogram(geom, sino, filter_window))
+    img = backproject(geom, filter_sinogram(geom, sino, filter_window), backend)
     return img[0] if squeeze else img

@@ -1,0 +1,60 @@
+"""`ldct-bench bench`: the training stage, the GPU simulation check (run here on the CPU through the same code), the
+profile option and bad stages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ldct_bench.bench import bench_simulation_on_device, bench_training
+from ldct_bench.cli import main
+from ldct_bench.data.geometry import FanBeamGeometry
+from ldct_bench.data.phantoms import phantom_slice, to_additive
+
+
+def test_training_stage_times_every_stage_of_each_learned_method():
+    rows = bench_training(32, "cpu", ["ldct", "redcnn", "founddiff"], "quick", min_seconds=0.1)
+    by_item = {r["item"]: r for r in rows}
+    assert set(by_item) == {"redcnn:main 32x32", "founddiff:daclip 32x32", "founddiff:dadiff 32x32"}  # ldct learns nothing
+    assert all(r["ours"] > 0 and r["unit"] == "it/s" for r in rows)
+    # RED-CNN's quick batch, and its 48 px patch clamped to the 32 px slices
+    assert by_item["redcnn:main 32x32"]["note"] == "quick profile, batch 8, patch 32"
+    assert by_item["founddiff:daclip 32x32"]["note"].startswith("quick profile, batch 8,")  # DA-CLIP's own batch
+    # a DA-Diff step (a U-Net with Mamba blocks, trained through the parallel scan) costs more than a RED-CNN step
+    assert by_item["founddiff:dadiff 32x32"]["ours"] < by_item["redcnn:main 32x32"]["ours"]
+
+
+def test_simulation_on_a_device_is_checked_against_numba():
+    """The rows `bench --device cuda` adds, computed with the torch kernels on the CPU: same images within 0.5 HU."""
+    geom = FanBeamGeometry(image_size=64, n_views=144)
+    rows = bench_simulation_on_device(geom, to_additive(phantom_slice("abdomen", 1, 0.0)), "cpu", repeats=1, batch=2)
+    fbp_row, projection_row = rows
+    assert fbp_row["item"] == "FBP 64x64 on cpu, batch 2" and fbp_row["ratio"] > 0
+    hu = float(fbp_row["note"].split("max |difference| ")[1].split(" HU")[0])
+    assert 0 < hu <= 0.5
+    assert float(projection_row["note"].rsplit(" ", 1)[1]) < 1e-5
+
+
+def test_bench_cli_writes_the_profile_and_refuses_unknown_stages(tmp_path):
+    out = tmp_path / "b"
+    res = CliRunner().invoke(main, ["bench", "--stages", "inference", "--methods", "ldct", "--size", "256",
+                                    "--profile", "paper", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["profile"] == "paper" and saved["device"] == "cpu"
+    (row,) = saved["rows"]
+    assert row["item"] == "ldct 256x256" and row["note"] == "paper profile, batch 4" and row["ours"] > 0
+    res = CliRunner().invoke(main, ["bench", "--stages", "training,warp"])
+    assert res.exit_code != 0 and "unknown stage warp" in res.output
+
+
+def test_simulation_rows_stay_cpu_only_without_a_device(monkeypatch):
+    """On the CPU the simulation stage times no device rows (they would compare numba with itself)."""
+    import ldct_bench.bench as bench
+
+    monkeypatch.setattr(bench, "bench_simulation_on_device", lambda *a, **k: pytest.fail("called on the CPU"))
+    monkeypatch.setattr(bench, "_best_time", lambda fn, repeats: 1.0)
+    rows = bench.bench_simulation(64, "cpu", repeats=1)
+    assert [r["item"] for r in rows] == ["project+noise+FBP 64x64"]
