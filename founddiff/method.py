@@ -14,6 +14,7 @@ from ldct_bench.toolkit import ANATOMY_INDEX, EMA, centre_slice, hu_to_unit, uni
 
 from .daclip import DACLIP, pairwise_rank_loss, rank_n_contrast, supervised_contrastive
 from .dadiff import DADiffUNet, ResidualSchedule
+from .selective_scan import scan_backend
 
 HU_LO, HU_HI = -1000.0, 2000.0  # FoundDiff maps [-1000, 2000] HU to [0, 1], then to [-1, 1]
 
@@ -116,6 +117,10 @@ class FoundDiff(Method):
             out = self.daclip(to_model(ld_hu.to(self.device)))
             out.update({f"estimated_{k}": v for k, v in self.daclip.estimate(out).items()})
         return out
+
+    def kernels(self, training=False):
+        names = {"mamba": "mamba-ssm kernel", "torch": "parallel PyTorch scan", "numba": "numba kernel"}
+        return f"selective scan: {names[scan_backend(self.device, training)]}"
 
     # -- inference ----------------------------------------------------------------------------------------
     def denoise(self, ld_hu):

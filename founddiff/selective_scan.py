@@ -20,17 +20,57 @@ tests compare against.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+import types
+
 import torch
 import torch.nn.functional as F
 
-try:  # optional CUDA kernel (pip install "ldct-bench[cuda]")
-    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _mamba_scan
-except Exception:  # pragma: no cover - not installable without CUDA
-    _mamba_scan = None
+
+def load_mamba_scan():
+    """mamba-ssm's fused selective scan (pip install "ldct-bench[cuda]"), or None where it is not installed.
+
+    Importing it runs mamba-ssm's package __init__, which also imports its language-model code; up to 2.2.6 that code
+    is written against transformers < 5 and fails beside a newer one (fixed upstream after 2.2.6, state-spaces/mamba
+    #807). The scan does not need it, so when the package import fails the scan's module is imported under a bare
+    package instead."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        return selective_scan_fn
+    except Exception:  # absent, built without CUDA, or its language-model code failed: tried once more below
+        pass
+    try:
+        spec = importlib.util.find_spec("mamba_ssm")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for name in [m for m in sys.modules if m == "mamba_ssm" or m.startswith("mamba_ssm.")]:
+        del sys.modules[name]  # what the failed import left half-made
+    bare = types.ModuleType("mamba_ssm")
+    bare.__path__, bare.__spec__ = list(spec.submodule_search_locations), spec
+    sys.modules["mamba_ssm"] = bare
+    try:
+        return importlib.import_module("mamba_ssm.ops.selective_scan_interface").selective_scan_fn
+    except Exception:  # the kernel itself is missing or broken: the fallbacks serve
+        del sys.modules["mamba_ssm"]
+        return None
+
+
+_mamba_scan = load_mamba_scan()
 
 
 def mamba_available() -> bool:
     return _mamba_scan is not None and torch.cuda.is_available()
+
+
+def scan_backend(device: torch.device | str, needs_grad: bool) -> str:
+    """The backend `selective_scan(backend="auto")` takes: mamba-ssm's kernel on CUDA where installed, the numba kernel
+    for CPU inference, the parallel PyTorch scan otherwise."""
+    on_cuda = torch.device(device).type == "cuda"
+    return "mamba" if (mamba_available() and on_cuda) else "torch" if (needs_grad or on_cuda) else "numba"
 
 
 def _discretise(u, delta, A, B, delta_bias, delta_softplus):
@@ -156,7 +196,7 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=Tr
     if backend == "auto":
         needs_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias))
-        backend = "mamba" if (mamba_available() and u.is_cuda) else "torch" if (needs_grad or u.is_cuda) else "numba"
+        backend = scan_backend(u.device, needs_grad)
     if backend == "numba":
         return selective_scan_numba(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if backend == "mamba":

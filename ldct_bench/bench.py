@@ -318,7 +318,8 @@ def bench_inference(size: int, device: str, methods: list[str], min_seconds: flo
             torch.cuda.synchronize()
         ms = 1000 * (time.perf_counter() - t0) / n
         steps = method.sampling_steps
-        note = f"{profile} profile, batch {batch}" + (f", {steps} sampling steps" if steps else "")
+        note = ", ".join(filter(None, (f"{profile} profile, batch {batch}", steps and f"{steps} sampling steps",
+                                       method.kernels(training=False))))
         rows.append(_row("inference", f"{name} {size}x{size}", ms, None, "ms/slice", "", note, higher_is_better=False))
     return rows
 
@@ -360,7 +361,8 @@ def bench_training(size: int, device: str, methods: list[str], profile: str = "q
             batch_size = cfg.stage_batch_size(stage)
             patch = min(cfg.patch_size, size) if cfg.patch_size > 0 else size
             item = f"{name}:{stage} {size}x{size}"
-            note = f"{profile} profile, batch {batch_size}, patch {patch}"
+            note = ", ".join(filter(None, (f"{profile} profile, batch {batch_size}, patch {patch}",
+                                           method.kernels(training=True))))
             try:
                 if device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats(device)

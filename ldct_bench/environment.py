@@ -42,10 +42,13 @@ def versions() -> dict:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit; in a copy of the tree without .git (a container, a GPU node), $LDCT_BENCH_GIT_COMMIT."""
+    """The checkout's commit, or $LDCT_BENCH_GIT_COMMIT where it is set: a copy of the tree sent to another machine
+    (a container, a GPU node) may carry no .git, or one that is not the code's."""
+    if os.environ.get("LDCT_BENCH_GIT_COMMIT"):
+        return os.environ["LDCT_BENCH_GIT_COMMIT"]
     try:
         found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                                text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         found = ""
-    return found or os.environ.get("LDCT_BENCH_GIT_COMMIT") or None
+    return found or None

@@ -167,6 +167,11 @@ class Method:
         `estimated_dose` (N,) dose fractions and `estimated_anatomy` (N,) indices into ANATOMIES."""
         return None
 
+    def kernels(self, training: bool = False) -> str:
+        """Which implementation of its own operations the method runs on its device ('' for plain PyTorch), so that
+        `ldct-bench bench` says what it timed."""
+        return ""
+
     @property
     def sampling_steps(self) -> int | None:
         """Network evaluations per denoised slice of an iterative (diffusion) method; None for one pass."""

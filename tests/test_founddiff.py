@@ -48,6 +48,33 @@ def test_mamba_ssm_kernel_equals_fallback_on_cuda():
     torch.testing.assert_close(fast, selective_scan_torch(*args), rtol=1e-3, atol=1e-3)
 
 
+def test_mamba_scan_loads_when_mamba_ssms_language_model_code_does_not(tmp_path, monkeypatch):
+    """mamba-ssm <= 2.2.6's package __init__ imports code written for transformers < 5; the scan's own module is then
+    imported under a bare package. Checked on a stand-in package laid out as mamba-ssm is."""
+    import sys
+
+    from founddiff.selective_scan import load_mamba_scan
+
+    pkg = tmp_path / "mamba_ssm"
+    (pkg / "ops").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from transformers.generation import GreedySearchDecoderOnlyOutput\n")
+    (pkg / "ops" / "__init__.py").write_text("")
+    (pkg / "ops" / "selective_scan_interface.py").write_text("def selective_scan_fn(*args):\n    return 'fused'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "transformers.generation", None)  # the import fails as it does beside 5.x
+    for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        assert load_mamba_scan()() == "fused"
+        (pkg / "ops" / "selective_scan_interface.py").write_text("import selective_scan_cuda  # not built\n")
+        for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+            del sys.modules[name]
+        assert load_mamba_scan() is None  # no kernel: the fallbacks serve
+    finally:
+        for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+            del sys.modules[name]
+
+
 def test_interleaved_scan_is_inverted_by_merge():
     x = torch.randn(2, 3, 6, 10)
     xs = interleaved_scan(x)
