@@ -73,11 +73,15 @@ def scan_backend(device: torch.device | str, needs_grad: bool) -> str:
     return "mamba" if (mamba_available() and on_cuda) else "torch" if (needs_grad or on_cuda) else "numba"
 
 
-def _discretise(u, delta, A, B, delta_bias, delta_softplus):
+def _discretised_step(delta, delta_bias, delta_softplus):
+    """The step sizes the recurrence takes: softplus(delta + delta_bias) (either part optional)."""
     if delta_bias is not None:
         delta = delta + delta_bias[None, :, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    return F.softplus(delta) if delta_softplus else delta
+
+
+def _discretise(u, delta, A, B, delta_bias, delta_softplus):
+    delta = _discretised_step(delta, delta_bias, delta_softplus)
     b, d, length = u.shape
     g = B.shape[1]
     Bx = B.repeat_interleave(d // g, dim=1)  # (b, d, N, L)
@@ -105,22 +109,37 @@ def selective_scan_torch(u, delta, A, B, C, D=None, delta_bias=None, delta_softp
     return _readout(h, u, C, D)
 
 
-def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
-    """CPU inference kernel (no autograd); same arguments and result as the others.
+def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, scatter=None):
+    """CPU inference kernel (no autograd); same arguments and result as the others, computed in float32 as
+    mamba-ssm's kernel computes.
 
     Channels innermost: the recurrence runs over positions, and at each position over all channels of a group
-    at once, so the work is wide and vectorises; parallel over (batch, group). The tensors are read and written
-    in their own layouts, (b, d, l) and (b, g, n, l): a position's channels are a few cache lines that the next
-    positions reuse, so no transposed copies are made."""
+    at once, so the work is wide and vectorises; parallel over (batch, group). The inputs are read in their own
+    layouts, (b, d, l) and (b, g, n, l): a position's channels are a few cache lines that the next positions reuse,
+    so no transposed copies are made.
+
+    scatter: optional (g, l) integer array; then position t of group g is written to row scatter[g, t] of a
+    (b, P, d/g) output, its channels last. SS2D passes where each sub-grid's positions lie in the image, and gets
+    its output in place and channels-last, which would otherwise take a merge and a transpose."""
     import numpy as np
 
-    nd = u.shape[1]
-    un, dn, Bn, Cn = (t.detach().contiguous().numpy() for t in (u, delta, B, C))
-    At = A.detach().to(u.dtype).t().contiguous().numpy()  # state-first (n, d)
-    zeros = np.zeros(nd, dtype=un.dtype)
-    Dn = D.detach().to(u.dtype).numpy() if D is not None else zeros
-    bias = delta_bias.detach().to(u.dtype).numpy() if delta_bias is not None else zeros
-    return torch.from_numpy(_numba_kernel()(un, dn, At, Bn, Cn, Dn, bias, bool(delta_softplus)))
+    nb, nd, nl = u.shape
+    delta = _discretised_step(delta, delta_bias, delta_softplus)  # PyTorch's softplus vectorises; libm's does not
+    f32 = [t.detach().to(torch.float32).contiguous().numpy() for t in (u, delta, B, C)]
+    At = A.detach().to(torch.float32).t().contiguous().numpy()  # state-first (n, d)
+    Dn = D.detach().to(torch.float32).numpy() if D is not None else np.zeros(nd, dtype=np.float32)
+    groups = B.shape[1]
+    if scatter is None:
+        dest = (np.arange(groups)[:, None] * nl + np.arange(nl)[None]).astype(np.int64)
+        out = np.empty((nb, groups * nl, nd // groups), dtype=np.float32)  # (b, g, l, per): transposed on return
+    else:
+        dest = np.ascontiguousarray(scatter, dtype=np.int64)
+        out = np.empty((nb, int(dest.max()) + 1, nd // groups), dtype=np.float32)
+    _numba_kernel()(*f32[:2], At, *f32[2:], Dn, dest, out)
+    y = torch.from_numpy(out)
+    if scatter is None:
+        y = y.view(nb, groups, nl, nd // groups).permute(0, 1, 3, 2).reshape(nb, nd, nl)
+    return y.to(u.dtype)
 
 
 _KERNEL = None
@@ -134,48 +153,46 @@ def _numba_kernel():
         import numba
         import numpy as np
 
-        # exp(x) = 2^k exp(r), r = x - k ln2 in [0, ln2): a degree-11 Taylor polynomial (error < 1e-10) and a
-        # table of powers of two: arithmetic and a gather, which vectorise (libm's exp does not). The decays are
-        # exp of non-positive numbers; below -700 they are 0 to double precision.
-        taylor = np.array([1.0 / math.factorial(i) for i in range(12)])
-        pow2 = np.array([2.0 ** k for k in range(-1011, 1)])
-        log2e, ln2 = 1.0 / math.log(2.0), math.log(2.0)
+        # exp(x) = 2^k exp(r), k = round(x / ln2), |r| <= ln2 / 2 (ln2 split in two for an exact r): a degree-7
+        # Taylor polynomial (relative error < 1e-8, below float32's rounding) and a table of powers of two:
+        # arithmetic and a gather, which vectorise (libm's exp does not). The decays are exp of non-positive numbers;
+        # below -87 they are under float32's smallest normal number and taken as 0.
+        f32 = np.float32
+        taylor = np.array([1.0 / math.factorial(i) for i in range(8)], dtype=np.float32)
+        pow2 = np.array([2.0 ** k for k in range(-127, 1)], dtype=np.float32)
+        pow2[0] = 0.0
+        log2e, ln2_hi, ln2_lo = f32(1.0 / math.log(2.0)), f32(0.693145751953125), f32(1.428606765330187e-06)
+        floor_x, half = f32(-87.0), f32(0.5)
 
         @numba.njit(parallel=True, fastmath=True, cache=True)
-        def kernel(u, delta, A, B, C, D, bias, softplus):
+        def kernel(u, delta, A, B, C, D, dest, y):
             nb, nd, nl = u.shape
             ng, nn = B.shape[1], A.shape[0]
             per = nd // ng
-            y = np.empty_like(u)
             for job in numba.prange(nb * ng):
                 b, g = job // ng, job % ng
                 d0 = g * per
-                h = np.zeros((nn, per), dtype=np.float64)
-                dl = np.empty(per, dtype=np.float64)
-                du = np.empty(per, dtype=np.float64)
-                acc = np.empty(per, dtype=np.float64)
+                h = np.zeros((nn, per), dtype=np.float32)
+                dl = np.empty(per, dtype=np.float32)
+                du = np.empty(per, dtype=np.float32)
+                acc = np.empty(per, dtype=np.float32)
                 for t in range(nl):
                     for j in range(per):
-                        x = delta[b, d0 + j, t] + bias[d0 + j]
-                        if softplus:
-                            x = x if x > 20.0 else math.log1p(math.exp(x))
-                        dl[j] = x
-                        du[j] = x * u[b, d0 + j, t]
+                        dl[j] = delta[b, d0 + j, t]
+                        du[j] = dl[j] * u[b, d0 + j, t]
                         acc[j] = D[d0 + j] * u[b, d0 + j, t]
                     for n in range(nn):
                         bv, cv = B[b, g, n, t], C[b, g, n, t]
                         for j in range(per):
-                            x = max(dl[j] * A[n, d0 + j], -700.0)
-                            k = math.floor(x * log2e)
-                            r = x - k * ln2
-                            e = taylor[11]
-                            for i in range(10, -1, -1):
+                            x = max(dl[j] * A[n, d0 + j], floor_x)
+                            k = np.floor(x * log2e + half)
+                            r = (x - k * ln2_hi) - k * ln2_lo
+                            e = taylor[7]
+                            for i in range(6, -1, -1):
                                 e = e * r + taylor[i]
-                            h[n, j] = e * pow2[int(k) + 1011] * h[n, j] + du[j] * bv
+                            h[n, j] = e * pow2[int(k) + 127] * h[n, j] + du[j] * bv
                             acc[j] += h[n, j] * cv
-                    for j in range(per):
-                        y[b, d0 + j, t] = acc[j]
-            return y
+                    y[b, dest[g, t], :] = acc
 
         _KERNEL = kernel
     return _KERNEL

@@ -11,12 +11,14 @@ dt_projs_weight, dt_projs_bias, A_logs, Ds), whatever backend runs the scan.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .selective_scan import selective_scan
+from .selective_scan import scan_backend, selective_scan, selective_scan_numba
 
 K_DIRECTIONS = 4
 
@@ -27,6 +29,12 @@ def interleaved_scan(x: torch.Tensor) -> torch.Tensor:
                         x[:, :, 1::2, ::2].transpose(2, 3).flatten(2),
                         x[:, :, ::2, 1::2].flatten(2),
                         x[:, :, 1::2, 1::2].transpose(2, 3).flatten(2)], dim=1)
+
+
+@lru_cache(maxsize=16)
+def interleaved_positions(h: int, w: int) -> np.ndarray:
+    """(4, h/2 * w/2): where each position of each `interleaved_scan` sequence lies in the flattened (h, w) image."""
+    return interleaved_scan(torch.arange(h * w).view(1, 1, h, w))[0, :, 0].numpy()
 
 
 def interleaved_merge(ys: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -79,11 +87,17 @@ class SS2D(nn.Module):
         dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
         length = xs.shape[-1]
-        ys = selective_scan(xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
-                            bs.contiguous(), cs.contiguous(), self.Ds.float(), self.dt_projs_bias.reshape(-1).float(),
-                            delta_softplus=True, backend=self.scan_backend)
-        y = interleaved_merge(ys.reshape(b, K_DIRECTIONS, d, length), hp, wp)[:, :, :h, :w]
-        return self.out_norm(y.permute(0, 2, 3, 1))
+        args = (xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
+                bs.contiguous(), cs.contiguous(), self.Ds.float(), self.dt_projs_bias.reshape(-1).float())
+        backend = self.scan_backend
+        if backend == "auto":
+            backend = scan_backend(x.device, torch.is_grad_enabled() and any(a.requires_grad for a in args))
+        if backend == "numba":  # each sub-grid's outputs written in place, channels last: no merge, no transpose
+            y = selective_scan_numba(*args, scatter=interleaved_positions(hp, wp)).view(b, hp, wp, d)
+        else:
+            ys = selective_scan(*args, delta_softplus=True, backend=backend)
+            y = interleaved_merge(ys.reshape(b, K_DIRECTIONS, d, length), hp, wp).permute(0, 2, 3, 1)
+        return self.out_norm(y[:, :h, :w])
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) channels-last; context: (B, context_dim) anatomy embedding."""

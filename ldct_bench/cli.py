@@ -16,7 +16,7 @@ import click
 
 from .config import PROFILES
 from .conventions import ANATOMIES, dose_labels, split_list
-from .environment import resolve_device
+from .environment import keep_freed_memory, resolve_device
 from .protocol import parse_anatomies, parse_doses
 
 
@@ -57,6 +57,7 @@ def _anatomies(ctx, param, value):
 @click.version_option(package_name="ldct-bench")
 def main():
     """Benchmark low-dose CT denoisers over a dose x anatomy matrix."""
+    keep_freed_memory()  # large tensors reuse freed memory instead of page-faulting in new (environment.py)
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -1,8 +1,9 @@
-"""The machine: which device to compute on, and what a result was made on (hardware, package versions, git commit),
-recorded in every manifest."""
+"""The machine: which device to compute on, how the process uses its memory, and what a result was made on (hardware,
+package versions, git commit), recorded in every manifest."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import subprocess
@@ -22,6 +23,26 @@ def resolve_device(spec: str) -> str:
     if not (spec == "cpu" or spec.startswith("cuda")):
         raise ValueError(f"--device {spec!r} is not a device; use auto, cpu or cuda[:N].")
     return spec
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Have the C allocator keep freed blocks up to `limit_bytes` for reuse instead of returning them to the kernel.
+
+    glibc maps every allocation above its mmap threshold (32 MB at most) straight from the kernel and unmaps it on
+    free, so each large tensor a network makes is page-faulted in afresh, page by page: FoundDiff's CPU inference spent
+    15 s of a 29 s profile in the kernel (10.6 M minor page faults for 32 slices), 0.83 s per slice. With freed blocks
+    reused it takes 0.61 s per slice and 1.9 s of system time, for 0.9 GB more peak RSS. PyTorch's CPU tuning guide
+    gets the same by preloading jemalloc or tcmalloc; this does it in-process. Returns False where the C library has
+    no mallopt (not glibc), which changes nothing."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(M_MMAP_THRESHOLD, limit_bytes)) and bool(mallopt(M_TRIM_THRESHOLD, limit_bytes))
 
 
 def hardware(device: str = "cpu") -> dict:

@@ -7,11 +7,16 @@ import torch
 
 from ldct_bench.checkpoints import TrainJob
 from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
+from ldct_bench.environment import keep_freed_memory
 from ldct_bench.training import train_method
 
 from .helpers import TINY, TINY_DOSES, tiny_config
 
 TRAINED_ANATOMIES = ("chest",)
+
+
+def pytest_configure(config):
+    keep_freed_memory()  # the allocator setting every `ldct-bench` command runs with (environment.py)
 
 
 def pytest_addoption(parser):

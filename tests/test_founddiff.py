@@ -25,10 +25,30 @@ def scan_inputs(dtype=torch.float64, b=2, d=8, n=4, length=53, groups=4, seed=0,
     return mk(b, d, length), mk(b, d, length), A, mk(b, groups, n, length), mk(b, groups, n, length), mk(d), mk(d)
 
 
-@pytest.mark.parametrize("impl", [selective_scan_torch, selective_scan_numba])
-def test_scans_equal_the_sequential_recurrence_in_float64(impl):
+def test_parallel_scan_equals_the_sequential_recurrence_in_float64():
     args = scan_inputs()
-    torch.testing.assert_close(impl(*args), selective_scan_reference(*args), rtol=0, atol=1e-6)
+    torch.testing.assert_close(selective_scan_torch(*args), selective_scan_reference(*args), rtol=0, atol=1e-6)
+
+
+def test_numba_scan_equals_the_recurrence_to_float32_rounding():
+    """The CPU kernel computes in float32 (as mamba-ssm's does), with its own exp: against the float64 recurrence it
+    is within float32's rounding, and it agrees with the parallel scan run in float32."""
+    args = scan_inputs(length=300)
+    reference = selective_scan_reference(*args)
+    fast = selective_scan_numba(*args)
+    assert fast.dtype == torch.float64
+    assert (fast - reference).abs().max() <= 1e-5 * reference.abs().max()
+    args32 = [a.float() for a in args]
+    torch.testing.assert_close(selective_scan_numba(*args32), selective_scan_torch(*args32), rtol=1e-5, atol=1e-5)
+
+
+def test_numba_scan_scatters_each_group_into_place_channels_last():
+    u, delta, A, B, C, D, bias = scan_inputs(torch.float32, d=8, length=12, groups=4)
+    scatter = torch.randperm(4 * 12, generator=torch.Generator().manual_seed(1)).view(4, 12).numpy()
+    y = selective_scan_numba(u, delta, A, B, C, D, bias)  # (b, 8, 12): 2 channels per group
+    placed = selective_scan_numba(u, delta, A, B, C, D, bias, scatter=scatter)  # (b, 48, 2)
+    for g in range(4):
+        torch.testing.assert_close(placed[:, scatter[g]], y[:, 2 * g:2 * g + 2].transpose(1, 2), rtol=0, atol=0)
 
 
 def test_parallel_scan_gradients_match_the_recurrence():
@@ -73,6 +93,15 @@ def test_mamba_scan_loads_when_mamba_ssms_language_model_code_does_not(tmp_path,
     finally:
         for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
             del sys.modules[name]
+
+
+def test_interleaved_positions_put_every_sequence_back_in_place():
+    from founddiff.ss2d import interleaved_positions
+
+    x = torch.randn(1, 1, 6, 10)
+    flat = torch.empty(60)
+    flat[torch.from_numpy(interleaved_positions(6, 10)).reshape(-1)] = interleaved_scan(x)[0, :, 0].reshape(-1)
+    assert torch.equal(flat.view(6, 10), x[0, 0])
 
 
 def test_interleaved_scan_is_inverted_by_merge():
