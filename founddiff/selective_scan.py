@@ -73,6 +73,15 @@ def scan_backend(device: torch.device | str, needs_grad: bool) -> str:
     return "mamba" if (mamba_available() and on_cuda) else "torch" if (needs_grad or on_cuda) else "numba"
 
 
+def resolve_backend(backend: str, u: torch.Tensor, *others) -> str:
+    """`backend`, or for "auto" the one `scan_backend` picks for the scan's inputs: their device, and whether a
+    gradient must flow through any of them."""
+    if backend != "auto":
+        return backend
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, *others))
+    return scan_backend(u.device, needs_grad)
+
+
 def _discretised_step(delta, delta_bias, delta_softplus):
     """The step sizes the recurrence takes: softplus(delta + delta_bias) (either part optional)."""
     if delta_bias is not None:
@@ -210,10 +219,7 @@ def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_s
 
 
 def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend: str = "auto"):
-    if backend == "auto":
-        needs_grad = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias))
-        backend = scan_backend(u.device, needs_grad)
+    backend = resolve_backend(backend, u, delta, A, B, C, D, delta_bias)
     if backend == "numba":
         return selective_scan_numba(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if backend == "mamba":

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .selective_scan import scan_backend, selective_scan, selective_scan_numba
+from .selective_scan import resolve_backend, selective_scan, selective_scan_numba
 
 K_DIRECTIONS = 4
 
@@ -89,9 +89,7 @@ class SS2D(nn.Module):
         length = xs.shape[-1]
         args = (xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
                 bs.contiguous(), cs.contiguous(), self.Ds.float(), self.dt_projs_bias.reshape(-1).float())
-        backend = self.scan_backend
-        if backend == "auto":
-            backend = scan_backend(x.device, torch.is_grad_enabled() and any(a.requires_grad for a in args))
+        backend = resolve_backend(self.scan_backend, *args)
         if backend == "numba":  # each sub-grid's outputs written in place, channels last: no merge, no transpose
             y = selective_scan_numba(*args, scatter=interleaved_positions(hp, wp)).view(b, hp, wp, d)
         else:

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -129,13 +130,12 @@ def bench_simulation_on_device(geom, rows, device: str, repeats: int = 3, batch:
         return _best_time(run, repeats)
 
     sino_d, mu_d = sino.to(device), mu.to(device)
-    on_cpu, on_device = (lambda: fbp(geom, sino, backend="numba")), (lambda: fbp(geom, sino_d, backend="torch"))
-    hu_diff = float((mu_to_hu(on_device()).cpu() - mu_to_hu(on_cpu())).abs().max())
-    t_fbp_cpu, t_fbp_dev = timed(on_cpu), timed(on_device)
-    p_cpu, p_dev = project_image(geom, mu, backend="numba"), project_image(geom, mu_d, backend="torch").cpu()
-    t_prj_cpu = timed(lambda: project_image(geom, mu, backend="numba"))
-    t_prj_dev = timed(lambda: project_image(geom, mu_d, backend="torch"))
-    rel = float((p_dev - p_cpu).abs().max() / p_cpu.abs().max())
+    fbp_cpu, fbp_dev = partial(fbp, geom, sino, backend="numba"), partial(fbp, geom, sino_d, backend="torch")
+    prj_cpu, prj_dev = partial(project_image, geom, mu, backend="numba"), partial(project_image, geom, mu_d, backend="torch")
+    hu_diff = float((mu_to_hu(fbp_dev()).cpu() - mu_to_hu(fbp_cpu())).abs().max())
+    p_cpu = prj_cpu()
+    rel = float((prj_dev().cpu() - p_cpu).abs().max() / p_cpu.abs().max())
+    t_fbp_cpu, t_fbp_dev, t_prj_cpu, t_prj_dev = (timed(f) for f in (fbp_cpu, fbp_dev, prj_cpu, prj_dev))
     size = geom.image_size
     return [_row("simulation", f"FBP {size}x{size} on {device}, batch {batch}", batch / t_fbp_dev, batch / t_fbp_cpu,
                  "slices/s", "numba on this machine's CPU", f"max |difference| {hu_diff:.3f} HU (target <= 0.5 HU)"),
@@ -359,9 +359,8 @@ def bench_training(size: int, device: str, methods: list[str], profile: str = "q
         sampler = PatchSampler(synthetic_pairs(8, size, cls.context), cfg.patch_size, cfg.batch_size, seed=0)
         for stage in method.stages:
             batch_size = cfg.stage_batch_size(stage)
-            patch = min(cfg.patch_size, size) if cfg.patch_size > 0 else size
             item = f"{name}:{stage} {size}x{size}"
-            note = ", ".join(filter(None, (f"{profile} profile, batch {batch_size}, patch {patch}",
+            note = ", ".join(filter(None, (f"{profile} profile, batch {batch_size}, patch {sampler.patch}",
                                            method.kernels(training=True))))
             try:
                 if device.startswith("cuda"):

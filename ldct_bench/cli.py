@@ -417,7 +417,7 @@ def report_cmd(run_dirs, out, formats, metrics_spec, window, reference, unit):
 @click.option("--size", type=click.Choice(["256", "512"]), default="512", show_default=True)
 @click.option("--methods", "methods_spec", default="all", show_default=True,
               help="Methods for the inference and training stages.")
-@click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+@click.option("--profile", type=click.Choice(PROFILES), default="quick", show_default=True,
               help="Network size (and, for training, batch and patch size) the inference and training stages time.")
 @click.option("--stages", default="simulation,metrics,inference,import,iq", show_default=True,
               help="Any of simulation, metrics, inference, training, import, iq.")

@@ -33,7 +33,9 @@ step() {  # step NAME COMMAND...: run it until the deadline, log to OUT/NAME.log
     tail -n 12 "$out/$name.log"
 }
 bench=("$py" -m ldct_bench bench --device cuda --size 512)
-has_mamba() { $py -c "from mamba_ssm.ops.selective_scan_interface import selective_scan_fn" 2>/dev/null; }
+has_mamba() {  # as FoundDiff loads it (past a failing mamba-ssm package __init__, founddiff/selective_scan.py)
+    $py -c "import sys; from founddiff.selective_scan import mamba_available; sys.exit(not mamba_available())"
+}
 
 $py -c "import ldct_bench" 2>/dev/null || $py -m pip install -q -e ".[test]"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
@@ -68,7 +70,7 @@ if has_mamba; then
     step tests_mamba $py -m pytest -m gpu -p no:cacheprovider -rs "${gpu_tests[@]}"
 else
     echo "mamba-ssm unavailable; the steps below use the pure-PyTorch scan" | tee -a "$out/steps.txt"
-    $py -c "from mamba_ssm.ops.selective_scan_interface import selective_scan_fn" 2>&1 | tail -n 2 | tee -a "$out/steps.txt"
+    $py -c "import mamba_ssm.ops.selective_scan_interface" 2>&1 | tail -n 2 | tee -a "$out/steps.txt"  # why
 fi
 step quick "${bench[@]}" --profile quick --stages simulation,inference,training --out "$out/quick"
 step paper "${bench[@]}" --profile paper --stages inference,training --out "$out/paper"

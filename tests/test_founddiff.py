@@ -83,16 +83,19 @@ def test_mamba_scan_loads_when_mamba_ssms_language_model_code_does_not(tmp_path,
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(sys.modules, "transformers.generation", None)  # the import fails as it does beside 5.x
     for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
-        monkeypatch.delitem(sys.modules, name)
+        monkeypatch.delitem(sys.modules, name)  # a real mamba-ssm comes back after the test
+
+    def forget_stand_in():
+        for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+            del sys.modules[name]
+
     try:
         assert load_mamba_scan()() == "fused"
         (pkg / "ops" / "selective_scan_interface.py").write_text("import selective_scan_cuda  # not built\n")
-        for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
-            del sys.modules[name]
+        forget_stand_in()
         assert load_mamba_scan() is None  # no kernel: the fallbacks serve
     finally:
-        for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
-            del sys.modules[name]
+        forget_stand_in()
 
 
 def test_interleaved_positions_put_every_sequence_back_in_place():
@@ -113,22 +116,33 @@ def test_interleaved_scan_is_inverted_by_merge():
     assert torch.equal(xs[0, 1, 0, :3], x[0, 0, 1::2, 0])
 
 
-def test_one_checkpoint_serves_every_scan_backend(tmp_path):
-    """Weights saved once give the same output through the torch and numba scans (and mamba-ssm on CUDA)."""
+def trained_looking_founddiff(path):
+    """A quick-profile FoundDiff whose zero-initialised adaLN layers have weights, as training would give them, saved
+    to `path` (EMA = the network)."""
     torch.manual_seed(0)
     m = build("founddiff")
-    for mod in m.unet.modules():  # give the zero-initialised adaLN layers weights, as training would
+    for mod in m.unet.modules():
         if isinstance(mod, torch.nn.Linear) and mod.out_features % 6 == 0 and mod.weight.abs().sum() == 0:
             torch.nn.init.normal_(mod.weight, std=0.05)
     m.ema.shadow.load_state_dict(m.unet.state_dict())
-    m.save(tmp_path / "fd.safetensors")
+    m.save(path)
+    return m
+
+
+def use_scan(method, backend: str) -> None:
+    for mod in method.modules()["unet_ema"].modules():
+        if isinstance(mod, SS2D):
+            mod.scan_backend = backend
+
+
+def test_one_checkpoint_serves_every_scan_backend(tmp_path):
+    """Weights saved once give the same output through the torch and numba scans (and mamba-ssm on CUDA)."""
+    m = trained_looking_founddiff(tmp_path / "fd.safetensors")
     loaded = type(m).load(tmp_path / "fd.safetensors")
     x = torch.randn(2, 1, 32, 32) * 100
     outs = {}
     for backend in ("torch", "numba"):
-        for mod in loaded.modules()["unet_ema"].modules():
-            if isinstance(mod, SS2D):
-                mod.scan_backend = backend
+        use_scan(loaded, backend)
         outs[backend] = loaded.denoise(x)
     torch.testing.assert_close(outs["torch"], outs["numba"], rtol=0, atol=1e-2)  # HU (float32 rounding)
     torch.testing.assert_close(m.denoise(x), outs["numba"], rtol=0, atol=1e-2)
@@ -140,20 +154,12 @@ def test_one_checkpoint_serves_the_cuda_scans(tmp_path, monkeypatch):
     give the CPU's numba output; TF32 is off so that only the scans can differ."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    torch.manual_seed(0)
-    m = build("founddiff")
-    for mod in m.unet.modules():
-        if isinstance(mod, torch.nn.Linear) and mod.out_features % 6 == 0 and mod.weight.abs().sum() == 0:
-            torch.nn.init.normal_(mod.weight, std=0.05)
-    m.ema.shadow.load_state_dict(m.unet.state_dict())
-    m.save(tmp_path / "fd.safetensors")
+    m = trained_looking_founddiff(tmp_path / "fd.safetensors")
     x = torch.randn(2, 1, 64, 64) * 100
     reference = type(m).load(tmp_path / "fd.safetensors").denoise(x)  # numba on the CPU
     on_gpu = type(m).load(tmp_path / "fd.safetensors", device="cuda")
     for backend in ("torch", "mamba") if mamba_available() else ("torch",):
-        for mod in on_gpu.modules()["unet_ema"].modules():
-            if isinstance(mod, SS2D):
-                mod.scan_backend = backend
+        use_scan(on_gpu, backend)
         torch.testing.assert_close(on_gpu.denoise(x.cuda()).cpu(), reference, rtol=0, atol=0.05)  # HU
 
 
