@@ -288,7 +288,8 @@ class LDCTDataset:
 
 def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: int, keys: list[str]) -> dict:
     """Simulate the requested arrays ('truth', 'full', 'd0.2500', ...) for one phantom patient. The full-dose noise
-    comes from its own seed, so a dose added later is nested in the same full-dose scan."""
+    comes from its own seed, so a dose added later is nested in the same full-dose scan. The slices' sinograms are
+    reconstructed together (a few slices per call), so the back-projector's geometry serves every image of them."""
     seed = noise_seed(config.seed, anatomy, idx)
     n = config.slices_per_patient
     z0 = np.random.default_rng([seed, 7]).uniform(-0.5, 0.5)
@@ -297,14 +298,24 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
     doses = [key_dose(k) for k in scans]
     out = {k: np.empty((n, config.image_size, config.image_size), np.float32) for k in keys}
     tex = texture_volume(seed, n, config.image_size) if config.texture else None
-    for s, z in enumerate(zs):
-        rows = to_additive(phantom_slice(anatomy, seed, float(z)))
-        texture = tex[s] * texture_amplitude(rasterize(rows, sim.geometry).numpy()) if tex is not None else 0.0
-        p = ellipse_sinogram(sim.geometry, rows)
-        if "truth" in out:
-            out["truth"][s] = sim.reconstruct(p[None])[0].numpy() + texture
-        if scans:
-            imgs = sim.scan(p, noise_seed(seed, s, "full"), doses, [noise_seed(seed, s, k) for k in scans]).numpy()
-            for name, img in zip(scans, imgs):
+    per_call = max(1, _IMAGES_PER_RECONSTRUCTION // len(keys))
+    for s0 in range(0, n, per_call):
+        sinograms, textures = [], []
+        for s in range(s0, min(n, s0 + per_call)):
+            rows = to_additive(phantom_slice(anatomy, seed, float(zs[s])))
+            textures.append(tex[s] * texture_amplitude(rasterize(rows, sim.geometry).numpy()) if tex is not None
+                            else 0.0)
+            p = ellipse_sinogram(sim.geometry, rows)
+            if "truth" in out:  # kept as float32, which is what reconstruct() takes them to
+                sinograms.append(p[None].float())
+            if scans:
+                sinograms.append(sim.noisy(p, noise_seed(seed, s, "full"), doses,
+                                           [noise_seed(seed, s, k) for k in scans]).float())
+        images = sim.reconstruct(torch.cat(sinograms)).numpy().reshape(-1, len(keys), *out[keys[0]].shape[1:])
+        for s, texture, imgs in zip(range(s0, n), textures, images):
+            for name, img in zip([k for k in keys if k == "truth"] + scans, imgs):
                 out[name][s] = img + texture
     return out
+
+
+_IMAGES_PER_RECONSTRUCTION = 24  # about 160 MB of float64 sinograms: one patient of the default dataset per call

@@ -51,8 +51,12 @@ def _filter_response(n_channels: int, dgamma: float, filter_window: str, n_fft: 
     return response
 
 
-def filter_sinogram(geom: FanBeamGeometry, sino: torch.Tensor, filter_window: str = "hann") -> torch.Tensor:
-    """Cosine-weight and ramp-filter sinograms (B, V, C) along the channel axis."""
+def filter_sinogram(geom: FanBeamGeometry, sino: torch.Tensor, filter_window: str = "hann",
+                    per_call: int = 4) -> torch.Tensor:
+    """Cosine-weight and ramp-filter sinograms (B, V, C) along the channel axis (`per_call` at a time: the padded
+    spectra take about four times a sinogram's memory, and each sinogram's result does not depend on the batch)."""
+    if sino.shape[0] > per_call:
+        return torch.cat([filter_sinogram(geom, part, filter_window, per_call) for part in sino.split(per_call)])
     n_fft = 1 << (2 * geom.n_channels - 1).bit_length()
     gamma = geom.channel_angles().to(sino.device)
     weighted = sino * (geom.source_iso_mm * torch.cos(gamma)).to(sino.dtype)
@@ -84,13 +88,15 @@ def _backproject_numba(geom: FanBeamGeometry, q: torch.Tensor, exact: bool = Fal
     x, y = geom.pixel_centres()
     xs, ys = x[0].numpy(), np.ascontiguousarray(y[:, 0].numpy())  # x of each column, y of each row (row 0 on top)
     beta = geom.view_angles().numpy()
-    qv = np.ascontiguousarray(q.detach().to(torch.float32).numpy())  # (B, V, C)
+    qv = q.detach().to(torch.float32).numpy()  # (B, V, C)
     r = np.abs(xs).max() * math.sqrt(2)  # the corner pixels see the widest fan angle, asin(r / D)
     max_tan = r / math.sqrt(max(geom.source_iso_mm**2 - r * r, 1e-9))
     if exact or max_tan > 4 / 3:
-        out = _bp_kernel_exact()(qv, xs, ys, np.cos(beta), np.sin(beta), geom.source_iso_mm, geom.dgamma)
+        out = _bp_kernel_exact()(np.ascontiguousarray(qv), xs, ys, np.cos(beta), np.sin(beta), geom.source_iso_mm,
+                                 geom.dgamma)
     else:
-        out = _bp_kernel()(qv, xs, ys, np.cos(beta), np.sin(beta), geom.source_iso_mm, geom.dgamma, max_tan > 0.5)
+        qt = np.ascontiguousarray(qv.transpose(1, 2, 0))  # (V, C, B): a channel's value in every sinogram, together
+        out = _bp_kernel()(qt, xs, ys, np.cos(beta), np.sin(beta), geom.source_iso_mm, geom.dgamma, max_tan > 0.5)
     out *= 2 * math.pi / geom.n_views
     return torch.from_numpy(out).to(q.dtype)
 
@@ -101,16 +107,16 @@ def _bp_kernel():
     coef = np.array([(-1.0) ** k / (2 * k + 1) for k in range(11)])
 
     @numba.njit(parallel=True, fastmath=True, cache=True)
-    def kernel(qv, xs, ys, cos_b, sin_b, dist, dgamma, halve):
-        n_b, n_v, n_c = qv.shape
+    def kernel(qt, xs, ys, cos_b, sin_b, dist, dgamma, halve):
+        n_v, n_c, n_b = qt.shape
         n_r, n_x = ys.shape[0], xs.shape[0]
-        out = np.zeros((n_b, n_r, n_x), dtype=np.float64)
         centre = (n_c - 1) / 2.0
         top = n_c - 1.000001
         inv_dg = (2.0 if halve else 1.0) / dgamma
-        for r in numba.prange(n_r):
+        out = np.empty((n_b, n_r, n_x), dtype=np.float64)
+        for r in numba.prange(n_r):  # rows in parallel; each pixel sums its views in order, on any core count
             py = ys[r]
-            acc = np.zeros((n_b, n_x), dtype=np.float64)
+            acc = np.zeros((n_x, n_b), dtype=np.float64)
             i0 = np.empty(n_x, dtype=np.int64)
             w0 = np.empty(n_x, dtype=np.float64)
             w1 = np.empty(n_x, dtype=np.float64)
@@ -133,11 +139,16 @@ def _bp_kernel():
                     i0[j] = i
                     w1[j] = (pos - i) * inv_l2
                     w0[j] = inv_l2 - w1[j]
-                for b in range(n_b):  # then the gather, shared by every sinogram of the batch
-                    q = qv[b, v]
+                q = qt[v]
+                if n_b == 1:  # one sinogram: vectorise the gather over the pixels instead
                     for j in range(n_x):
-                        acc[b, j] += q[i0[j]] * w0[j] + q[i0[j] + 1] * w1[j]
-            out[:, r, :] = acc
+                        acc[j, 0] += q[i0[j], 0] * w0[j] + q[i0[j] + 1, 0] * w1[j]
+                    continue
+                for j in range(n_x):  # the gather: one pair of channels serves every sinogram (contiguous)
+                    lo, hi, a, c = q[i0[j]], q[i0[j] + 1], w0[j], w1[j]
+                    for b in range(n_b):
+                        acc[j, b] += lo[b] * a + hi[b] * c
+            out[:, r, :] = acc.T
         return out
 
     return kernel

@@ -240,13 +240,27 @@ def rasterize(rows: torch.Tensor, geom: FanBeamGeometry, supersample: int = 3) -
     xs = (c[:, None] + off[None, :] * d).reshape(-1)
     Y, X = torch.meshgrid(-xs, xs, indexing="ij")
     mu = torch.zeros_like(X)
+    step = d / supersample
     for cx, cy, a, b, phi, dmu in rows.tolist():
         cp, sp = math.cos(phi), math.sin(phi)
-        u = (X - cx) * cp + (Y - cy) * sp
-        v = -(X - cx) * sp + (Y - cy) * cp
-        mu += dmu * ((u / a) ** 2 + (v / b) ** 2 <= 1.0)
+        # only the samples inside the ellipse's bounding box (half-widths hx, hy), plus a sample of margin
+        hx, hy = math.hypot(a * cp, b * sp) + step, math.hypot(a * sp, b * cp) + step
+        c0, c1 = _index_range(xs, cx - hx, cx + hx)
+        r0, r1 = _index_range(xs, -(cy + hy), -(cy - hy))  # rows run from +y down: Y = -xs
+        if c0 >= c1 or r0 >= r1:
+            continue
+        Xb, Yb = X[r0:r1, c0:c1], Y[r0:r1, c0:c1]
+        u = (Xb - cx) * cp + (Yb - cy) * sp
+        v = -(Xb - cx) * sp + (Yb - cy) * cp
+        mu[r0:r1, c0:c1] += dmu * ((u / a) ** 2 + (v / b) ** 2 <= 1.0)
     mu = mu.reshape(n, supersample, n, supersample).mean(dim=(1, 3))
     return mu_to_hu(mu).float()
+
+
+def _index_range(sorted_values: torch.Tensor, lo: float, hi: float) -> tuple[int, int]:
+    """The slice of an ascending grid whose values lie in [lo, hi]."""
+    return (int(torch.searchsorted(sorted_values, lo, side="left")),
+            int(torch.searchsorted(sorted_values, hi, side="right")))
 
 
 def texture_amplitude(hu: np.ndarray) -> np.ndarray:

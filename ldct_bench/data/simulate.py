@@ -42,9 +42,12 @@ class Simulator:
     def scan(self, p: torch.Tensor, full_seed: int, doses: list[float], seeds: list[int]) -> torch.Tensor:
         """Noiseless line integrals (V, C) scanned at full dose (noise from `full_seed`), each lower dose made from
         that scan by noise insertion (noise from its own seed) -> (len(doses), H, W) HU; dose 1 is the scan itself."""
+        return self.reconstruct(self.noisy(p, full_seed, doses, seeds))
+
+    def noisy(self, p: torch.Tensor, full_seed: int, doses: list[float], seeds: list[int]) -> torch.Tensor:
+        """The line integrals `scan` reconstructs: (len(doses), V, C)."""
         full = self.noise.transmit(p, 1.0, generator(full_seed))
-        noisy = torch.stack([self.noise.insert(full, d, generator(s)) for d, s in zip(doses, seeds)])
-        return self.reconstruct(noisy)
+        return torch.stack([self.noise.insert(full, d, generator(s)) for d, s in zip(doses, seeds)])
 
     def lower_dose(self, full_dose_hu: torch.Tensor, doses: list[float], seeds: list[int]) -> torch.Tensor:
         """Real full-dose image (H, W) HU -> (len(doses), H, W) HU at lower doses (Yu et al. 2012).
@@ -55,9 +58,9 @@ class Simulator:
         """
         mu = hu_to_mu(full_dose_hu.double().clamp(min=-1000.0))
         p = project_image(self.geometry, mu[None].float())[0].double()
-        base = self.reconstruct(p[None])[0]
         noisy = torch.stack([self.noise.insert(p, d, generator(s)) for d, s in zip(doses, seeds)])
-        return self.reconstruct(noisy) - base + full_dose_hu.float()
+        base, *low = self.reconstruct(torch.cat([p[None], noisy]))  # one back-projection serves all
+        return torch.stack(low) - base + full_dose_hu.float()
 
 
 def generator(seed: int) -> torch.Generator:
