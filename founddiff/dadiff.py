@@ -57,12 +57,22 @@ class TransposedAttention(nn.Module):
         self.project_out = nn.Conv2d(dim, dim, 1, bias=False)
 
     def forward(self, x):
+        """Either memory layout; a channels-last input gets a channels-last output, with no transposed copy."""
         b, c, h, w = x.shape
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        q, k, v = (t.reshape(b, self.heads, c // self.heads, h * w) for t in (q, k, v))
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(-1)
-        return self.project_out((attn @ v).reshape(b, c, h, w))
+        qkv = self.qkv_dwconv(self.qkv(x))
+        q, k, v = (t.reshape(b, self.heads, c // self.heads, h * w) for t in qkv.chunk(3, dim=1))
+        # cosine similarity of q's and k's channels over the image: the norms divide the product (rather than
+        # normalising q and k first), and come from the same matrix products, which read either layout in place
+        nq, nk = (torch.diagonal(t @ t.transpose(-2, -1), dim1=-2, dim2=-1).sqrt().clamp_min(1e-12) for t in (q, k))
+        attn = (q @ k.transpose(-2, -1) / (nq[..., :, None] * nk[..., None, :]) * self.temperature).softmax(-1)
+        mix = attn.new_zeros(b, c, c)  # the heads' channel mixing as one block-diagonal matrix, so that it applies
+        per = c // self.heads          # to the map in its own layout
+        for i in range(self.heads):
+            mix[:, i * per:(i + 1) * per, i * per:(i + 1) * per] = attn[:, i]
+        v = v.reshape(b, c, h * w)
+        if qkv.is_contiguous(memory_format=torch.channels_last) and not qkv.is_contiguous():
+            return self.project_out((v.transpose(1, 2) @ mix.transpose(1, 2)).view(b, h, w, c).permute(0, 3, 1, 2))
+        return self.project_out((mix @ v).view(b, c, h, w))
 
 
 class DACB(nn.Module):
@@ -81,9 +91,9 @@ class DACB(nn.Module):
         x = x.permute(0, 2, 3, 1)
         shift1, scale1, gate1, shift2, scale2, gate2 = (t[:, None, None] for t in self.adaLN_modulation(cond).chunk(6, 1))
         x = x + gate1 * self.mamba(self.norm1(x) * (1 + scale1) + shift1, anatomy)
-        h = (self.norm2(x) * (1 + scale2) + shift2).permute(0, 3, 1, 2).contiguous()
+        h = (self.norm2(x) * (1 + scale2) + shift2).permute(0, 3, 1, 2)
         x = x + gate2 * self.attn_blk(h).permute(0, 2, 3, 1)
-        return x.permute(0, 3, 1, 2).contiguous()
+        return x.permute(0, 3, 1, 2)
 
 
 class DADiffUNet(nn.Module):

@@ -132,6 +132,7 @@ class FoundDiff(Method):
             m = self.ema.shadow.multiple
             ph, pw = (-h) % m, (-w) % m
             x_pad = F.pad(x_in, (0, pw, 0, ph), mode="reflect") if ph or pw else x_in
+            x_pad = x_pad.contiguous(memory_format=torch.channels_last)
             gen = torch.Generator(device=self.device).manual_seed(c.sample_seed)
             img = x_pad + c.start_noise * torch.randn(x_pad.shape, generator=gen, device=self.device)
             for t, t_next in self.schedule.sampling_pairs(c.sampling_steps):

@@ -118,37 +118,41 @@ def selective_scan_torch(u, delta, A, B, C, D=None, delta_bias=None, delta_softp
     return _readout(h, u, C, D)
 
 
-def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, scatter=None):
+def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
     """CPU inference kernel (no autograd); same arguments and result as the others, computed in float32 as
-    mamba-ssm's kernel computes.
-
-    Channels innermost: the recurrence runs over positions, and at each position over all channels of a group
-    at once, so the work is wide and vectorises; parallel over (batch, group). The inputs are read in their own
-    layouts, (b, d, l) and (b, g, n, l): a position's channels are a few cache lines that the next positions reuse,
-    so no transposed copies are made.
-
-    scatter: optional (g, l) integer array; then position t of group g is written to row scatter[g, t] of a
-    (b, P, d/g) output, its channels last. SS2D passes where each sub-grid's positions lie in the image, and gets
-    its output in place and channels-last, which would otherwise take a merge and a transpose."""
+    mamba-ssm's kernel computes. The inputs are put channels-last for `scan_rows`, and the result back."""
     import numpy as np
 
     nb, nd, nl = u.shape
+    groups, n = B.shape[1], B.shape[2]
+    per = nd // groups
     delta = _discretised_step(delta, delta_bias, delta_softplus)  # PyTorch's softplus vectorises; libm's does not
+    rows = np.broadcast_to(np.arange(nl), (groups, nl))
+    y = scan_rows(u.transpose(1, 2), delta.transpose(1, 2), A, B.permute(0, 3, 1, 2).reshape(nb, nl, groups * n),
+                  C.permute(0, 3, 1, 2).reshape(nb, nl, groups * n), D, rows,
+                  np.arange(groups) * per, np.arange(groups) * n)
+    return y.transpose(1, 2).to(u.dtype)
+
+
+def scan_rows(u, delta, A, B, C, D, rows, channel0, state0):
+    """The selective scan over sequences whose positions are rows of channels-last arrays: group g's position t is
+    row rows[g, t] of u, delta (b, P, channels; delta already discretised), B and C (b, P, states), its channels
+    start at channel0[g] and its B and C states at state0[g]; A (d, n) and D (d) hold every group's channels in
+    turn. Returns y (b, P, channels), each group's outputs in the rows and channels it read.
+
+    SS2D scans the four interleaved sub-grids of an image straight from its channels-last feature map this way
+    (rows: where each sub-grid's positions lie), so no sequence is ever copied out of the image or merged back.
+    Channels innermost: the recurrence runs over positions, and at each over all channels of a group at once (a
+    contiguous row), so the work is wide and vectorises; parallel over (batch, group)."""
+    import numpy as np
+
     f32 = [t.detach().to(torch.float32).contiguous().numpy() for t in (u, delta, B, C)]
     At = A.detach().to(torch.float32).t().contiguous().numpy()  # state-first (n, d)
-    Dn = D.detach().to(torch.float32).numpy() if D is not None else np.zeros(nd, dtype=np.float32)
-    groups = B.shape[1]
-    if scatter is None:
-        dest = (np.arange(groups)[:, None] * nl + np.arange(nl)[None]).astype(np.int64)
-        out = np.empty((nb, groups * nl, nd // groups), dtype=np.float32)  # (b, g, l, per): transposed on return
-    else:
-        dest = np.ascontiguousarray(scatter, dtype=np.int64)
-        out = np.empty((nb, int(dest.max()) + 1, nd // groups), dtype=np.float32)
-    _numba_kernel()(*f32[:2], At, *f32[2:], Dn, dest, out)
-    y = torch.from_numpy(out)
-    if scatter is None:
-        y = y.view(nb, groups, nl, nd // groups).permute(0, 1, 3, 2).reshape(nb, nd, nl)
-    return y.to(u.dtype)
+    Dn = D.detach().to(torch.float32).numpy() if D is not None else np.zeros(At.shape[1], dtype=np.float32)
+    y = np.zeros_like(f32[0])
+    _numba_kernel()(*f32[:2], At, *f32[2:], Dn, np.ascontiguousarray(rows, dtype=np.int64),
+                    np.asarray(channel0, dtype=np.int64), np.asarray(state0, dtype=np.int64), y)
+    return torch.from_numpy(y)
 
 
 _KERNEL = None
@@ -174,34 +178,42 @@ def _numba_kernel():
         floor_x, half = f32(-87.0), f32(0.5)
 
         @numba.njit(parallel=True, fastmath=True, cache=True)
-        def kernel(u, delta, A, B, C, D, dest, y):
-            nb, nd, nl = u.shape
-            ng, nn = B.shape[1], A.shape[0]
-            per = nd // ng
+        def kernel(u, delta, A, B, C, D, rows, channel0, state0, y):
+            nb = u.shape[0]
+            ng, nl = rows.shape
+            nn, per = A.shape[0], A.shape[1] // ng
             for job in numba.prange(nb * ng):
                 b, g = job // ng, job % ng
-                d0 = g * per
+                c0, s0, a0 = channel0[g], state0[g], g * per
                 h = np.zeros((nn, per), dtype=np.float32)
                 dl = np.empty(per, dtype=np.float32)
                 du = np.empty(per, dtype=np.float32)
                 acc = np.empty(per, dtype=np.float32)
+                e = np.empty(per, dtype=np.float32)
+                scale_bits = np.empty(per, dtype=np.int32)  # 2^k built in its float32 bits: no table to gather from
+                scale = scale_bits.view(np.float32)
                 for t in range(nl):
+                    p = rows[g, t]
                     for j in range(per):
-                        dl[j] = delta[b, d0 + j, t]
-                        du[j] = dl[j] * u[b, d0 + j, t]
-                        acc[j] = D[d0 + j] * u[b, d0 + j, t]
+                        dl[j] = delta[b, p, c0 + j]
+                        du[j] = dl[j] * u[b, p, c0 + j]
+                        acc[j] = D[a0 + j] * u[b, p, c0 + j]
                     for n in range(nn):
-                        bv, cv = B[b, g, n, t], C[b, g, n, t]
+                        bv, cv = B[b, p, s0 + n], C[b, p, s0 + n]
                         for j in range(per):
-                            x = max(dl[j] * A[n, d0 + j], floor_x)
+                            x = max(dl[j] * A[n, a0 + j], floor_x)
                             k = np.floor(x * log2e + half)
                             r = (x - k * ln2_hi) - k * ln2_lo
-                            e = taylor[7]
+                            poly = taylor[7]
                             for i in range(6, -1, -1):
-                                e = e * r + taylor[i]
-                            h[n, j] = e * pow2[int(k) + 127] * h[n, j] + du[j] * bv
+                                poly = poly * r + taylor[i]
+                            e[j] = poly
+                            scale_bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
+                        for j in range(per):
+                            h[n, j] = e[j] * scale[j] * h[n, j] + du[j] * bv
                             acc[j] += h[n, j] * cv
-                    y[b, dest[g, t], :] = acc
+                    for j in range(per):
+                        y[b, p, c0 + j] = acc[j]
 
         _KERNEL = kernel
     return _KERNEL

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .selective_scan import resolve_backend, selective_scan, selective_scan_numba
+from .selective_scan import resolve_backend, scan_rows, selective_scan
 
 K_DIRECTIONS = 4
+SUBGRID_PARITIES = ((0, 0), (1, 0), (0, 1), (1, 1))  # (row, column) parity of interleaved_scan's sub-grids
 
 
 def interleaved_scan(x: torch.Tensor) -> torch.Tensor:
@@ -82,26 +83,45 @@ class SS2D(nn.Module):
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
         hp, wp = x.shape[-2:]
-        xs = interleaved_scan(x)  # (b, k, d, l)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
-        dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
-        length = xs.shape[-1]
-        args = (xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
-                bs.contiguous(), cs.contiguous(), self.Ds.float(), self.dt_projs_bias.reshape(-1).float())
-        backend = resolve_backend(self.scan_backend, *args)
-        if backend == "numba":  # each sub-grid's outputs written in place, channels last: no merge, no transpose
-            y = selective_scan_numba(*args, scatter=interleaved_positions(hp, wp)).view(b, hp, wp, d)
+        backend = resolve_backend(self.scan_backend, x, self.x_proj_weight)
+        if backend == "numba":
+            y = self._scan_in_place(x)
         else:
-            ys = selective_scan(*args, delta_softplus=True, backend=backend)
+            xs = interleaved_scan(x)  # (b, k, d, l)
+            x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
+            dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
+            dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
+            length = xs.shape[-1]
+            ys = selective_scan(xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
+                                bs.contiguous(), cs.contiguous(), self.Ds.float(),
+                                self.dt_projs_bias.reshape(-1).float(), delta_softplus=True, backend=backend)
             y = interleaved_merge(ys.reshape(b, K_DIRECTIONS, d, length), hp, wp).permute(0, 2, 3, 1)
         return self.out_norm(y[:, :h, :w])
+
+    def _scan_in_place(self, x: torch.Tensor) -> torch.Tensor:
+        """The CPU inference path: each sub-grid's projections are computed on the channels-last feature map where
+        it lies, and the numba scan reads and writes its positions there (`scan_rows`): the same arithmetic as the
+        torch path without copying any sequence out of the image or merging one back."""
+        b, d, hp, wp = x.shape
+        n, r = self.d_state, self.dt_rank
+        image = x.permute(0, 2, 3, 1).contiguous()  # (b, hp, wp, d): no copy when x is channels-last already
+        delta, bs, cs = torch.empty_like(image), image.new_empty(b, hp, wp, n), image.new_empty(b, hp, wp, n)
+        cells = lambda t: t.view(b, hp // 2, 2, wp // 2, 2, t.shape[-1])  # noqa: E731 - (row, parity, col, parity)
+        for k, (i, j) in enumerate(SUBGRID_PARITIES):
+            proj = cells(image)[:, :, i, :, j] @ self.x_proj_weight[k].t()  # (b, hp/2, wp/2, r + 2n)
+            cells(delta)[:, :, i, :, j] = F.softplus(proj[..., :r] @ self.dt_projs_weight[k].t() + self.dt_projs_bias[k])
+            cells(bs)[:, :, i, :, j] = proj[..., r:r + n]
+            cells(cs)[:, :, i, :, j] = proj[..., r + n:]
+        zeros = np.zeros(K_DIRECTIONS, dtype=np.int64)  # every sub-grid reads all channels and states of its rows
+        y = scan_rows(image.view(b, -1, d), delta.view(b, -1, d), -torch.exp(self.A_logs.float()), bs.view(b, -1, n),
+                      cs.view(b, -1, n), self.Ds.float(), interleaved_positions(hp, wp), zeros, zeros)
+        return y.view(b, hp, wp, d)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) channels-last; context: (B, context_dim) anatomy embedding."""
         xz = self.in_proj(x)
         x, z = xz.chunk(2, dim=-1)
-        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2).contiguous()))
+        x = F.silu(self.conv2d(x.contiguous().permute(0, 3, 1, 2)))
         y = self.scan(x) * F.silu(z)
         local = self.attn(context)[:, None, None, :]
         return self.out_proj(y + local)
