@@ -124,34 +124,37 @@ def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softp
     import numpy as np
 
     nb, nd, nl = u.shape
-    groups, n = B.shape[1], B.shape[2]
-    per = nd // groups
+    groups = B.shape[1]
     delta = _discretised_step(delta, delta_bias, delta_softplus)  # PyTorch's softplus vectorises; libm's does not
-    rows = np.broadcast_to(np.arange(nl), (groups, nl))
-    y = scan_rows(u.transpose(1, 2), delta.transpose(1, 2), A, B.permute(0, 3, 1, 2).reshape(nb, nl, groups * n),
-                  C.permute(0, 3, 1, 2).reshape(nb, nl, groups * n), D, rows,
-                  np.arange(groups) * per, np.arange(groups) * n)
-    return y.transpose(1, 2).to(u.dtype)
+    blocks = lambda t: t.transpose(1, 2).reshape(nb, nl, groups, nd // groups)  # noqa: E731 - (b, l, group, its d)
+    y = scan_rows(blocks(u), blocks(delta), A, B.permute(0, 3, 1, 2), C.permute(0, 3, 1, 2), D,
+                  np.broadcast_to(np.arange(nl), (groups, nl)))
+    return y.reshape(nb, nl, nd).transpose(1, 2).to(u.dtype)
 
 
-def scan_rows(u, delta, A, B, C, D, rows, channel0, state0):
+def scan_rows(u, delta, A, B, C, D, rows):
     """The selective scan over sequences whose positions are rows of channels-last arrays: group g's position t is
-    row rows[g, t] of u, delta (b, P, channels; delta already discretised), B and C (b, P, states), its channels
-    start at channel0[g] and its B and C states at state0[g]; A (d, n) and D (d) hold every group's channels in
-    turn. Returns y (b, P, channels), each group's outputs in the rows and channels it read.
+    row rows[g, t] of u and delta (b, P, blocks, d/g; delta already discretised) and of B and C (b, P, blocks, n).
+    Group g reads block g of an array that has one per group, or block 0 of one that all groups share; A (d, n) and
+    D (d) hold the groups' channels in turn. Returns y (b, P, blocks of u, d/g): each group's outputs in the rows and
+    block it read.
 
-    SS2D scans the four interleaved sub-grids of an image straight from its channels-last feature map this way
-    (rows: where each sub-grid's positions lie), so no sequence is ever copied out of the image or merged back.
+    SS2D scans the four interleaved sub-grids of an image straight from its channels-last feature map this way (rows:
+    where each sub-grid's positions lie; one shared block), so no sequence is copied out of the image or merged back.
     Channels innermost: the recurrence runs over positions, and at each over all channels of a group at once (a
     contiguous row), so the work is wide and vectorises; parallel over (batch, group)."""
     import numpy as np
 
+    groups = rows.shape[0]
     f32 = [t.detach().to(torch.float32).contiguous().numpy() for t in (u, delta, B, C)]
-    At = A.detach().to(torch.float32).t().contiguous().numpy()  # state-first (n, d)
-    Dn = D.detach().to(torch.float32).numpy() if D is not None else np.zeros(At.shape[1], dtype=np.float32)
+    per, n = f32[0].shape[-1], f32[2].shape[-1]
+    Ag = A.detach().to(torch.float32).reshape(groups, per, n).transpose(1, 2).contiguous().numpy()  # (g, n, d/g)
+    Dg = (D.detach().to(torch.float32).reshape(groups, per).numpy() if D is not None
+          else np.zeros((groups, per), dtype=np.float32))
+    block = lambda t: np.arange(groups) if t.shape[2] == groups else np.zeros(groups, dtype=np.int64)  # noqa: E731
     y = np.zeros_like(f32[0])
-    _numba_kernel()(*f32[:2], At, *f32[2:], Dn, np.ascontiguousarray(rows, dtype=np.int64),
-                    np.asarray(channel0, dtype=np.int64), np.asarray(state0, dtype=np.int64), y)
+    _numba_kernel()(*f32[:2], Ag, *f32[2:], Dg, np.ascontiguousarray(rows, dtype=np.int64), block(f32[0]),
+                    block(f32[2]), y)
     return torch.from_numpy(y)
 
 
@@ -167,24 +170,22 @@ def _numba_kernel():
         import numpy as np
 
         # exp(x) = 2^k exp(r), k = round(x / ln2), |r| <= ln2 / 2 (ln2 split in two for an exact r): a degree-7
-        # Taylor polynomial (relative error < 1e-8, below float32's rounding) and a table of powers of two:
-        # arithmetic and a gather, which vectorise (libm's exp does not). The decays are exp of non-positive numbers;
-        # below -87 they are under float32's smallest normal number and taken as 0.
+        # Taylor polynomial (relative error < 1e-8, below float32's rounding) times 2^k written into a float32's
+        # exponent bits: arithmetic only, which vectorises (libm's exp does not). The decays are exp of non-positive
+        # numbers, taken no lower than exp(-87), float32's smallest normal number.
         f32 = np.float32
         taylor = np.array([1.0 / math.factorial(i) for i in range(8)], dtype=np.float32)
-        pow2 = np.array([2.0 ** k for k in range(-127, 1)], dtype=np.float32)
-        pow2[0] = 0.0
         log2e, ln2_hi, ln2_lo = f32(1.0 / math.log(2.0)), f32(0.693145751953125), f32(1.428606765330187e-06)
         floor_x, half = f32(-87.0), f32(0.5)
 
         @numba.njit(parallel=True, fastmath=True, cache=True)
-        def kernel(u, delta, A, B, C, D, rows, channel0, state0, y):
+        def kernel(u, delta, A, B, C, D, rows, channel_block, state_block, y):
             nb = u.shape[0]
             ng, nl = rows.shape
-            nn, per = A.shape[0], A.shape[1] // ng
+            nn, per = A.shape[1], A.shape[2]
             for job in numba.prange(nb * ng):
                 b, g = job // ng, job % ng
-                c0, s0, a0 = channel0[g], state0[g], g * per
+                cb, sb, Ag, Dg = channel_block[g], state_block[g], A[g], D[g]
                 h = np.zeros((nn, per), dtype=np.float32)
                 dl = np.empty(per, dtype=np.float32)
                 du = np.empty(per, dtype=np.float32)
@@ -194,14 +195,16 @@ def _numba_kernel():
                 scale = scale_bits.view(np.float32)
                 for t in range(nl):
                     p = rows[g, t]
+                    ut, dt, yt = u[b, p, cb], delta[b, p, cb], y[b, p, cb]  # this position's channels and states
+                    bt, ct = B[b, p, sb], C[b, p, sb]
                     for j in range(per):
-                        dl[j] = delta[b, p, c0 + j]
-                        du[j] = dl[j] * u[b, p, c0 + j]
-                        acc[j] = D[a0 + j] * u[b, p, c0 + j]
+                        dl[j] = dt[j]
+                        du[j] = dl[j] * ut[j]
+                        acc[j] = Dg[j] * ut[j]
                     for n in range(nn):
-                        bv, cv = B[b, p, s0 + n], C[b, p, s0 + n]
+                        bv, cv = bt[n], ct[n]
                         for j in range(per):
-                            x = max(dl[j] * A[n, a0 + j], floor_x)
+                            x = max(dl[j] * Ag[n, j], floor_x)
                             k = np.floor(x * log2e + half)
                             r = (x - k * ln2_hi) - k * ln2_lo
                             poly = taylor[7]
@@ -213,7 +216,7 @@ def _numba_kernel():
                             h[n, j] = e[j] * scale[j] * h[n, j] + du[j] * bv
                             acc[j] += h[n, j] * cv
                     for j in range(per):
-                        y[b, p, c0 + j] = acc[j]
+                        yt[j] = acc[j]
 
         _KERNEL = kernel
     return _KERNEL

@@ -112,9 +112,9 @@ class SS2D(nn.Module):
             cells(delta)[:, :, i, :, j] = F.softplus(proj[..., :r] @ self.dt_projs_weight[k].t() + self.dt_projs_bias[k])
             cells(bs)[:, :, i, :, j] = proj[..., r:r + n]
             cells(cs)[:, :, i, :, j] = proj[..., r + n:]
-        zeros = np.zeros(K_DIRECTIONS, dtype=np.int64)  # every sub-grid reads all channels and states of its rows
-        y = scan_rows(image.view(b, -1, d), delta.view(b, -1, d), -torch.exp(self.A_logs.float()), bs.view(b, -1, n),
-                      cs.view(b, -1, n), self.Ds.float(), interleaved_positions(hp, wp), zeros, zeros)
+        shared = lambda t: t.view(b, hp * wp, 1, -1)  # noqa: E731 - every sub-grid reads all channels of its rows
+        y = scan_rows(shared(image), shared(delta), -torch.exp(self.A_logs.float()), shared(bs), shared(cs),
+                      self.Ds.float(), interleaved_positions(hp, wp))
         return y.view(b, hp, wp, d)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

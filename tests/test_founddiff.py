@@ -46,16 +46,13 @@ def test_numba_scan_equals_the_recurrence_to_float32_rounding():
 def test_scan_rows_reads_and_writes_each_group_where_its_positions_lie():
     """Four groups whose positions are scattered over the rows of channels-last arrays, all reading the same channels
     (as SS2D's sub-grids do): each group's output, read back from its rows, is the scan of its gathered sequence."""
-    import numpy as np
-
     b, g, length, d, n = 2, 4, 12, 3, 2
     gen = torch.Generator().manual_seed(1)
     u, delta = torch.randn(b, g * length, d, generator=gen), torch.rand(b, g * length, d, generator=gen)
     B, C = torch.randn(b, g * length, n, generator=gen), torch.randn(b, g * length, n, generator=gen)
     A, D = -torch.rand(g * d, n, generator=gen) * 3, torch.randn(g * d, generator=gen)
     rows = torch.randperm(g * length, generator=gen).view(g, length).numpy()
-    zeros = np.zeros(g, dtype=np.int64)
-    y = scan_rows(u, delta, A, B, C, D, rows, zeros, zeros)
+    y = scan_rows(u[:, :, None], delta[:, :, None], A, B[:, :, None], C[:, :, None], D, rows)[:, :, 0]  # shared
     for k in range(g):
         r = torch.from_numpy(rows[k])
         alone = selective_scan_reference(u[:, r].transpose(1, 2).double(), delta[:, r].transpose(1, 2).double(),
