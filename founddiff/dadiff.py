@@ -90,9 +90,10 @@ class DACB(nn.Module):
     def forward(self, x, anatomy, cond):
         x = x.permute(0, 2, 3, 1)
         shift1, scale1, gate1, shift2, scale2, gate2 = (t[:, None, None] for t in self.adaLN_modulation(cond).chunk(6, 1))
-        x = x + gate1 * self.mamba(self.norm1(x) * (1 + scale1) + shift1, anatomy)
-        h = (self.norm2(x) * (1 + scale2) + shift2).permute(0, 3, 1, 2)
-        x = x + gate2 * self.attn_blk(h).permute(0, 2, 3, 1)
+        # shift + norm * (1 + scale) and x + gate * branch, each as one fused multiply-add over the map
+        x = torch.addcmul(x, gate1, self.mamba(torch.addcmul(shift1, self.norm1(x), 1 + scale1), anatomy))
+        h = torch.addcmul(shift2, self.norm2(x), 1 + scale2).permute(0, 3, 1, 2)
+        x = torch.addcmul(x, gate2, self.attn_blk(h).permute(0, 2, 3, 1))
         return x.permute(0, 3, 1, 2)
 
 

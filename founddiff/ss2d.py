@@ -119,9 +119,8 @@ class SS2D(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) channels-last; context: (B, context_dim) anatomy embedding."""
-        xz = self.in_proj(x)
-        x, z = xz.chunk(2, dim=-1)
-        x = F.silu(self.conv2d(x.contiguous().permute(0, 3, 1, 2)))
+        x, z = (F.linear(x, w) for w in self.in_proj.weight.chunk(2))  # in_proj, its halves apart (contiguous)
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
         y = self.scan(x) * F.silu(z)
         local = self.attn(context)[:, None, None, :]
-        return self.out_proj(y + local)
+        return self.out_proj(y) + self.out_proj(local)  # = out_proj(y + local): the offset projected once per image
