@@ -7,8 +7,10 @@ Kak & Slaney, "Principles of Computerized Tomographic Imaging", ch. 3.4.1:
   3. back-project with weight 1/L^2 over the full turn (L = source-to-pixel distance).
 
 The pixel geometry (fan angle of every pixel in every view, and 1/L^2) depends only on
-the geometry, so it is computed once per chunk of views and shared by every sinogram
-in the batch: simulating several doses of one slice costs little more than one.
+the geometry, so it is computed once per row and view and shared by every sinogram in
+the batch, which the CPU kernel reads interleaved (a channel's value in every sinogram
+side by side): a patient's slices at all their doses back-project in one pass, each
+image getting exactly the bytes it would get alone.
 """
 
 from __future__ import annotations
