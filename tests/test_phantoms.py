@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from ldct_bench.data.geometry import FanBeamGeometry
 from ldct_bench.data.phantoms import ANATOMIES, TISSUE_HU, phantom_slice, rasterize, to_additive
+from ldct_bench.data.projector import mu_to_hu
 
 GEOM = FanBeamGeometry(image_size=128)
 
@@ -88,8 +91,8 @@ def test_rasterize_visits_only_each_ellipse_s_box_and_gets_the_full_grid_s_answe
         Y, X = torch.meshgrid(-xs, xs, indexing="ij")
         mu = torch.zeros_like(X)
         for cx, cy, a, b, phi, dmu in rows.tolist():
-            u = (X - cx) * np.cos(phi) + (Y - cy) * np.sin(phi)
-            v = -(X - cx) * np.sin(phi) + (Y - cy) * np.cos(phi)
+            u = (X - cx) * math.cos(phi) + (Y - cy) * math.sin(phi)
+            v = -(X - cx) * math.sin(phi) + (Y - cy) * math.cos(phi)
             mu += dmu * ((u / a) ** 2 + (v / b) ** 2 <= 1.0)
-        full = (1000.0 * (mu.reshape(n, ss, n, ss).mean(dim=(1, 3)) - 0.0192) / 0.0192).float()
+        full = mu_to_hu(mu.reshape(n, ss, n, ss).mean(dim=(1, 3))).float()
         assert torch.equal(rasterize(rows, geom), full), anatomy

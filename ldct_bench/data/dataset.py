@@ -299,6 +299,7 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
     out = {k: np.empty((n, config.image_size, config.image_size), np.float32) for k in keys}
     tex = texture_volume(seed, n, config.image_size) if config.texture else None
     per_call = max(1, _IMAGES_PER_RECONSTRUCTION // len(keys))
+    order = ["truth"] * ("truth" in out) + scans  # each slice's images in a reconstruction, in turn
     for s0 in range(0, n, per_call):
         sinograms, textures = [], []
         for s in range(s0, min(n, s0 + per_call)):
@@ -313,9 +314,9 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
                                            [noise_seed(seed, s, k) for k in scans]).float())
         images = sim.reconstruct(torch.cat(sinograms)).numpy().reshape(-1, len(keys), *out[keys[0]].shape[1:])
         for s, texture, imgs in zip(range(s0, n), textures, images):
-            for name, img in zip([k for k in keys if k == "truth"] + scans, imgs):
+            for name, img in zip(order, imgs):
                 out[name][s] = img + texture
     return out
 
 
-_IMAGES_PER_RECONSTRUCTION = 24  # about 160 MB of float64 sinograms: one patient of the default dataset per call
+_IMAGES_PER_RECONSTRUCTION = 24  # about 80 MB of float32 sinograms: one patient of the default dataset per call
