@@ -96,3 +96,24 @@ def test_rasterize_visits_only_each_ellipse_s_box_and_gets_the_full_grid_s_answe
             mu += dmu * ((u / a) ** 2 + (v / b) ** 2 <= 1.0)
         full = mu_to_hu(mu.reshape(n, ss, n, ss).mean(dim=(1, 3))).float()
         assert torch.equal(rasterize(rows, geom), full), anatomy
+
+
+def test_nest_asks_every_kept_ellipse_what_ellipse_contains_would_answer():
+    """`nest` tests a candidate's outline against all kept ellipses at once; at points within rounding of their
+    boundaries (where a different formula would flip answers) it must agree with `Ellipse.contains` exactly."""
+    from ldct_bench.data.phantoms import _Shapes
+
+    items = phantom_slice("chest", 3, 0.1)
+    rng = np.random.default_rng(0)
+    t = rng.uniform(0, 2 * np.pi, 400)
+    points = []
+    for e in items[:12]:  # points scattered within a few ulps of each boundary
+        r = 1 + rng.uniform(-4e-16, 4e-16, t.size)
+        c, s = math.cos(math.radians(e.phi_deg)), math.sin(math.radians(e.phi_deg))
+        u, v = r * e.a * np.cos(t), r * e.b * np.sin(t)
+        points.append((e.cx + u * c - v * s, e.cy + u * s + v * c))
+    x, y = (np.concatenate(z) for z in zip(*points))
+    together = _Shapes(items).contain(x, y)
+    alone = np.stack([e.contains(x, y) for e in items])
+    assert np.array_equal(together, alone)
+    assert 0.2 < together[np.arange(12)].reshape(12, 12, -1)[np.arange(12), np.arange(12)].mean() < 0.8
