@@ -67,7 +67,7 @@ def test_backprojecting_a_batch_gives_each_sinogram_the_bytes_it_gets_alone():
 
 
 def test_numba_ellipse_sinogram_matches_the_torch_one():
-    """The numba line integrals (views in parallel, missed ellipses skipped) against the torch reference, on the
+    """The numba line integrals (views in parallel, rays vectorised per ellipse) against the torch reference, on the
     phantom with the most overlapping ellipses."""
     from ldct_bench.data.phantoms import phantom_slice, to_additive
 

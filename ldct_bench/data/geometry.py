@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import torch
 
@@ -85,11 +86,13 @@ class FanBeamGeometry:
         return x, y
 
 
+@lru_cache(maxsize=4)
 def ray_lines(geom: FanBeamGeometry, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each ray as a line {p : p . n = t} with unit normal n = (cos theta, sin theta).
 
     Returns (cos theta, sin theta, t), each (n_views, n_channels). The source sits at
-    D(cos b, sin b) and ray (b, g) travels along -(cos(b+g), sin(b+g)).
+    D(cos b, sin b) and ray (b, g) travels along -(cos(b+g), sin(b+g)). Computed once per geometry (every phantom
+    slice's sinogram needs them, and they cost a third of it) and shared: read them, do not write them.
     """
     beta = geom.view_angles(dtype)[:, None]
     gamma = geom.channel_angles(dtype)[None, :]
