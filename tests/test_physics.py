@@ -189,6 +189,19 @@ def test_a_patient_reconstructed_a_slice_at_a_time_has_the_same_bytes(tmp_path, 
     assert len(set(together.manifest["files"].values())) == len(together.manifest["files"])  # distinct arrays
 
 
+def test_noisy_draws_on_a_second_thread_the_values_of_drawing_each_dose_in_turn():
+    """`Simulator.noisy` draws the lower doses' noise on another thread; each dose has its own generator, so the
+    line integrals must be those of one thread drawing the full-dose scan and then each dose in turn."""
+    sim = Simulator(GEOM)
+    p = ellipse_sinogram(GEOM, water_phantom())
+    doses, seeds = [1.0, 0.5, 0.1, 0.05], [3, 4, 5, 6]
+    full = sim.noise.transmit(p, 1.0, generator(2))
+    in_turn = torch.stack([sim.noise.insert(full, d, generator(s)) for d, s in zip(doses, seeds)]).float()
+    threaded = sim.noisy(p, 2, doses, seeds)
+    assert threaded.dtype == torch.float32 and torch.equal(threaded, in_turn)
+    assert (threaded[3] - threaded[0]).abs().max() > 0.01  # the doses differ: noise was inserted
+
+
 def test_yu_noise_insertion_matches_direct_simulation():
     """Lowering the dose of a full-dose scan (reprojected image) gives the noise of a direct scan at that dose."""
     sim = Simulator(GEOM)

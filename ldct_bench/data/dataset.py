@@ -310,8 +310,7 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
             if "truth" in out:  # kept as float32, which is what reconstruct() takes them to
                 sinograms.append(p[None].float())
             if scans:
-                sinograms.append(sim.noisy(p, noise_seed(seed, s, "full"), doses,
-                                           [noise_seed(seed, s, k) for k in scans]).float())
+                sinograms.append(sim.noisy(p, noise_seed(seed, s, "full"), doses, [noise_seed(seed, s, k) for k in scans]))
         images = sim.reconstruct(torch.cat(sinograms)).numpy().reshape(-1, len(keys), *out[keys[0]].shape[1:])
         for s, texture, imgs in zip(range(s0, n), textures, images):
             for name, img in zip(order, imgs):

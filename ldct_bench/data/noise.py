@@ -41,12 +41,16 @@ class NoiseModel:
 
     def insert(self, p_full: torch.Tensor, dose: float, generator: torch.Generator) -> torch.Tensor:
         """Yu et al. 2012: lower the dose of full-dose line integrals `p_full` to `dose` (see the module docstring)."""
+        return self.insert_draws(p_full, dose, insertion_draws(p_full.shape, dose, generator))
+
+    def insert_draws(self, p_full: torch.Tensor, dose: float, z: torch.Tensor | None) -> torch.Tensor:
+        """`insert` given its standard normal draws `z` (`insertion_draws`), which can then be drawn elsewhere: torch's
+        samplers run on one core, so a second thread can draw one dose while another is inserted."""
         check_dose(dose)
         if dose == 1.0:
             return p_full.clone()
         counts = self.i0 * torch.exp(-p_full.double())
         var = (1 - dose) * (dose * counts + (1 + dose) * self.electronic_var)
-        z = torch.randn(p_full.shape, generator=generator, dtype=torch.float64)
         low = (dose * counts + z * var.clamp(min=0).sqrt()).clamp(min=self.min_counts)
         return (-torch.log(low / (dose * self.i0))).to(p_full.dtype)
 
@@ -54,6 +58,12 @@ class NoiseModel:
         """First-order variance of p_hat: (m + sigma_e^2) / m^2 with m = d I0 e^{-p}."""
         m = dose * self.i0 * torch.exp(-p.double())
         return (m + self.electronic_var) / m**2
+
+
+def insertion_draws(shape, dose: float, generator: torch.Generator) -> torch.Tensor | None:
+    """The standard normal draws that `NoiseModel.insert` makes to lower a scan of `shape` to `dose` (none at 1)."""
+    check_dose(dose)
+    return None if dose == 1.0 else torch.randn(shape, generator=generator, dtype=torch.float64)
 
 
 def check_dose(dose: float) -> None:

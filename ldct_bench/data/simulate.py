@@ -10,6 +10,7 @@ real full-dose images are reprojected first.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from .fbp import fbp
 from .geometry import FanBeamGeometry
-from .noise import NoiseModel, check_dose
+from .noise import NoiseModel, check_dose, insertion_draws
 from .projector import hu_to_mu, mu_to_hu, project_image
 
 
@@ -45,9 +46,13 @@ class Simulator:
         return self.reconstruct(self.noisy(p, full_seed, doses, seeds))
 
     def noisy(self, p: torch.Tensor, full_seed: int, doses: list[float], seeds: list[int]) -> torch.Tensor:
-        """The line integrals `scan` reconstructs: (len(doses), V, C)."""
-        full = self.noise.transmit(p, 1.0, generator(full_seed))
-        return torch.stack([self.noise.insert(full, d, generator(s)) for d, s in zip(doses, seeds)])
+        """The line integrals `scan` reconstructs: (len(doses), V, C) float32, which `reconstruct` takes them to.
+        Each dose draws from its own generator, so the lower doses' draws are made on a second thread while the
+        full-dose scan is drawn (torch's samplers run on one core): the values of drawing them in turn, sooner."""
+        with ThreadPoolExecutor(1) as pool:
+            draws = [pool.submit(insertion_draws, p.shape, d, generator(s)) for d, s in zip(doses, seeds)]
+            full = self.noise.transmit(p, 1.0, generator(full_seed))
+            return torch.stack([self.noise.insert_draws(full, d, z.result()).float() for d, z in zip(doses, draws)])
 
     def lower_dose(self, full_dose_hu: torch.Tensor, doses: list[float], seeds: list[int]) -> torch.Tensor:
         """Real full-dose image (H, W) HU -> (len(doses), H, W) HU at lower doses (Yu et al. 2012).
@@ -57,8 +62,11 @@ class Simulator:
         cancelled by adding back (image - FBP(reprojection)).
         """
         mu = hu_to_mu(full_dose_hu.double().clamp(min=-1000.0))
-        p = project_image(self.geometry, mu[None].float())[0].double()
-        noisy = torch.stack([self.noise.insert(p, d, generator(s)) for d, s in zip(doses, seeds)])
+        with ThreadPoolExecutor(1) as pool:  # the draws, on a second thread, while the image is projected
+            shape = (self.geometry.n_views, self.geometry.n_channels)
+            draws = [pool.submit(insertion_draws, shape, d, generator(s)) for d, s in zip(doses, seeds)]
+            p = project_image(self.geometry, mu[None].float())[0].double()
+            noisy = torch.stack([self.noise.insert_draws(p, d, z.result()) for d, z in zip(doses, draws)])
         base, *low = self.reconstruct(torch.cat([p[None], noisy]))  # one back-projection serves all
         return torch.stack(low) - base + full_dose_hu.float()
 
