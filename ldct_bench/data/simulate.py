@@ -46,13 +46,8 @@ class Simulator:
         return self.reconstruct(self.noisy(p, full_seed, doses, seeds))
 
     def noisy(self, p: torch.Tensor, full_seed: int, doses: list[float], seeds: list[int]) -> torch.Tensor:
-        """The line integrals `scan` reconstructs: (len(doses), V, C) float32, which `reconstruct` takes them to.
-        Each dose draws from its own generator, so the lower doses' draws are made on a second thread while the
-        full-dose scan is drawn (torch's samplers run on one core): the values of drawing them in turn, sooner."""
-        with ThreadPoolExecutor(1) as pool:
-            draws = [pool.submit(insertion_draws, p.shape, d, generator(s)) for d, s in zip(doses, seeds)]
-            full = self.noise.transmit(p, 1.0, generator(full_seed))
-            return torch.stack([self.noise.insert_draws(full, d, z.result()).float() for d, z in zip(doses, draws)])
+        """The line integrals `scan` reconstructs: (len(doses), V, C) float32."""
+        return self._insert_doses(lambda: self.noise.transmit(p, 1.0, generator(full_seed)), doses, seeds)[1]
 
     def lower_dose(self, full_dose_hu: torch.Tensor, doses: list[float], seeds: list[int]) -> torch.Tensor:
         """Real full-dose image (H, W) HU -> (len(doses), H, W) HU at lower doses (Yu et al. 2012).
@@ -62,13 +57,21 @@ class Simulator:
         cancelled by adding back (image - FBP(reprojection)).
         """
         mu = hu_to_mu(full_dose_hu.double().clamp(min=-1000.0))
-        with ThreadPoolExecutor(1) as pool:  # the draws, on a second thread, while the image is projected
-            shape = (self.geometry.n_views, self.geometry.n_channels)
-            draws = [pool.submit(insertion_draws, shape, d, generator(s)) for d, s in zip(doses, seeds)]
-            p = project_image(self.geometry, mu[None].float())[0].double()
-            noisy = torch.stack([self.noise.insert_draws(p, d, z.result()) for d, z in zip(doses, draws)])
-        base, *low = self.reconstruct(torch.cat([p[None], noisy]))  # one back-projection serves all
+        p, noisy = self._insert_doses(lambda: project_image(self.geometry, mu[None].float())[0].double(), doses, seeds)
+        base, *low = self.reconstruct(torch.cat([p[None].float(), noisy]))  # one back-projection serves all
         return torch.stack(low) - base + full_dose_hu.float()
+
+    def _insert_doses(self, full_scan, doses: list[float], seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`full_scan()`'s full-dose line integrals (V, C), and each dose made from them by noise insertion (noise from
+        its own seed): (len(doses), V, C) float32, which `reconstruct` takes them to. Each dose draws from its own
+        generator, so its draws are made on a second thread while the full-dose scan is made (torch's samplers run
+        on one core): the values of drawing them in turn, sooner."""
+        shape = (self.geometry.n_views, self.geometry.n_channels)
+        with ThreadPoolExecutor(1) as pool:
+            draws = [pool.submit(insertion_draws, shape, d, generator(s)) for d, s in zip(doses, seeds)]
+            full = full_scan()
+            return full, torch.stack([self.noise.insert_draws(full, d, z.result()).float()
+                                      for d, z in zip(doses, draws)])
 
 
 def generator(seed: int) -> torch.Generator:
