@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.methods import Method, MethodConfig
+from ldct_bench.methods import Method, MethodConfig, Range
 from ldct_bench.toolkit import EMA, SinusoidalPosEmb, hu_to_unit, unit_to_hu, weighted_mse, zero_init
 
 
@@ -105,6 +105,9 @@ class CoreDiffConfig(MethodConfig):
     # Deviation from the reference code (random read-out), as in our DA-Diff: with a random read-out the
     # quick budget can end below the LDCT input, depending on the seed.
     zero_readout: bool = True
+
+    RANGES: ClassVar[dict] = {"width": Range(1, 1024), "emm_middle": Range(1, 1024), "timesteps": Range(1, 1000),
+                              "ema_every": Range(1, 1e8), "ema_start": Range(0, 1e8)}
 
     PROFILES: ClassVar[dict] = {
         "paper": dict(width=64, emm_middle=32, patch_size=256, batch_size=4, lr=2e-4, iterations=150_000,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.methods import Method, MethodConfig
+from ldct_bench.methods import Method, MethodConfig, Range
 from ldct_bench.toolkit import exponential_decay, hu_to_unit, unit_to_hu, weighted_mse, zero_init
 
 
@@ -48,6 +48,8 @@ class REDCNNConfig(MethodConfig):
     # Deviation from the paper (random initialisation): the last deconvolution starts at zero, so the
     # network starts as the identity and short budgets cannot end below the LDCT input.
     zero_readout: bool = True
+
+    RANGES: ClassVar[dict] = {"filters": Range(1, 1024), "lr_final": Range(0, 1, open_low=True)}
 
     PROFILES: ClassVar[dict] = {
         # paper: 96 filters, 55x55 patches, Adam lr 1e-4 decayed to 1e-5

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.methods import Method, MethodConfig
+from ldct_bench.methods import Method, MethodConfig, Range
 from ldct_bench.toolkit import average_gradients, exponential_decay, hu_to_unit, unit_to_hu, weighted_mse
 
 VGG19_LAYERS = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
@@ -123,6 +123,10 @@ class WGANConfig(MethodConfig):
     # default random start, the quick budget ends below the low-dose input it was given.
     identity_init: bool = True
     lr_final: float = 1e-5  # the learning rate decays exponentially from `lr` to this (the paper: constant 1e-5)
+
+    RANGES: ClassVar[dict] = {"filters": Range(1, 1024), "content": ("vgg", "mse"), "content_weight": Range(0, 1e6),
+                              "adversarial_weight": Range(0, 1e6), "gp_weight": Range(0, 1e6), "n_critic": Range(1, 100),
+                              "lr_final": Range(0, 1, open_low=True)}
 
     PROFILES: ClassVar[dict] = {
         "paper": dict(patch_size=64, batch_size=128, lr=1e-5, lr_final=1e-5, iterations=100_000, val_every=2000),

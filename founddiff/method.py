@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ldct_bench.methods import Method, MethodConfig
+from ldct_bench.methods import Method, MethodConfig, Range
 from ldct_bench.toolkit import ANATOMY_INDEX, EMA, centre_slice, hu_to_unit, unit_to_hu, weighted_mse
 
 from .daclip import DACLIP, pairwise_rank_loss, rank_n_contrast, supervised_contrastive
@@ -54,6 +54,16 @@ class FoundDiffConfig(MethodConfig):
     dadiff_iterations: int = 400_000
     ema_decay: float = 0.995
     ema_every: int = 10
+
+    RANGES: ClassVar[dict] = {
+        "clip_layers": Range(1, 64), "clip_width": Range(1, 1024), "clip_heads": Range(1, 256),
+        "clip_embed": Range(1, 8192), "clip_anatomy_dim": Range(1, 4096), "clip_text_width": Range(1, 4096),
+        "clip_text_layers": Range(1, 64), "clip_n_ctx": Range(1, 256), "clip_crop": Range(0, 4096),  # 0: whole slices
+        "clip_batch": Range(1, 4096), "clip_lr": Range(0, 1, open_low=True),
+        "clip_temperature": Range(0, 100, open_low=True),
+        "daclip_iterations": Range(1, 1e8), "dim": Range(1, 1024), "mults": Range(1, 64), "base_d_state": Range(1, 256),
+        "timesteps": Range(1, 100_000), "sampling_steps": Range(1, 100_000), "start_noise": Range(0, 10),
+        "sample_seed": Range(0, 2**63 - 1), "dadiff_iterations": Range(1, 1e8), "ema_every": Range(1, 1e8)}
 
     INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("sampling_steps", "start_noise", "sample_seed")
     PROFILES: ClassVar[dict] = {

@@ -116,6 +116,8 @@ class RunConfig:
         for metric in self.metrics:
             get_metric(metric)
         object.__setattr__(self, "overrides", tuple(_checked(Override(*o), self.methods) for o in self.overrides))
+        for name in {o.method for o in self.overrides}:  # together, the fields must still build a bounded network
+            get_method(name).configure(self.profile, self.overrides_for(name), f"--set {name}.*")
 
     def identity(self) -> dict:
         """The manifest's `config`: what decides the numbers (a run folder refuses a run with another identity)."""

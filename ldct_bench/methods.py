@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -33,6 +33,26 @@ from .toolkit import bare
 
 ENTRY_POINT_GROUP = "ldct_bench.methods"
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+# A config (from --set or a checkpoint's header) asking for more parameters than this is refused before any network
+# is built: 2 GB of float32 weights, 7x FoundDiff's paper profile (70 M), the largest registered network.
+MAX_PARAMETERS = 500_000_000
+
+
+class Range(NamedTuple):
+    """The values a numeric config field (or each item of a tuple field) may take: low <= v <= high, with either
+    end excluded where open. NaN and infinities lie outside every range."""
+
+    low: float
+    high: float
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value) -> bool:
+        v = float(value)
+        return (self.low < v if self.open_low else self.low <= v) and (v < self.high if self.open_high else v <= self.high)
+
+    def __str__(self) -> str:
+        return f"{'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
 
 
 @dataclass
@@ -53,6 +73,12 @@ class MethodConfig:
     plateau_db: float = 0.0
 
     PROFILES: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {}}
+    # What each field may hold: a Range for a number (each item of a tuple), or the allowed words of a text field.
+    # A subclass declares its own fields' here; `ranges()` gathers every class's. Every numeric field has one.
+    RANGES: ClassVar[dict[str, Range | tuple[str, ...]]] = {
+        "iterations": Range(1, 1e8), "batch_size": Range(1, 4096), "patch_size": Range(0, 4096),  # 0: whole slices
+        "lr": Range(0, 1, open_low=True), "val_every": Range(1, 1e8), "ema_decay": Range(0, 1, open_high=True),
+        "plateau_db": Range(0, 100)}
     # Fields that change only how a trained network is used (e.g. sampling steps): overriding them reuses the
     # checkpoint instead of training a new one.
     INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -75,9 +101,18 @@ class MethodConfig:
         return self.batch_size
 
     @classmethod
+    def ranges(cls) -> dict[str, Range | tuple[str, ...]]:
+        """Every field's declared range (RANGES of this class and of each class it extends)."""
+        out: dict = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("RANGES", {}))
+        return out
+
+    @classmethod
     def coerce(cls, name: str, value: Any) -> Any:
-        """`value` (text from the command line, or a Python value) as the type of field `name`; one clear error
-        for an unknown field or a value of the wrong type."""
+        """`value` (text from the command line, a checkpoint header's JSON, or a Python value) as the type of field
+        `name`, inside its declared range; one clear error for an unknown field or a value of the wrong type or
+        outside the range."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if name not in fields:
             close = difflib.get_close_matches(name, list(fields), n=3, cutoff=0.6)
@@ -85,11 +120,38 @@ class MethodConfig:
             raise ValueError(f"no config field {name!r}; {hint}")
         f = fields[name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kind = type(default)
+        kind, allowed = type(default), cls.ranges().get(name)
+        what = _KIND_NAMES.get(kind, kind.__name__)
         try:
-            return _coerce(value, kind)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} takes {_KIND_NAMES.get(kind, kind.__name__)}, not {value!r}.") from None
+            out = _coerce(value, kind)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{name} takes {what}{_range_text(allowed)}, not {value!r}.") from None
+        items = out if kind is tuple else (out,)
+        if isinstance(allowed, Range) and not all(isinstance(v, (int, float)) and allowed.holds(v) for v in items):
+            raise ValueError(f"{name} takes {what}{_range_text(allowed)}, not {value!r}.")
+        if isinstance(allowed, tuple) and not isinstance(allowed, Range) and out not in allowed:
+            raise ValueError(f"{name} takes one of {', '.join(allowed)}, not {value!r}.")
+        return out
+
+    @classmethod
+    def checked(cls, values: dict, where: str) -> MethodConfig:
+        """A config from values read elsewhere (a checkpoint's header, a manifest), each checked as `--set` checks
+        it; the first bad one is one sentence naming `where`. Fields it does not know are left out."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: cls.coerce(k, v) for k, v in values.items() if k in known})
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    def problems(self) -> list[str]:
+        """Each field whose value lies outside its type or range (empty for a valid config)."""
+        out = []
+        for f in dataclasses.fields(self):
+            try:
+                self.coerce(f.name, getattr(self, f.name))
+            except ValueError as exc:
+                out.append(str(exc))
+        return out
 
     @classmethod
     def split_overrides(cls, overrides: dict) -> tuple[dict, dict]:
@@ -99,6 +161,10 @@ class MethodConfig:
 
 
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text", tuple: "a comma list"}
+
+
+def _range_text(allowed) -> str:
+    return f" in {allowed}" if isinstance(allowed, Range) else ""
 
 
 def _coerce(value: Any, kind: type) -> Any:
@@ -117,7 +183,11 @@ def _coerce(value: Any, kind: type) -> Any:
         number = float(value) if isinstance(value, str) else value
         if isinstance(number, float) and not number.is_integer():
             raise ValueError(value)
+        if not isinstance(number, (int, float)):
+            raise TypeError(value)
         return int(number)
+    if kind is float and not isinstance(value, (str, int, float)):
+        raise TypeError(value)
     return kind(value)
 
 
@@ -177,6 +247,33 @@ class Method:
         """Network evaluations per denoised slice of an iterative (diffusion) method; None for one pass."""
         return None
 
+    # -- building from outside values ---------------------------------------------------------------------
+    @classmethod
+    def configure(cls, profile: str, overrides: dict | None = None, where: str = "--set") -> MethodConfig:
+        """The config of `profile` with `overrides` on top, each value checked for type and range and the network it
+        describes bounded in size (check_size), before anything is allocated."""
+        base = cls.Config.profile(profile)
+        config = cls.Config.checked({**base.to_dict(), **(overrides or {})}, where)
+        cls.check_size(config, where)
+        return config
+
+    @classmethod
+    def check_size(cls, config: MethodConfig, where: str) -> int:
+        """The parameter count `config` asks for, counted on PyTorch's meta device (no memory is allocated); one
+        sentence when it exceeds MAX_PARAMETERS or the networks cannot be built from it."""
+        if not cls.learned:
+            return 0
+        try:
+            with torch.device("meta"):
+                n = cls(config, "meta").n_parameters()
+        except (RuntimeError, ValueError, TypeError, AssertionError, ZeroDivisionError, IndexError) as exc:
+            raise ValueError(f"{where}: this {cls.name} config does not describe a network that can be built "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).") from None
+        if n > MAX_PARAMETERS:
+            raise ValueError(f"{where}: this {cls.name} config asks for {n:,} parameters, over the {MAX_PARAMETERS:,} "
+                             "the suite builds; lower its widths or depths.")
+        return n
+
     # -- weights ------------------------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         """The networks whose weights define the method at inference (saved in checkpoints)."""
@@ -232,13 +329,17 @@ class Method:
         meta, state = read_checkpoint(path)
         if meta.get("method") != cls.name:
             raise ValueError(f"checkpoint {path} belongs to method {meta.get('method')!r}, not {cls.name!r}.")
-        fields = {f.name for f in dataclasses.fields(cls.Config)}
         try:
-            saved = {k: v for k, v in json.loads(meta["config"]).items() if k in fields}
-        except (KeyError, ValueError, AttributeError):
+            saved = json.loads(meta["config"])
+            if not isinstance(saved, dict):
+                raise ValueError(saved)
+        except (KeyError, ValueError):
             raise ValueError(f"checkpoint {path} carries no readable config in its metadata; was it saved by "
                              "ldct-bench? Retrain it with `ldct-bench train`.") from None
-        method = cls(cls.Config(**{**saved, **(overrides or {})}), device)
+        where = f"checkpoint {path}'s config"  # a header is input: checked like --set before any network is built
+        config = cls.Config.checked({**saved, **(overrides or {})}, where)
+        cls.check_size(config, where)
+        method = cls(config, device)
         method.load_state_dict(state, source=f"checkpoint {path}")
         method.train(False)
         return method
@@ -280,6 +381,19 @@ class Method:
             m.train(mode)
 
 
+def training_record(path: Path) -> Path | None:
+    """The manifest the training harness wrote beside weights `path` (it records their sha256), or None where no
+    manifest names this file: such weights load as given, and whoever loads them says so."""
+    manifest = Path(path).parent / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        named = json.loads(manifest.read_text()).get("weights", "weights.safetensors")
+    except (ValueError, AttributeError):
+        return manifest  # unreadable: read_checkpoint says so
+    return manifest if named == Path(path).name else None
+
+
 def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
@@ -287,15 +401,15 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist.")
-    trained = path.parent / "manifest.json"  # the training harness records the weights' sha256 there
-    if trained.is_file():
+    trained = training_record(path)
+    if trained is not None:
         from .data.dataset import intact
 
         try:
             expected = json.loads(trained.read_text()).get("sha256")
-        except ValueError:
+        except (ValueError, AttributeError):
             raise ValueError(f"checkpoint manifest {trained} is not valid JSON; restore or retrain it.") from None
-        if expected and not intact(path, expected):
+        if not expected or not intact(path, expected):
             raise ValueError(f"checkpoint {path} does not match the sha256 in {trained} (damaged or edited); restore "
                              "it (git checkout for the committed ones) or retrain with `ldct-bench train --retrain`.")
     try:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .atomic import atomic_path, atomic_write_json
 from .checkpoints import TrainJob, training_dir
-from .data.dataset import LDCTDataset, Pairs, sha256_file
+from .data.dataset import LDCTDataset, Pairs, intact, sha256_file
 from .environment import hardware
 from .methods import Method, get_method
 from .metrics import WINDOWS, score_batch
@@ -179,7 +179,7 @@ class Trainer:
 
     @property
     def state_path(self) -> Path:
-        return self.out_dir / "state.pt"
+        return self.out_dir / STATE_FILE
 
     def fit(self, resume: bool = True) -> dict:
         """Train every stage not yet done (within the time budget); returns the manifest written to out_dir."""
@@ -196,7 +196,7 @@ class Trainer:
         """Continue from this job's checkpoint in out_dir, if there is one; a checkpoint of another job is refused."""
         if not self.state_path.is_file():
             return
-        saved = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        saved = read_state(self.out_dir)
         old = json.loads(saved["identity"])
         if old != self.identity:
             diff = sorted(k for k in set(old) | set(self.identity) if old.get(k) != self.identity.get(k))
@@ -285,6 +285,10 @@ class Trainer:
                        "torch_rng": torch.get_rng_state(), "progress": json.dumps(asdict(progress))}
             with atomic_path(self.state_path) as tmp:
                 torch.save(payload, tmp)
+                # its sha256 beside it before it replaces the old state, with the old one's: a kill between the two
+                # renames leaves a state the record still vouches for
+                recorded = _state_digests(self.out_dir)[:1] if self.state_path.is_file() else []
+                atomic_write_json(self.out_dir / STATE_RECORD, {"sha256": [sha256_file(tmp), *recorded]})
         distributed.barrier(self.world)
 
     def write_manifest(self, complete: bool) -> dict:
@@ -318,6 +322,48 @@ class Trainer:
         return {"steps": steps, "patches_seen": patches, "training_flops": flops}
 
 
+STATE_FILE, STATE_RECORD = "state.pt", "state.sha256.json"  # the resume state and the record of its sha256
+_STATE_KEYS = {"identity": str, "weights": dict, "training": dict, "sampler": str, "torch_rng": torch.Tensor,
+               "progress": str}
+
+
+def _state_digests(out_dir: Path) -> list[str]:
+    try:
+        digests = json.loads((Path(out_dir) / STATE_RECORD).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [d for d in digests if isinstance(d, str)] if isinstance(digests, list) else []
+
+
+def read_state(out_dir: Path) -> dict:
+    """A training's resume state, checked like the weights: its sha256 against the record written with it, then
+    read without unpickling code (weights_only) and its parts checked; anything else is one sentence saying how to
+    start over."""
+    path = Path(out_dir) / STATE_FILE
+    fix = f"delete {path} (or pass --retrain) to start that training over"
+    digests = _state_digests(out_dir)
+    if not digests:
+        raise ValueError(f"the training state {path} has no readable record of its sha256 ({STATE_RECORD}), so it "
+                         f"cannot be trusted; {fix}.")
+    if not any(intact(path, d) for d in digests):
+        raise ValueError(f"the training state {path} does not match the sha256 recorded beside it (damaged or "
+                         f"replaced); {fix}.")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch each raise their own kinds
+        raise ValueError(f"the training state {path} cannot be read ({type(exc).__name__}); {fix}.") from None
+    bad = [k for k, kind in _STATE_KEYS.items() if not isinstance(saved, dict) or not isinstance(saved.get(k), kind)]
+    if bad:
+        raise ValueError(f"the training state {path} lacks {', '.join(bad)}; {fix}.")
+    return saved
+
+
+def forget_state(out_dir: Path) -> None:
+    """Start a training over: its resume state and the record of it go."""
+    for name in (STATE_FILE, STATE_RECORD):
+        (Path(out_dir) / name).unlink(missing_ok=True)
+
+
 def fit(method: Method, dataset: LDCTDataset, job: TrainJob, out_dir: Path, *, time_budget_s: float | None = None,
         val_slices: int = 4, progress: bool = True, resume: bool = True) -> dict:
     """Train `method` on the seen doses/anatomies of `dataset`; returns the manifest written to out_dir."""
@@ -335,10 +381,10 @@ def train_method(job: TrainJob, dataset: LDCTDataset, *, device: str = "cpu", ou
     if not cls.learned:
         raise ValueError(f"method {job.method!r} has nothing to train.")
     torch.manual_seed(job.seed)  # the initial weights are part of what a seed reproduces (and the same on every rank)
-    method = cls(cls.Config.profile(job.profile, **job.overrides), device)
+    method = cls(cls.configure(job.profile, job.overrides, f"{job.method}'s config"), device)
     out = Path(out) if out else training_dir(job, cache_dir)
-    if retrain and (out / "state.pt").exists():
-        (out / "state.pt").unlink()
+    if retrain:
+        forget_state(out)
     manifest = fit(method, dataset, job, out, time_budget_s=time_budget, progress=progress, resume=not retrain)
     manifest["dir"] = str(out)
     return manifest
