@@ -90,7 +90,7 @@ def data_simulate(anatomies, doses, patients, slices, size, seed, cache_dir):
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
 @friendly
 def data_info(cache_dir):
-    """List cached datasets."""
+    """List cached datasets (a broken one is named with its fault; the rest are still listed)."""
     from .data.dataset import default_cache_dir
 
     root = Path(cache_dir or default_cache_dir())
@@ -98,14 +98,31 @@ def data_info(cache_dir):
     if not found:
         click.echo(f"no datasets cached under {root}")
         return
+    broken = []
     for m in found:
-        man = json.loads(m.read_text())
-        from .data.dataset import LDCTDataset
+        try:
+            click.echo(_dataset_line(m.parent))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            broken.append(m.parent.name)
+            click.echo(f"{m.parent}\n  broken: {exc.args[0] if exc.args else exc}")
+    if broken:
+        raise click.ClickException(f"{len(broken)} of {len(found)} cached datasets cannot be read ({', '.join(broken)}); "
+                                   "each says why above.")
 
-        ds = LDCTDataset(m.parent)
-        splits = {a: {s: len(p) for s, p in v.items()} for a, v in man["splits"].items()}
-        click.echo(f"{m.parent}\n  kind={man['kind']} files={len(man['files'])} doses=[{dose_labels(ds.doses())}]\n"
-                   f"  patients={splits}")
+
+def _dataset_line(folder: Path) -> str:
+    """What `data info` says of one cached folder: an anatomical dataset, or an image-quality phantom set."""
+    from .data.dataset import LDCTDataset
+
+    if json.loads((folder / "manifest.json").read_text()).get("kind") == "iq-phantom":
+        from .data.iq_phantom import IQPhantomSet
+
+        iq = IQPhantomSet(folder)
+        return f"{folder}\n  kind=iq-phantom files={len(iq.manifest['files'])} realisations={iq.config.realisations}"
+    ds = LDCTDataset(folder)
+    splits = {a: {s: len(p) for s, p in v.items()} for a, v in ds.manifest["splits"].items()}
+    return (f"{folder}\n  kind={ds.manifest.get('kind')} files={len(ds.manifest['files'])} "
+            f"doses=[{dose_labels(ds.doses())}]\n  patients={splits}")
 
 
 @data.command("import")
@@ -113,7 +130,8 @@ def data_info(cache_dir):
 @click.option("--root", "src", type=click.Path(path_type=Path), required=True, help="Folder holding the DICOM series.")
 @click.option("--doses", default=None, callback=_doses, help="Extra doses to simulate from the full-dose slices.")
 @click.option("--name", default=None, help="Dataset name (default: the source).")
-@click.option("--size", type=int, default=None, help="Resample slices to this size (default: keep).")
+@click.option("--size", type=click.IntRange(32, 2048), default=None,
+              help="Resample slices to this size, 32 to 2048 (default: keep).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--anatomy", type=click.Choice(ANATOMIES), default=None,
               help="Body region of every series (default: Mayo's conventions, or the headers' BodyPartExamined and "
@@ -226,7 +244,9 @@ def _train_overrides(name: str, opts: dict) -> dict:
         ("iterations", opts["iterations"]), ("balance_cells", False if opts["plain_loss"] else None),
         ("vgg19_weights", opts["vgg19_weights"])) if value is not None]
     overrides = {o.field: o.value for o in parse_overrides(sugar + list(opts["sets"]), (name,))}
-    _, inference = get_method(name).Config.split_overrides(overrides)
+    cls = get_method(name)
+    cls.configure(opts["profile"], overrides, f"--set {name}.*")  # before any data is simulated
+    _, inference = cls.Config.split_overrides(overrides)
     if inference:
         raise ValueError(f"--set {name}.{next(iter(inference))}: that field changes only inference; "
                          "give it to `ldct-bench run`, which applies it to the trained weights.")
@@ -316,7 +336,7 @@ def run_cmd(**opts):
 def _run_config(opts: dict):
     """The RunConfig of `ldct-bench run`'s options (validated: a bad value is one clear error)."""
     from .config import RunConfig, parse_overrides
-    from .data.resolve import dataset_anatomies, lacks_test_split
+    from .data.resolve import dataset_anatomies, imported_path, lacks_test_split
     from .methods import resolve_methods
     from .metrics import DEFAULT_METRICS
     from .protocol import Protocol
@@ -325,6 +345,9 @@ def _run_config(opts: dict):
     methods = tuple(resolve_methods(opts["methods_spec"]))
     jobs_elsewhere = opts["executor"] == "slurm" and opts["gpus_per_job"]
     data, train_data = opts["data_spec"], opts["train_data"]
+    for flag, spec in (("--data", data), ("--train-data", train_data)):
+        if spec not in (None, "embedded"):
+            imported_path(spec, opts["cache_dir"], flag)  # a missing folder is named by the flag that gave it
     anatomies = opts["anatomies"] or dataset_anatomies(data, opts["cache_dir"])
     if train_data is None and (alone := lacks_test_split(data, anatomies, opts["cache_dir"])):
         train_data = "embedded"  # a few slices cannot be split into training and test: they are all test data

@@ -1,7 +1,11 @@
-"""The suite's shared vocabulary, each item defined once: body regions, the CT number range, dose labels
-and comma-separated lists. Every layer (data, protocol, metrics, methods, report) reads it from here."""
+"""The suite's shared vocabulary, each item defined once: body regions, the CT number range, dose labels,
+comma-separated lists and free text as a path component. Every layer (data, protocol, metrics, methods, report)
+reads it from here."""
 
 from __future__ import annotations
+
+import hashlib
+from urllib.parse import quote
 
 ANATOMIES = ("head", "chest", "abdomen")
 
@@ -39,3 +43,16 @@ def dose_labels(doses) -> str:
 def split_list(text: str) -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c']: how every comma-separated command-line option is read."""
     return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def safe(name) -> str:
+    """Free text (a method or anatomy name, a DICOM header value) as one path component: percent-encoded, so it
+    holds no separator, is never '.' or '..' nor hidden (a leading '.' is written %2E), never empty ('%'), and two
+    distinct names stay distinct (quote escapes '%' itself). A name over 200 characters keeps its first 180 and a
+    hash of the whole, which file systems' 255-byte limit admits."""
+    text = quote(str(name), safe="-_.[]+ ")
+    if text.startswith("."):
+        text = "%2E" + text[1:]
+    if len(text) > 200:
+        text = text[:180] + "~" + hashlib.sha256(str(name).encode()).hexdigest()[:16]
+    return text or "%"

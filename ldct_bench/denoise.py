@@ -5,11 +5,13 @@ position). Each series is denoised in batches (a contextual method gets its neig
 dose and anatomy from the images through DA-CLIP) and written with the source's geometry and patient headers, new
 series and SOP instance UIDs, ImageType DERIVED/SECONDARY, a SeriesDescription naming the method and a
 DerivationDescription naming the checkpoint. A series is written into a hidden folder and renamed when complete, so
-an interrupted run leaves no half series and a re-run skips the finished ones.
+an interrupted run leaves no half series and a re-run skips the finished ones: a series is done when the record
+written last into its folder (COMPLETE) says so, not because a folder of its name exists.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import defaultdict
@@ -19,19 +21,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write_json
 from .checkpoints import committed_checkpoints
-from .data.dataset import neighbour_index
+from .conventions import safe
+from .data.dataset import neighbour_index, sha256_file
 from .data.dicom_export import write_series
-from .data.dicom_import import SliceRecord, read_hu, scan_folder
+from .data.dicom_import import SliceRecord, read_volume, scan_folder
 from .evaluate import denoise_stack
-from .methods import Method, get_method
-from .results import safe
+from .methods import Method, get_method, training_record
 
 
 def checkpoint_for(name: str, given: Path | None) -> Path | None:
-    """`given`, or the one committed reference checkpoint of a learned method (None for a method that learns nothing)."""
+    """`given`, or the one committed reference checkpoint of a learned method (None for a method that learns nothing,
+    which refuses a checkpoint rather than ignore it)."""
     cls = get_method(name)
     if not cls.learned:
+        if given is not None:
+            raise ValueError(f"--checkpoint {given}: method {name!r} learns nothing and takes no weights; leave out "
+                             "--checkpoint, or name a learned method.")
         return None
     if given is not None:
         if not Path(given).is_file():
@@ -44,11 +51,22 @@ def checkpoint_for(name: str, given: Path | None) -> Path | None:
     return found[0]
 
 
+COMPLETE = ".ldct-bench-series.json"  # written last into a finished series folder: what made it, and how many slices
+
+
 def denoise_folder(name: str, src: Path, out: Path, checkpoint: Path | None = None, device: str = "cpu",
                    batch_size: int = 8, seed: int = 0, progress: bool = True, echo=print) -> dict[str, int]:
-    """Denoise every CT series under `src` into `out/<patient>_<series>/`; returns how many series were written,
-    skipped as done, and skipped slices by reason."""
+    """Denoise every CT series under `src` into `out/<patient>/<series>/` (each a safe path component); returns how
+    many series were written, skipped as done, and skipped slices by reason."""
+    src, out = Path(src), Path(out)
+    if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
+        raise ValueError(f"--out {out} lies inside --in {src}: a re-run would denoise its own output again; choose an "
+                         "--out outside the input folder.")
     path = checkpoint_for(name, checkpoint)
+    digest = sha256_file(path) if path else None
+    if path and training_record(path) is None:
+        echo(f"note: {path} has no manifest.json beside it that names it, so its sha256 cannot be checked against a "
+             f"training record; it is loaded as given (sha256 {digest}, recorded with every series written).")
     cls = get_method(name)
     method = (cls.load(path, device) if path else cls(None, device)).for_inference()
     report = scan_folder(src, "dicom")
@@ -59,23 +77,28 @@ def denoise_folder(name: str, src: Path, out: Path, checkpoint: Path | None = No
     series: dict[tuple[str, str], list[SliceRecord]] = defaultdict(list)
     for r in report.slices:
         series[(r.patient, r.series)].append(r)
-    out = Path(out)
+    _remove_stale_writes(out)
     done = skipped = 0
     what = f"ldct-bench {name} denoised" + (f" ({path.parent.name})" if path else "")
+    record = {"method": name, "checkpoint": str(path) if path else None, "sha256": digest}
     for (patient, uid), records in tqdm(sorted(series.items()), desc=f"{name}: denoising", unit="series",
                                         disable=not progress):
-        folder = out / safe(f"{patient}_{uid}")
-        if folder.is_dir():
+        folder = out / patient / safe(uid)  # the patient key is already one safe component (scan_folder)
+        if _complete(folder, len(records)):
             skipped += 1
             continue
         records = sorted(records, key=lambda r: r.z)
-        images = denoise_series(method, np.stack([read_hu(r.path, r.frame, r.rescale) for r in records]),
-                                f"series {uid} of patient {patient}", batch_size, seed, device)
-        tmp = out / f".{folder.name}.writing-{os.getpid()}"
+        images = denoise_series(method, read_volume(records), f"series {uid} of patient {patient}", batch_size, seed,
+                                device)
+        tmp = folder.parent / f".{folder.name}.writing-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             write_series(images, [r.path for r in records], tmp, what,
-                         derivation=f"{what}; checkpoint {path if path else 'none (no weights)'}")
+                         derivation=f"{what}; checkpoint {path if path else 'none (no weights)'}"
+                                    + (f" sha256 {digest}" if digest else ""))
+            atomic_write_json(tmp / COMPLETE, {**record, "source_series": uid, "slices": len(records)})
+            if folder.exists():  # an unfinished folder of that name (no completion record): replaced
+                shutil.rmtree(folder)
             tmp.rename(folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -83,6 +106,34 @@ def denoise_folder(name: str, src: Path, out: Path, checkpoint: Path | None = No
         done += 1
     echo(f"{done} series written to {out}, {skipped} already there" + (f"; {report.summary()}" if report.skipped else ""))
     return {"written": done, "already_there": skipped, **{k: len(v) for k, v in report.skipped.items()}}
+
+
+def _complete(folder: Path, slices: int) -> bool:
+    """Whether `folder` holds a finished series of `slices` slices: its completion record says so (a folder that
+    merely exists, emptied or cut short, is not done)."""
+    try:
+        return json.loads((folder / COMPLETE).read_text()).get("slices") == slices \
+            and len(list(folder.glob("*.dcm"))) == slices
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _remove_stale_writes(out: Path) -> None:
+    """Hidden `.<series>.writing-<pid>` folders whose process is gone (killed mid-series) are removed."""
+    for tmp in out.glob("*/.*.writing-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def denoise_series(method: Method, volume: np.ndarray, where: str, batch_size: int, seed: int,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,9 +222,32 @@ def _jobs_path(store: RunStore) -> Path:
     return store.root / "jobs.json"
 
 
+# what submitit writes as a job id: a process id (local executor), a SLURM job id, or an array job's id_index
+JOB_ID = re.compile(r"[0-9]{1,12}(_[0-9]{1,9})?")
+
+
 def _read_jobs(store: RunStore) -> dict:
+    """jobs.json, checked: it names files (logs, outcomes) and processes, so every entry must be what this module
+    writes, {unit: {"job_id": submitit's id, "executor": local or slurm}}; anything else is one sentence."""
     p = _jobs_path(store)
-    return json.loads(p.read_text()) if p.is_file() else {}
+    if not p.is_file():
+        return {}
+    fix = f"delete it to resubmit every unfinished unit (`ldct-bench run` with the same options and --out {store.root})"
+    try:
+        jobs = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{p} is not a jobs file ldct-bench wrote ({type(exc).__name__}: not JSON); {fix}.") from None
+    if not isinstance(jobs, dict):
+        raise ValueError(f"{p} is not a jobs file ldct-bench wrote (a {type(jobs).__name__}, not an object of units); "
+                         f"{fix}.")
+    for unit, job in jobs.items():
+        if not isinstance(job, dict) or not isinstance(job.get("job_id"), str) or job.get("executor") not in EXECUTORS:
+            raise ValueError(f"{p}: unit {unit!r} is not a job record ({{'job_id': ..., 'executor': 'local' or "
+                             f"'slurm'}}); {fix}.")
+        if not JOB_ID.fullmatch(job["job_id"]):
+            raise ValueError(f"{p}: unit {unit!r} has job id {job['job_id']!r}, which is not a submitit job id "
+                             f"(digits, or digits_digits for an array job); {fix}.")
+    return jobs
 
 
 def _write_jobs(store: RunStore, jobs: dict) -> None:

@@ -19,16 +19,20 @@ PAPER_SEEN = tuple(1 / k for k in (2, 4, 6, 10))
 
 
 def parse_dose(text: str | float) -> float:
-    """'25' (percent), '1/4' or '0.25' -> 0.25. Rejects doses outside (0, 100 %), and those that round to 0."""
-    s = str(text).strip().rstrip("%")
+    """'25' or '25%' (percent), '1/4' or '0.25' -> 0.25. A value with '%' is always a percent ('0.5%' is 0.005); a
+    bare number above 1 is a percent, '1' is 1 % and '1.0' the full dose. Rejects doses outside (0, 100 %), and those
+    that round to 0."""
+    s = str(text).strip()
+    percent = s.endswith("%")
+    s = s[:-1].strip() if percent else s
     try:
         if "/" in s:
-            value = float(Fraction(s))
+            value = float(Fraction(s)) / (100.0 if percent else 1.0)
         else:
             value = float(s)
-            if value > 1.0 or (value == 1.0 and "." not in s):  # '1' means 1 %; '1.0' means full dose
+            if percent or value > 1.0 or (value == 1.0 and "." not in s):  # '1' means 1 %; '1.0' means full dose
                 value = value / 100.0
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise ValueError(f"dose {text!r} is not a number; write a percent (25), a fraction (1/4) "
                          "or a decimal (0.25).") from None
     if not 0.0 < value <= 1.0:

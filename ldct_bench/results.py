@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, atomic_write_json
+from .conventions import safe
 
 COLUMNS = ["run", "method", "anatomy", "dose", "seen_dose", "seen_anatomy", "seen_data", "patient", "slice",
            "reference", "window", "metric", "value"]
@@ -46,11 +46,6 @@ FULL_DOSE = "full dose"  # the task-based reference: the FBP of the full-dose sc
 
 def cell_name(anatomy: str, dose: float) -> str:
     return f"{safe(anatomy)}_{dose:.4f}"
-
-
-def safe(name: str) -> str:
-    """A method or anatomy name as one path component (free text: 'a/b' or '<x>' must not make folders)."""
-    return quote(name, safe="-_.[]+ ")
 
 
 class RunStore:
@@ -69,7 +64,14 @@ class RunStore:
         if not p.is_file():
             raise FileNotFoundError(f"{self.root} is not a run directory (no manifest.json); "
                                     "give the folder `ldct-bench run` wrote.")
-        return json.loads(p.read_text())
+        try:
+            manifest = json.loads(p.read_text())
+        except ValueError:
+            manifest = None
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{p} is not a run manifest (not a JSON object); restore it, or run again into another "
+                             "--out.")
+        return manifest
 
     def write_manifest(self, manifest: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,10 @@ class RunStore:
 
     def cell_path(self, method: str, anatomy: str, dose: float) -> Path:
         return self.root / "cells" / safe(method) / f"{cell_name(anatomy, dose)}.parquet"
+
+    def has_scores(self) -> bool:
+        """Whether any cell (or task-based score) has been written: a folder without is a run that did nothing yet."""
+        return any(self.root.glob("cells/*/*.parquet")) or any(self.root.glob("iq/*/*.parquet"))
 
     def has_cell(self, method: str, anatomy: str, dose: float) -> bool:
         return self.cell_path(method, anatomy, dose).is_file()
@@ -127,7 +133,13 @@ class RunStore:
         if not path.is_file():
             raise FileNotFoundError(f"{self.root} has no results.parquet; the run has not finished "
                                     "(run it again to resume).")
-        table = upgrade(pd.read_parquet(path))
+        try:
+            raw = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow's own kinds: not parquet, truncated
+            raise ValueError(f"{path} is not a readable results table ({type(exc).__name__}); run `ldct-bench run` "
+                             "again into that --out to rebuild it from its cells.") from None
+        check_schema(raw, path)
+        table = upgrade(raw)
         return table if reference is None else select_reference(table, reference, str(self.root))
 
     # -- task-based image quality (--iq) ----------------------------------------------------------------------
@@ -181,6 +193,33 @@ def select_reference(table: pd.DataFrame, reference: str, where: str = "these re
         raise ValueError(f"{where} has no scores against {reference!r} (it has {', '.join(table['reference'].unique())}); "
                          "the truth exists only for simulated data.")
     return sub
+
+
+NUMERIC, FLAGS = ("dose", "slice", "value"), ("seen_dose", "seen_anatomy", "seen_data")
+_FILLED = {"reference", *FLAGS}  # what `upgrade` gives an older store that lacks it
+
+
+def check_schema(table: pd.DataFrame, where) -> None:
+    """One sentence, on opening a store, when its table is not one `ldct-bench run` writes: a column missing, a
+    number column holding text, a flag that is not true/false. Every query downstream then trusts the types (a
+    NaN score is allowed: the report shows it as '–')."""
+    missing = [c for c in COLUMNS if c not in table.columns and c not in _FILLED]
+    if missing:
+        raise ValueError(f"{where} lacks the column(s) {', '.join(missing)} of a results table; it was not written "
+                         "by `ldct-bench run` (or is damaged): run again into a new --out.")
+    wrong = [f"{c} holds {_kind(table[c])}, not numbers" for c in NUMERIC
+             if pd.api.types.is_bool_dtype(table[c]) or not pd.api.types.is_numeric_dtype(table[c])]
+    wrong += [f"{c} holds {_kind(table[c])}, not true/false" for c in FLAGS
+              if c in table.columns and not pd.api.types.is_bool_dtype(table[c])]
+    if wrong:
+        raise ValueError(f"{where} is not a results table `ldct-bench run` writes: {'; '.join(wrong)}; run again into "
+                         "a new --out.")
+
+
+def _kind(column: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(column):
+        return "true/false"
+    return "numbers" if pd.api.types.is_numeric_dtype(column) else "text"
 
 
 def upgrade(table: pd.DataFrame) -> pd.DataFrame:

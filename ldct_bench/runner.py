@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 
 from .checkpoints import find_checkpoint
 from .config import RunConfig, upgrade_identity
-from .data.dataset import LDCTDataset, default_cache_dir
+from .data.dataset import LDCTDataset, default_cache_dir, sha256_file
 from .data.resolve import dataset_name, dataset_pixel_mm
 from .environment import git_commit, hardware, versions
 from .evaluate import evaluate_cells
@@ -51,11 +51,12 @@ class Run:
         store = RunStore(config.out)
         manifest = {"config": config.identity(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "cli": cli_args or {}, "timings": {}}
-        if store.manifest_path().is_file():
+        if store.manifest_path().is_file() and store.has_scores():
             manifest = store.read_manifest()
             if upgrade_identity(manifest.get("config", {})) != config.identity():
                 raise ValueError(f"{config.out} already holds a run with a different configuration; choose another "
                                  "--out (runs never overwrite each other).")
+        # a manifest with no scores is a run that failed before its first cell: the corrected command takes it over
         if config.iq and manifest.get("iq"):
             from .iq import iq_config
 
@@ -182,6 +183,8 @@ def describe(method: Method, source: str) -> dict:
     budget (from the checkpoint's own manifest)."""
     out = {"source": source, "parameters": method.n_parameters(), "description": method.description,
            "config": method.config.to_dict() if method.learned else {}}
+    if method.learned and Path(source).is_file():  # which weights exactly, whether or not a manifest vouched for them
+        out["sha256"] = sha256_file(Path(source))
     trained = Path(source).parent / "manifest.json" if method.learned else None
     if trained is not None and trained.is_file():
         m = json.loads(trained.read_text())

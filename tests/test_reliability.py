@@ -181,7 +181,7 @@ def test_a_failed_import_leaves_no_dataset_behind(monkeypatch, tmp_path):
         d.PatientID, d.SeriesInstanceUID, d.SOPInstanceUID = f"P{i}", f"{d.SeriesInstanceUID}.{i}", f"{d.SOPInstanceUID}.{i}"
         d.save_as(src / f"{i}.dcm")
     calls = []
-    real = dicom_import._volume
+    real = dicom_import.read_volume
 
     def second_fails(*args):
         calls.append(1)
@@ -189,13 +189,13 @@ def test_a_failed_import_leaves_no_dataset_behind(monkeypatch, tmp_path):
             raise OSError("disk full")
         return real(*args)
 
-    monkeypatch.setattr(dicom_import, "_volume", second_fails)
+    monkeypatch.setattr(dicom_import, "read_volume", second_fails)
     with pytest.raises(OSError, match="disk full"):
         dicom_import.import_dataset(src, name="half", cache_dir=tmp_path / "c", anatomy="chest")
     assert len(calls) == 2 and list((tmp_path / "c").iterdir()) == []  # the first patient was written, then removed
     res = CliRunner().invoke(main, ["data", "info", "--cache-dir", str(tmp_path / "c")])
     assert "no datasets cached" in res.output
-    monkeypatch.setattr(dicom_import, "_volume", real)
+    monkeypatch.setattr(dicom_import, "read_volume", real)
     ds = dicom_import.import_dataset(src, name="half", cache_dir=tmp_path / "c", anatomy="chest")
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["half"] and len(ds.patients("chest", "test")) == 1
 
@@ -287,7 +287,7 @@ def test_a_zeroed_range_in_a_phantom_array_is_resimulated_and_scores_as_the_clea
     ds = LDCTDataset(next((tmp_path / "c").glob("embedded-*")))
     rel = next(k for k in ds.manifest["files"] if k.startswith("chest/") and k.endswith("d0.2500.npy"))
     _zero_bytes(ds.root / rel)
-    with pytest.raises(ValueError, match="does not match the sha256 its manifest recorded .*run again"):
+    with pytest.raises(ValueError, match="does not match the sha256 its manifest recorded .*simulate it again"):
         ds.volume(*rel[:-4].split("/"))
     pd.testing.assert_frame_equal(scores("again"), clean)  # re-simulated, bit for bit
     assert sha256_file(ds.root / rel) == ds.manifest["files"][rel]

@@ -47,6 +47,9 @@ def test_tiny_run_rows_and_manifest(tiny_dataset, trained_cache, tmp_path):
     manifest = json.loads(man)
     assert manifest["config"]["overrides"]["redcnn"]["filters"] == 8  # --set, recorded
     assert manifest["methods"]["redcnn"]["config"]["filters"] == 8 and "ckcache" in manifest["methods"]["redcnn"]["source"]
+    from ldct_bench.data.dataset import sha256_file  # which weights exactly (#28.4)
+
+    assert manifest["methods"]["redcnn"]["sha256"] == sha256_file(Path(manifest["methods"]["redcnn"]["source"]))
     stored = pd.read_parquet(tmp_path / "run" / "results.parquet")
     pd.testing.assert_frame_equal(stored.reset_index(drop=True), table.reset_index(drop=True))
 
@@ -124,7 +127,7 @@ def trained_log(tmp_path):
     (["--device", "tpu"], "is not a device"),
     (["--methods", "redcnn", "--set", "corediff.iterations=5"], "'corediff' is not one of this command's methods"),
     (["--methods", "redcnn", "--set", "redcnn.iteratons=5"], "no config field 'iteratons'; did you mean iterations"),
-    (["--methods", "redcnn", "--set", "redcnn.iterations=abc"], "iterations takes an integer, not 'abc'"),
+    (["--methods", "redcnn", "--set", "redcnn.iterations=abc"], "iterations takes an integer in [1, 1e+08], not 'abc'"),
     (["--methods", "redcnn", "--set", "redcnn.iterations=2.5"], "iterations takes an integer"),
     (["--methods", "redcnn", "--set", "redcnn.balance_cells=maybe"], "balance_cells takes true or false"),
     (["--methods", "redcnn", "--set", "redcnn.iterations"], "write METHOD.FIELD=VALUE"),

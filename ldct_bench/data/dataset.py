@@ -106,6 +106,32 @@ class PhantomConfig:
         return list(range(start, start + self.n_patients(split)))
 
 
+_REBUILD = "delete that folder and simulate or import it again (`ldct-bench data simulate` or `data import`)"
+
+
+def manifest_problem(manifest) -> str:
+    """What is wrong with a dataset manifest read from disk ('' when nothing): it is input, and every array path
+    is built from it, so each must be <anatomy>/<patient>/<name>.npy of plain folder names."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict) \
+            or not isinstance(manifest.get("files"), dict):
+        return "it is not an object with 'splits' and 'files'"
+    for anatomy, splits in manifest["splits"].items():
+        if not isinstance(splits, dict) or not all(isinstance(ps, list) and all(_plain(p) for p in ps)
+                                                   for ps in splits.values()) or not _plain(anatomy):
+            return f"the splits of {anatomy!r} are not lists of plain patient names"
+    for rel, digest in manifest["files"].items():
+        parts = rel.split("/")
+        if len(parts) != 3 or not all(_plain(x) for x in parts) or not parts[2].endswith(".npy") \
+                or not isinstance(digest, str):
+            return f"file entry {rel!r} is not <anatomy>/<patient>/<array>.npy with its sha256"
+    return ""
+
+
+def _plain(name) -> bool:
+    """One folder name that cannot climb or hide: no separator, not '', '.' or '..' (see conventions.safe)."""
+    return isinstance(name, str) and bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -160,7 +186,13 @@ class LDCTDataset:
         if not path.is_file():
             raise FileNotFoundError(f"no dataset at {self.root} (manifest.json missing); run `ldct-bench data simulate` "
                                     "or `data import` first.")
-        self.manifest = json.loads(path.read_text())
+        try:
+            self.manifest = json.loads(path.read_text())
+        except ValueError:
+            raise ValueError(f"the dataset manifest {path} is not valid JSON; {_REBUILD}.") from None
+        problem = manifest_problem(self.manifest)
+        if problem:
+            raise ValueError(f"the dataset manifest {path} is damaged ({problem}); {_REBUILD}.")
 
     # -- building ---------------------------------------------------------------------------------------
     @classmethod
@@ -238,18 +270,42 @@ class LDCTDataset:
         rel = f"{anatomy}/{patient}/{key}.npy"
         if rel not in self.manifest["files"]:
             raise KeyError(f"{rel} is not in the dataset at {self.root}; simulate or import that dose first.")
+        fix = (self.repair_command() if self.manifest.get("kind") == "embedded" else
+               "import the dataset again with `ldct-bench data import`")
         if not intact(self.root / rel, self.manifest["files"][rel]):
-            fix = ("run again: phantoms are simulated afresh" if self.manifest.get("kind") == "embedded" else
-                   "import the dataset again with `ldct-bench data import`")
             what = ("does not match the sha256 its manifest recorded (damaged or edited)"
                     if (self.root / rel).is_file() else "is missing")
             raise ValueError(f"the cached array {self.root / rel} {what}; {fix}.")
         try:
             return np.load(self.root / rel, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as exc:  # truncated, bad header, gone
-            raise ValueError(f"the cached array {self.root / rel} cannot be read ({type(exc).__name__}); delete the "
-                             f"dataset folder {self.root} and run again (phantoms are simulated afresh; an import "
-                             "is re-imported with `ldct-bench data import`).") from None
+            raise ValueError(f"the cached array {self.root / rel} cannot be read ({type(exc).__name__}); {fix}.") from None
+
+    def repair_command(self) -> str:
+        """How to simulate this phantom dataset's damaged or missing arrays again, in its own folder: the `data
+        simulate` command of its config (which replaces what fails its sha256)."""
+        try:
+            config = PhantomConfig(**self.manifest["config"])
+        except (KeyError, TypeError, ValueError):
+            return f"delete {self.root} and simulate it again"
+        counts = (config.train_patients, config.val_patients, config.test_patients)
+        default = PhantomConfig(image_size=config.image_size, slices_per_patient=config.slices_per_patient,
+                                seed=config.seed)
+        n = None if counts == (default.train_patients, default.val_patients, default.test_patients) else sum(counts)
+        try:
+            made = PhantomConfig.sized(config.image_size, config.slices_per_patient, n, config.seed)
+        except ValueError:
+            made = None
+        if made is None or made.dataset_name != self.root.name:  # built from Python with a config no flag gives
+            return (f"simulate it again from Python with LDCTDataset.embedded(PhantomConfig(**manifest['config']), "
+                    f"cache_dir='{self.root.parent}')")
+        doses = ",".join(f"{d * 100:g}" for d in self.doses())
+        held = [a for a in ANATOMIES if any(k.startswith(f"{a}/") for k in self.manifest["files"])]
+        return (f"simulate it again with `ldct-bench data simulate --size {config.image_size} --slices "
+                f"{config.slices_per_patient}" + (f" --patients {n}" if n else "") + f" --seed {config.seed}"
+                + (f" --anatomies {','.join(held)}" if held and len(held) < len(ANATOMIES) else "")
+                + (f" --doses {doses}" if doses else "") + f" --cache-dir {self.root.parent}`, which replaces the "
+                "damaged arrays")
 
     def source_files(self, anatomy: str, patient: str, key: str) -> list[Path] | None:
         """The DICOM file of every slice of an imported volume (None for simulated phantoms)."""

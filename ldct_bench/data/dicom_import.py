@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
+from ..conventions import safe
 from .dataset import DATA_VERSION, SPLITS, LDCTDataset, default_cache_dir, sha256_file
 from .geometry import FanBeamGeometry
 from .simulate import Simulator, dose_key, noise_seed
@@ -97,12 +98,15 @@ def scan_folder(root: Path, source: str) -> ScanReport:
     from pydicom.errors import InvalidDicomError
 
     root = Path(root)
+    if root.is_file():
+        raise ValueError(f"{root} is a file; give the folder that holds the DICOM series.")
     if not root.is_dir():
         raise FileNotFoundError(f"DICOM folder {root} does not exist.")
     files = sorted(p for p in root.rglob("*") if p.is_file())
     if not files:
         raise ValueError(f"DICOM folder {root} is empty; point --root at the folder holding the series.")
     rep = ScanReport()
+    sops: dict[str, str] = {}  # SOPInstanceUID -> the file it was first read from
     for p in tqdm(files, desc="reading DICOM headers", unit="file", leave=False):
         try:
             ds = pydicom.dcmread(p)
@@ -112,13 +116,24 @@ def scan_folder(root: Path, source: str) -> ScanReport:
         except Exception as exc:  # corrupt files
             rep.skipped["unreadable files"].append(f"{p} ({type(exc).__name__})")
             continue
-        if "PixelData" not in ds or not hasattr(ds, "Rows"):
+        if "PixelData" not in ds:
             rep.skipped["files without pixel data"].append(str(p))
             continue
-        expected = int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "BitsAllocated", 16)) // 8
+        size = _image_size(ds)
+        if isinstance(size, str):
+            rep.skipped["slices whose image size headers do not fit their pixel data"].append(f"{p} ({size})")
+            continue
+        expected = size * int(getattr(ds, "BitsAllocated", 16) or 16) // 8
         syntax = ds.file_meta.TransferSyntaxUID if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else None
         if syntax is not None and not syntax.is_compressed and len(ds.PixelData) < expected:
             rep.skipped["unreadable files"].append(f"{p} (truncated pixel data)")
+            continue
+        if syntax is not None and not syntax.is_compressed and len(ds.PixelData) > expected + 1:  # +1: even padding
+            rep.skipped["slices whose image size headers do not fit their pixel data"].append(
+                f"{p} ({len(ds.PixelData)} bytes of pixel data, {expected} for Rows x Columns x frames)")
+            continue
+        if str(getattr(ds, "DerivationDescription", "")).startswith("ldct-bench "):
+            rep.skipped["slices ldct-bench itself wrote (denoised output)"].append(str(p))
             continue
         if syntax is not None and syntax.is_compressed and not _decodable(syntax):
             rep.skipped["compressed slices no installed decoder reads (pip install pylibjpeg-libjpeg "
@@ -131,12 +146,24 @@ def scan_folder(root: Path, source: str) -> ScanReport:
         if frames is None:
             rep.skipped["slices without RescaleSlope/RescaleIntercept"].append(str(p))
             continue
+        if isinstance(frames, str):
+            rep.skipped["slices whose rescale to HU is zero or not a finite number"].append(f"{p} ({frames})")
+            continue
+        sop = str(getattr(ds, "SOPInstanceUID", "") or "")
+        if sop and sop in sops:  # the same slice in two places (a series copied twice) is read once
+            rep.skipped["duplicate slices (a SOPInstanceUID already read from another file)"].append(
+                f"{p} (as {sops[sop]})")
+            continue
+        if sop:
+            sops[sop] = str(p)
         desc = f"{p.parent} {getattr(ds, 'SeriesDescription', '')}"
         kind = "full" if source == "dicom" else _kind(desc)
         if kind is None:
             rep.skipped["slices of unknown dose (no full/quarter/FD/QD in folder or description)"].append(str(p))
             continue
-        patient, series = str(getattr(ds, "PatientID", p.parent.name)), str(getattr(ds, "SeriesInstanceUID", p.parent))
+        # a header value names folders only as one safe path component (never '..', '/' or an absolute path)
+        patient = safe(getattr(ds, "PatientID", p.parent.name))
+        series = str(getattr(ds, "SeriesInstanceUID", p.parent))
         said = "; ".join(f"{t} {str(getattr(ds, t))!r}" for t in ANATOMY_TAGS if getattr(ds, t, None))
         for frame, z, spacing, rescale in frames:
             rep.slices.append(SliceRecord(p, patient, series, kind, z, (int(ds.Rows), int(ds.Columns)), spacing,
@@ -158,18 +185,46 @@ def _decodable(syntax) -> bool:
         return False
 
 
-def _frames(ds) -> list[tuple[int | None, float, float, tuple[float, float]]] | None:
+def _image_size(ds) -> int | str:
+    """Pixels in a file's image data (Rows x Columns x frames), or why its headers cannot describe one grey-level
+    image (Rows or Columns missing or not positive, several samples per pixel)."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames, samples = int(getattr(ds, "NumberOfFrames", 1) or 1), int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return "Rows or Columns missing or not a number"
+    if rows < 1 or cols < 1 or frames < 1:
+        return f"Rows {rows}, Columns {cols}, {frames} frame(s)"
+    if samples != 1:
+        return f"{samples} samples per pixel: not a grey-level CT image"
+    return rows * cols * frames
+
+
+def _rescale(slope, intercept) -> tuple[float, float] | str:
+    """(slope, intercept) to HU, or why they are no rescale (zero slope, NaN, infinity, not a number)."""
+    try:
+        out = (float(slope), float(intercept))
+    except (TypeError, ValueError):
+        return f"RescaleSlope {slope!r}, RescaleIntercept {intercept!r}"
+    if not all(np.isfinite(out)) or out[0] == 0:
+        return f"RescaleSlope {out[0]:g}, RescaleIntercept {out[1]:g}"
+    return out
+
+
+def _frames(ds) -> list[tuple[int | None, float, float, tuple[float, float]]] | str | None:
     """Each image of a file as (frame, z, pixel mm, (slope, intercept)): one for a classic CT slice; one per frame for
     an enhanced multi-frame CT, which keeps position, spacing and rescale in its functional groups (a frame's own
-    first, then the shared ones). None where the rescale to HU is nowhere."""
+    first, then the shared ones). None where the rescale to HU is nowhere; why, where it is no rescale (_rescale)."""
     per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
     if per_frame is None:
         if getattr(ds, "RescaleSlope", None) is None or getattr(ds, "RescaleIntercept", None) is None:
             return None
+        rescale = _rescale(ds.RescaleSlope, ds.RescaleIntercept)
+        if isinstance(rescale, str):
+            return rescale
         pos = getattr(ds, "ImagePositionPatient", None)
         z = float(pos[2]) if pos is not None else float(getattr(ds, "SliceLocation", getattr(ds, "InstanceNumber", 0)))
-        return [(None, z, float(getattr(ds, "PixelSpacing", [0.7, 0.7])[0]),
-                 (float(ds.RescaleSlope), float(ds.RescaleIntercept)))]
+        return [(None, z, float(getattr(ds, "PixelSpacing", [0.7, 0.7])[0]), rescale)]
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
 
     def group(frame, name):
@@ -181,9 +236,12 @@ def _frames(ds) -> list[tuple[int | None, float, float, tuple[float, float]]] | 
                                                             "PixelMeasuresSequence"))
         if rescale is None or "RescaleSlope" not in rescale or "RescaleIntercept" not in rescale:
             return None
+        to_hu = _rescale(rescale.RescaleSlope, rescale.RescaleIntercept)
+        if isinstance(to_hu, str):
+            return f"frame {i}: {to_hu}"
         z = float(pos.ImagePositionPatient[2]) if pos is not None and "ImagePositionPatient" in pos else float(i)
         spacing = float(measures.PixelSpacing[0]) if measures is not None and "PixelSpacing" in measures else 0.7
-        out.append((i, z, spacing, (float(rescale.RescaleSlope), float(rescale.RescaleIntercept))))
+        out.append((i, z, spacing, to_hu))
     return out
 
 
@@ -198,6 +256,9 @@ def read_hu(path: Path, frame: int | None = None, rescale: tuple[float, float] |
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         rescale = (float(ds.RescaleSlope), float(ds.RescaleIntercept))
     image = pixels if frame is None else pixels[frame]
+    if image.ndim != 2:  # a compressed file's headers are checked only once it is decoded
+        raise ValueError(f"{path} decodes to an array of shape {image.shape}, not one image; its Rows, Columns or "
+                         "NumberOfFrames disagree with its pixel data: remove it from the folder.")
     return (image.astype(np.float32) * rescale[0] + rescale[1]).astype(np.float32)
 
 
@@ -210,7 +271,9 @@ def _pixels(path: str, mtime_ns: int, size: int) -> np.ndarray:
     return pydicom.dcmread(path).pixel_array
 
 
-def _volume(records: list[SliceRecord], size: int | None) -> np.ndarray:
+def read_volume(records: list[SliceRecord], size: int | None = None) -> np.ndarray:
+    """One series' slices in HU, (S, H, W) in the records' order (resampled to `size` where given); one sentence
+    when its slices differ in size."""
     shapes = sorted({r.shape for r in records})
     if len(shapes) > 1:
         raise ValueError(f"series {records[0].series} of patient {records[0].patient} mixes slice sizes {shapes}; "
@@ -313,13 +376,13 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
             full, low = [zf[z] for z in common], [zl[z] for z in common]
         pdir = out / a / patient
         pdir.mkdir(parents=True, exist_ok=True)
-        vol_full = _volume(full, size)
+        vol_full = read_volume(full, size)
         arrays = {"full": vol_full}
         manifest.setdefault("pixel_mm", {})[patient] = round(full[0].pixel_mm * full[0].shape[-1] / vol_full.shape[-1], 6)
         if low:
             vendor = 0.25 if source == "mayo2016" else MAYO2020_ANATOMY.get(patient[:1].upper(), (a, 0.25))[1]
             manifest["vendor_doses"][patient] = vendor
-            arrays[dose_key(vendor)] = _volume(low, size)
+            arrays[dose_key(vendor)] = read_volume(low, size)
         if extra_doses:
             n = vol_full.shape[-1]
             pixel = full[0].pixel_mm * (full[0].shape[-1] / n)

@@ -34,17 +34,18 @@ def open_dataset(spec: str, doses, anatomies, splits, *, cache_dir: Path | None 
     return ds
 
 
-def imported_path(spec: str, cache_dir: Path | None = None) -> Path:
-    """The folder of an imported dataset given by name (in the cache) or path."""
+def imported_path(spec: str, cache_dir: Path | None = None, flag: str = "--data") -> Path:
+    """The folder of an imported dataset given by name (in the cache) or path; `flag` is the option that named it,
+    for the sentence when it is not there."""
     path = Path(spec)
     if not path.exists():
         named = Path(cache_dir or default_cache_dir()) / spec
         if spec in IMPORTABLE and not named.exists():
-            raise FileNotFoundError(f"--data {spec}: not imported yet; run `ldct-bench data import --source {spec} "
+            raise FileNotFoundError(f"{flag} {spec}: not imported yet; run `ldct-bench data import --source {spec} "
                                     "--root DIR` first.")
         path = named
     if not path.is_dir():
-        raise FileNotFoundError(f"--data {spec}: no such dataset folder.")
+        raise FileNotFoundError(f"{flag} {spec}: no such dataset folder.")
     return path
 
 

@@ -76,7 +76,8 @@ def holm(p_values) -> np.ndarray:
 
 def compare_to_best(df: pd.DataFrame, higher_is_better: dict[str, bool], unit: str = "patient") -> pd.DataFrame:
     """Per (anatomy, dose, window, metric): each method's mean with its patient-cluster bootstrap CI, the number of
-    patients, its rank, and the (uncorrected) p-value of the paired test against the best method.
+    patients, its rank, and the (uncorrected) p-value of the paired test against the best method. A method whose
+    scores are NaN has NaN for mean, CI and rank (it ranks below none).
 
     `df` holds per-slice rows with columns method, anatomy, dose, window, metric, patient, slice, value.
     """
@@ -94,7 +95,7 @@ def compare_to_best(df: pd.DataFrame, higher_is_better: dict[str, bool], unit: s
         for method, rows in sub.groupby("method", observed=True):
             lo, hi = bootstrap_ci(rows["value"].to_numpy(), rows["patient"].to_numpy())
             p = 1.0 if method == best else paired_test(wide[method].to_numpy(), wide[best].to_numpy(), unit)
-            out.append((*cell, method, float(means[method]), lo, hi, rows["patient"].nunique(), int(ranks[method]),
+            out.append((*cell, method, float(means[method]), lo, hi, rows["patient"].nunique(), float(ranks[method]),
                         best, p))
     return pd.DataFrame(out, columns=[*keys, "method", "mean", "ci_lo", "ci_hi", "n_patients", "rank", "best",
                                       "p_vs_best"])

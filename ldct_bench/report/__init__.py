@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_write_text
-from ..conventions import specialist_of
+from ..conventions import safe, specialist_of
 from ..environment import git_commit, versions
-from ..results import RunStore, safe
+from ..results import RunStore
 from . import figures, task
 from . import generalization as gen
 from .html import page
@@ -130,8 +130,10 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
                  "task transfer functions of the bone and polystyrene rods (dashed: full-dose FBP)")):
             draw(data, fig_dir / name)
             figs.append((caption, fig_dir / f"{name}.png"))
-    figures.box_plots(table, fig_dir / "box_psnr", "psnr", window)
-    figs.append(("per-slice PSNR by anatomy, seen vs unseen doses", fig_dir / "box_psnr.png"))
+    scored = table[table["value"].notna()]  # a NaN score is a '–' in the tables and no point in a figure
+    if not scored[(scored["metric"] == "psnr") & (scored["window"] == window)].empty:
+        figures.box_plots(scored, fig_dir / "box_psnr", "psnr", window)
+        figs.append(("per-slice PSNR by anatomy, seen vs unseen doses", fig_dir / "box_psnr.png"))
     if len(stores) == 1:
         st = stores[0]
         methods = [m for m in boards[0].mean.index if m != "ldct"]

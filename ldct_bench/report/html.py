@@ -8,7 +8,9 @@ import html
 import json
 from pathlib import Path
 
-from .leaderboard import FORMAT, Leaderboard
+import numpy as np
+
+from .leaderboard import FORMAT, MISSING, Leaderboard, number
 
 SORT_JS = """
 document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
@@ -53,9 +55,12 @@ def _table_html(lb: Leaderboard, columns: list, titled: bool) -> str:
             v, lo, hi, r, p = (f.at[m, c] for f in (lb.mean, lb.ci_lo, lb.ci_hi, lb.rank, lb.p_value))
             cls = "best" if r == 1 else "second" if r == 2 else ""
             mark = "†" if r != 1 and p < 0.05 else ""
+            if not np.isfinite(v):
+                cells.append(f"<td>{MISSING}</td>")
+                continue
             cells.append(f'<td class="{cls}" data-v="{v:.6g}">{html.escape(fmt.format(v) + mark)}<br>'
-                         f'<span class="ci">[{html.escape(fmt.format(lo))}, {html.escape(fmt.format(hi))}]</span></td>')
-        cells.append(f"<td>{lb.overall_rank[m]:.2f}</td>")
+                         f'<span class="ci">[{html.escape(number(fmt, lo))}, {html.escape(number(fmt, hi))}]</span></td>')
+        cells.append(f"<td>{number('{:.2f}', lb.overall_rank[m])}</td>")
         cells += [f"<td>{html.escape(t)}</td>" for t in lb.cost_cells(m)]
         body.append("<tr>" + "".join(cells) + "</tr>")
     cost = "".join(f"<th>{html.escape(h)}</th>" for h in lb.cost_header())

@@ -136,7 +136,7 @@ def _cells(lb: Leaderboard, fmt: str, bold, under, sig) -> list[list[str]]:
         row = [m]
         for c in lb.columns():
             v, lo, hi, r, p = (f.at[m, c] for f in (lb.mean, lb.ci_lo, lb.ci_hi, lb.rank, lb.p_value))
-            text = f"{fmt.format(v)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+            text = f"{number(fmt, v)} [{number(fmt, lo)}, {number(fmt, hi)}]" if np.isfinite(v) else MISSING
             if r == 1:
                 text = bold(text)
             elif r == 2:
@@ -144,12 +144,18 @@ def _cells(lb: Leaderboard, fmt: str, bold, under, sig) -> list[list[str]]:
             if r != 1 and p < 0.05:
                 text += sig
             row.append(text)
-        row.append(f"{lb.overall_rank[m]:.2f}")
+        row.append(number("{:.2f}", lb.overall_rank[m]))
         rows.append(row + lb.cost_cells(m))
     return rows
 
 
 FORMAT = {"psnr": "{:.2f}", "ssim": "{:.4f}", "rmse": "{:.1f}"}
+MISSING = "–"  # a score that is NaN (or a cell a method was not scored in)
+
+
+def number(fmt: str, value) -> str:
+    """`value` in `fmt`, or MISSING where it is not a finite number."""
+    return fmt.format(value) if value is not None and np.isfinite(value) else MISSING
 
 
 def to_markdown(lb: Leaderboard) -> str:
@@ -219,7 +225,7 @@ def to_frame(lb: Leaderboard) -> pd.DataFrame:
                         "seen_anatomy": c[0] not in lb.unseen_anatomies, "seen_data": not lb.unseen_data,
                         "mean": lb.mean.at[m, c],
                         "ci_lo": lb.ci_lo.at[m, c], "ci_hi": lb.ci_hi.at[m, c], "n_patients": int(lb.n_patients[c]),
-                        "rank": int(lb.rank.at[m, c]), "p_vs_best_holm": lb.p_value.at[m, c], "test": UNITS[lb.unit],
+                        "rank": lb.rank.at[m, c], "p_vs_best_holm": lb.p_value.at[m, c], "test": UNITS[lb.unit],
                         "overall_rank": lb.overall_rank[m], **cost})
     return pd.DataFrame(out)
 
@@ -241,5 +247,5 @@ def summary_text(table: pd.DataFrame, window: str = "founddiff") -> str:
         head = f"{metric.upper():10s}" + "".join(f"{dose_label(d) + ('*' if seen[d] else ''):>9s}" for d in cols.columns)
         lines.append(head)
         for m in cols.index:
-            lines.append(f"  {m:8s}" + "".join(f"  {fmt.format(v)}" for v in cols.loc[m]))
+            lines.append(f"  {m:8s}" + "".join(f"  {number(fmt, v):>7s}" for v in cols.loc[m]))
     return "\n".join(lines)
