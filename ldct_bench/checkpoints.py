@@ -68,3 +68,39 @@ def find_checkpoint(job: TrainJob, cache_dir: Path | None = None) -> Path | None
 def training_dir(job: TrainJob, cache_dir: Path | None = None) -> Path:
     """Where `job` trains when no folder is given: the user's cache."""
     return candidates(job, cache_dir)[1]
+
+
+def training_domain(weights: Path) -> dict | None:
+    """What the model at `weights` was trained on of acquisition (pixel sizes, acquisitions, kernels; see
+    LDCTDataset.domain): from the training manifest beside it, or, for a manifest written before domains were
+    recorded, from the embedded dataset its key names; None where neither says."""
+    import json
+
+    from .data.acquisition import ACQUISITIONS
+    from .data.resolve import phantoms_for
+    from .methods import training_record
+
+    record = training_record(weights)
+    try:
+        manifest = json.loads(record.read_text()) if record is not None else {}
+    except (OSError, ValueError):
+        return None
+    if isinstance(manifest.get("domain"), dict):
+        return manifest["domain"]
+    for name, acq in ACQUISITIONS.items():  # the embedded phantoms at the default size, through a profile
+        if phantoms_for(f"embedded@{name}").dataset_name == manifest.get("data"):
+            return {"pixel_mm": [acq.pixel_mm, acq.pixel_mm], "acquisitions": [name], "kernels": [acq.kernel.name]}
+    return None
+
+
+def outside_domain(domain: dict | None, pixel_mm: float, tolerance: float = 0.2) -> str:
+    """Why an image of `pixel_mm` lies outside a model's training `domain` ('' when inside, or nothing is known): its
+    pixel size more than `tolerance` beyond the range the model saw."""
+    seen = (domain or {}).get("pixel_mm")
+    if not seen or not pixel_mm:
+        return ""
+    lo, hi = seen
+    if (1 - tolerance) * lo <= pixel_mm <= (1 + tolerance) * hi:
+        return ""
+    trained = f"{lo:.2f} mm" if abs(hi - lo) < 1e-6 else f"{lo:.2f}-{hi:.2f} mm"
+    return f"{pixel_mm:.2f} mm pixels, outside the {trained} it was trained at"

@@ -67,6 +67,8 @@ def data():
 
 
 @data.command("simulate")
+@click.option("--acquisition", "acquisitions", default="default", show_default=True,
+              help="Acquisition profiles to simulate through, comma-separated (`ldct-bench data acquisitions`).")
 @click.option("--anatomies", default=",".join(ANATOMIES), callback=_anatomies, show_default=True)
 @click.option("--doses", default="5,10,25,50", callback=_doses, show_default=True,
               help="Percents (25), fractions (1/4) or decimals (0.25).")
@@ -77,13 +79,35 @@ def data():
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Default: $LDCT_BENCH_CACHE or ~/.cache/ldct-bench.")
 @friendly
-def data_simulate(anatomies, doses, patients, slices, size, seed, cache_dir):
-    """Simulate the embedded phantom dataset (cached; re-running reuses it)."""
+def data_simulate(acquisitions, anatomies, doses, patients, slices, size, seed, cache_dir):
+    """Simulate the embedded phantom dataset (cached; re-running reuses it), once per acquisition."""
+    from .data.acquisition import get_acquisition
     from .data.dataset import LDCTDataset, PhantomConfig
+    from .data.resolve import phantoms_for
 
+    names = split_list(acquisitions)
+    if not names:
+        raise click.BadParameter("no acquisition given; write e.g. --acquisition default,sharp.")
+    for name in names:
+        get_acquisition(name)  # every name checked before anything is simulated
     cfg = PhantomConfig.sized(size=size, slices=slices, patients=patients, seed=seed)
-    ds = LDCTDataset.embedded(cfg, doses=doses, anatomies=anatomies, cache_dir=cache_dir)
-    click.echo(f"dataset written to {ds.root}")
+    for name in names:
+        ds = LDCTDataset.embedded(phantoms_for(f"embedded@{name}", cfg), doses=doses, anatomies=anatomies,
+                                  cache_dir=cache_dir)
+        click.echo(f"{name}: dataset written to {ds.root} (--data embedded@{name})")
+
+
+@data.command("acquisitions")
+def data_acquisitions():
+    """List the acquisition profiles (scanner geometry, kernel, display field, pixel size)."""
+    from .data.acquisition import ACQUISITIONS
+
+    for acq in ACQUISITIONS.values():
+        g = acq.geometry
+        click.echo(f"{acq.describe()}\n    {g.source_iso_mm:g}/{g.source_det_mm:g} mm source-isocentre/detector, "
+                   f"{g.n_channels} channels of {g.det_pitch_mm:g} mm, {g.n_views} views; kernel {acq.kernel.window} "
+                   f"to {acq.kernel.cutoff:g} of Nyquist; I0 {acq.noise.i0:g}, electronic variance "
+                   f"{acq.noise.electronic_var:g}")
 
 
 @data.command("info")
@@ -177,7 +201,8 @@ def methods_cmd():
 # ------------------------------------------------------------------------------------- train and run
 def _data_options(fn):
     fn = click.option("--data", "data_spec", default="embedded", show_default=True,
-                      help="embedded, or the folder of an imported dataset.")(fn)
+                      help="embedded (the phantoms), embedded@ACQUISITION (through another scanner, kernel or display "
+                           "field: `ldct-bench data acquisitions`), or an imported dataset's name or folder.")(fn)
     fn = click.option("--cache-dir", type=click.Path(path_type=Path), default=None)(fn)
     return fn
 
@@ -277,6 +302,9 @@ def _train_overrides(name: str, opts: dict) -> dict:
                    "gap: specialist minus generalist.")
 @click.option("--metrics", "metrics_spec", default=None, help="Comma list (default: rmse,psnr,ssim).")
 @click.option("--save-images", is_flag=True, help="Also save every denoised test slice.")
+@click.option("--resample", is_flag=True,
+              help="Denoise each patient whose pixel size lies outside what a method was trained at at that training "
+                   "pixel size, resampled there and back.")
 @click.option("--iq", is_flag=True,
               help="Also measure task-based image quality on a CCT189-like phantom: CHO detectability (d', AUC) of "
                    "low-contrast disks, noise power spectrum and TTF (adds to an existing run folder).")
@@ -336,7 +364,7 @@ def run_cmd(**opts):
 def _run_config(opts: dict):
     """The RunConfig of `ldct-bench run`'s options (validated: a bad value is one clear error)."""
     from .config import RunConfig, parse_overrides
-    from .data.resolve import dataset_anatomies, imported_path, lacks_test_split
+    from .data.resolve import dataset_anatomies, embedded_acquisition, imported_path, is_embedded, lacks_test_split
     from .methods import resolve_methods
     from .metrics import DEFAULT_METRICS
     from .protocol import Protocol
@@ -346,8 +374,13 @@ def _run_config(opts: dict):
     jobs_elsewhere = opts["executor"] == "slurm" and opts["gpus_per_job"]
     data, train_data = opts["data_spec"], opts["train_data"]
     for flag, spec in (("--data", data), ("--train-data", train_data)):
-        if spec not in (None, "embedded"):
-            imported_path(spec, opts["cache_dir"], flag)  # a missing folder is named by the flag that gave it
+        try:
+            if is_embedded(spec):
+                embedded_acquisition(spec)
+            elif spec is not None:
+                imported_path(spec, opts["cache_dir"], flag)  # a missing folder is named by the flag that gave it
+        except ValueError as exc:
+            raise ValueError(f"{flag} {spec}: {exc}") from None
     anatomies = opts["anatomies"] or dataset_anatomies(data, opts["cache_dir"])
     if train_data is None and (alone := lacks_test_split(data, anatomies, opts["cache_dir"])):
         train_data = "embedded"  # a few slices cannot be split into training and test: they are all test data
@@ -365,7 +398,8 @@ def _run_config(opts: dict):
         metrics=tuple(split_list(opts["metrics_spec"])) if opts["metrics_spec"] else DEFAULT_METRICS,
         retrain=opts["retrain"], oracle=opts["oracle"], overrides=parse_overrides(opts["sets"], methods),
         device="cuda" if jobs_elsewhere else resolve_device(opts["device"]), cache_dir=opts["cache_dir"],
-        save_images=opts["save_images"], iq=opts["iq"], iq_realisations=opts["iq_realisations"])
+        save_images=opts["save_images"], iq=opts["iq"], iq_realisations=opts["iq_realisations"],
+        resample=opts["resample"])
 
 
 def _imported_doses(opts: dict, data: str, anatomies, elsewhere: bool) -> tuple[tuple | None, tuple | None]:
@@ -395,12 +429,16 @@ def _imported_doses(opts: dict, data: str, anatomies, elsewhere: bool) -> tuple[
 @click.option("--device", default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--resample/--no-resample", default=False, show_default=True,
+              help="Where a series' pixel size lies outside what the model was trained at, run the model at its "
+                   "training pixel size and resample back.")
 @friendly
-def denoise_cmd(method_name, checkpoint, src, out, device, batch_size, seed):
+def denoise_cmd(method_name, checkpoint, src, out, device, batch_size, seed, resample):
     """Apply a trained method to your own DICOM series and write denoised DICOM (resumable)."""
     from .denoise import denoise_folder
 
-    denoise_folder(method_name, src, out, checkpoint, resolve_device(device), batch_size, seed, echo=click.echo)
+    denoise_folder(method_name, src, out, checkpoint, resolve_device(device), batch_size, seed, echo=click.echo,
+                   resample=resample)
 
 
 # -------------------------------------------------------------------------------------------- report

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from .checkpoints import TrainJob
 from .conventions import specialist_label
 from .data.dataset import SPLITS, PhantomConfig
-from .data.resolve import dataset_name, open_dataset
+from .data.resolve import data_family, dataset_acquisition, dataset_name, open_dataset
 from .methods import get_method
 from .metrics import DEFAULT_METRICS, get_metric
 from .protocol import Cell, Protocol
@@ -92,6 +92,7 @@ class RunConfig:
     retrain: bool = False  # train every learned method anew instead of using saved checkpoints
     overrides: tuple[Override, ...] = ()  # config fields set on top of the profile (parse_overrides)
     oracle: bool = False  # also train a specialist of each learned method on each unseen dose alone
+    resample: bool = False  # run each method at its training pixel size where a patient's pixels lie outside it
     phantoms: PhantomConfig = field(default_factory=PhantomConfig)  # what 'embedded' simulates
     device: str = "cpu"  # cpu or cuda[:N]
     cache_dir: Path | None = None  # datasets and trained checkpoints (default $LDCT_BENCH_CACHE)
@@ -125,7 +126,8 @@ class RunConfig:
             "methods": list(self.methods), "protocol": self.protocol.to_dict(), "data": self.data,
             "train_data": self.trained_on,
             "profile": self.profile, "seed": self.seed, "metrics": list(self.metrics), "retrain": self.retrain,
-            "oracle": self.oracle, "overrides": {m: self.overrides_for(m) for m in self.methods if self.overrides_for(m)}}))
+            "oracle": self.oracle, "resample": self.resample,
+            "overrides": {m: self.overrides_for(m) for m in self.methods if self.overrides_for(m)}}))
 
     @property
     def trained_on(self) -> str:
@@ -133,8 +135,23 @@ class RunConfig:
 
     @property
     def seen_data(self) -> bool:
-        """Whether the evaluated data is the training data (its held-out test split) or another dataset."""
-        return self.trained_on == self.data
+        """Whether the evaluated data is the training data (its held-out test split) or another dataset; the embedded
+        phantoms through another acquisition are the same data (the same patients, scanned otherwise)."""
+        return data_family(self.trained_on) == data_family(self.data)
+
+    @property
+    def acquisition(self) -> str:
+        """The acquisition the evaluated data was made with (see data.resolve.dataset_acquisition)."""
+        return dataset_acquisition(self.data, self.cache_dir, self.phantoms)
+
+    @property
+    def seen_acquisition(self) -> bool:
+        """Whether training saw the evaluated data's acquisition."""
+        return dataset_acquisition(self.trained_on, self.cache_dir, self.phantoms) == self.acquisition
+
+    def data_flags(self) -> dict:
+        """What every result row of this run says of its data: along the dataset and acquisition axes."""
+        return {"seen_data": self.seen_data, "acquisition": self.acquisition, "seen_acquisition": self.seen_acquisition}
 
     @property
     def eval_splits(self) -> tuple[str, ...]:
@@ -185,7 +202,7 @@ class RunConfig:
 
 def upgrade_identity(old: dict) -> dict:
     """The manifest config of a run made by an older version, in today's terms (it trained on the data it
-    evaluated, on every evaluated anatomy, with no overrides)."""
+    evaluated, on every evaluated anatomy, with no overrides, and never resampled)."""
     protocol = old.get("protocol", {})
-    return {"overrides": {}, "train_data": old.get("data"), "oracle": False, **old,
+    return {"overrides": {}, "train_data": old.get("data"), "oracle": False, "resample": False, **old,
             "protocol": {"train_anatomies": protocol.get("anatomies"), **protocol}}

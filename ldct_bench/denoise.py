@@ -22,12 +22,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write_json
-from .checkpoints import committed_checkpoints
+from .checkpoints import committed_checkpoints, outside_domain, training_domain
 from .conventions import safe
 from .data.dataset import neighbour_index, sha256_file
 from .data.dicom_export import write_series
 from .data.dicom_import import SliceRecord, read_volume, scan_folder
-from .evaluate import denoise_stack
+from .evaluate import denoise_resampled
 from .methods import Method, get_method, training_record
 
 
@@ -55,9 +55,12 @@ COMPLETE = ".ldct-bench-series.json"  # written last into a finished series fold
 
 
 def denoise_folder(name: str, src: Path, out: Path, checkpoint: Path | None = None, device: str = "cpu",
-                   batch_size: int = 8, seed: int = 0, progress: bool = True, echo=print) -> dict[str, int]:
+                   batch_size: int = 8, seed: int = 0, progress: bool = True, echo=print,
+                   resample: bool = False) -> dict[str, int]:
     """Denoise every CT series under `src` into `out/<patient>/<series>/` (each a safe path component); returns how
-    many series were written, skipped as done, and skipped slices by reason."""
+    many series were written, skipped as done, and skipped slices by reason. A series whose pixel size lies outside
+    what the model was trained at is named in one line; `resample` runs the model at its training pixel size there
+    (and resamples back)."""
     src, out = Path(src), Path(out)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
         raise ValueError(f"--out {out} lies inside --in {src}: a re-run would denoise its own output again; choose an "
@@ -69,6 +72,7 @@ def denoise_folder(name: str, src: Path, out: Path, checkpoint: Path | None = No
              f"training record; it is loaded as given (sha256 {digest}, recorded with every series written).")
     cls = get_method(name)
     method = (cls.load(path, device) if path else cls(None, device)).for_inference()
+    domain = training_domain(path) if path else None
     report = scan_folder(src, "dicom")
     frames = [r for r in report.slices if r.frame is not None]
     if frames:
@@ -88,8 +92,15 @@ def denoise_folder(name: str, src: Path, out: Path, checkpoint: Path | None = No
             skipped += 1
             continue
         records = sorted(records, key=lambda r: r.z)
-        images = denoise_series(method, read_volume(records), f"series {uid} of patient {patient}", batch_size, seed,
-                                device)
+        where = f"series {uid} of patient {patient}"
+        outside = outside_domain(domain, records[0].pixel_mm)
+        ratio = records[0].pixel_mm / domain["pixel_mm"][0] if outside and resample else 1.0
+        if outside:
+            echo(f"note: {where}: {outside} ({name}, {path.parent.name}); "
+                 + (f"run at {domain['pixel_mm'][0]:.2f} mm and resampled back (--resample)" if resample else
+                    "--resample runs the model at its training pixel size"))
+        images = denoise_series(method, read_volume(records), where, batch_size, seed, device, ratio)
+        record["resampled_to_mm"] = domain["pixel_mm"][0] if ratio != 1.0 else None
         tmp = folder.parent / f".{folder.name}.writing-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -137,9 +148,9 @@ def _alive(pid: int) -> bool:
 
 
 def denoise_series(method: Method, volume: np.ndarray, where: str, batch_size: int, seed: int,
-                   device: str) -> np.ndarray:
+                   device: str, ratio: float = 1.0) -> np.ndarray:
     """(S, H, W) HU -> (S, H, W) HU, each slice with its neighbours when the method reads context (edges repeated,
-    as the dataset loader does)."""
+    as the dataset loader does); `ratio` != 1 runs the method on slices resampled by it (denoise_resampled)."""
     stack = torch.from_numpy(np.ascontiguousarray(volume[neighbour_index(len(volume), method.context)],
                                                   dtype=np.float32))
-    return denoise_stack(method, stack, where, batch_size, seed, device)[:, 0].numpy()
+    return denoise_resampled(method, stack, where, batch_size, seed, device, ratio)[:, 0].numpy()

@@ -13,8 +13,10 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checkpoints import outside_domain
 from .config import RunConfig
 from .conventions import ANATOMIES, dose_label
 from .data.dataset import LDCTDataset, Pairs
@@ -26,20 +28,23 @@ from .toolkit import centre_slice
 
 
 def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells, config: RunConfig, *,
-                   progress: bool = True, after_cell=None, label: str | None = None) -> dict[str, float]:
+                   progress: bool = True, after_cell=None, label: str | None = None,
+                   domain: dict | None = None) -> dict[str, float]:
     """Denoise and score each unfinished cell, stored as `label` (default: the method's name); returns the seconds
-    spent denoising and scoring."""
+    spent denoising and scoring. With `config.resample`, a patient whose pixels lie outside the method's training
+    `domain` is denoised at the domain's pixel size (denoise_resampled)."""
     spent = {"denoise_s": 0.0, "score_s": 0.0}
     name = label or method.name
+    flags = config.data_flags()
     for cell in tqdm(cells, desc=name, unit="cell", disable=not progress):
         if store.has_cell(name, cell.anatomy, cell.dose):
             continue
         pairs = ds.pairs([cell.anatomy], [cell.dose], config.eval_splits, context=method.context, truth=True)
         t = time.perf_counter()
-        pred = denoise_all(method, pairs, config)
+        pred = denoise_all(method, pairs, config, resample_ratios(ds, domain) if config.resample else {})
         spent["denoise_s"] += time.perf_counter() - t
         t = time.perf_counter()
-        rows = score_rows(store.name, name, cell, pairs, pred, config.metrics, config.seen_data)
+        rows = score_rows(store.name, name, cell, pairs, pred, config.metrics, flags)
         spent["score_s"] += time.perf_counter() - t
         _write_outputs(store, method, name, ds, cell, pairs, pred, config)
         store.write_cell(name, cell.anatomy, cell.dose, rows)
@@ -48,14 +53,33 @@ def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells, conf
     return spent
 
 
-def denoise_all(method: Method, pairs: Pairs, config: RunConfig) -> torch.Tensor:
-    """Every slice of `pairs`, denoised in batches on the run's device, seeded per cell (same seed, same numbers)."""
+def denoise_all(method: Method, pairs: Pairs, config: RunConfig, ratios: dict | None = None) -> torch.Tensor:
+    """Every slice of `pairs`, denoised in batches on the run's device, seeded per cell (same seed, same numbers);
+    a patient in `ratios` at that resampling ratio (denoise_resampled)."""
     where = f"{pairs.meta['anatomy'].iloc[0]} at {dose_label(pairs.meta['dose'].iloc[0])}"
     for name, images in (("low-dose input", pairs.ld), ("full-dose reference", pairs.fd)):
         if not torch.isfinite(images).all():
             raise RuntimeError(f"the {name} of {where} holds NaN/inf: the dataset is damaged; delete its folder and "
                                "simulate or import it again.")
-    return denoise_stack(method, pairs.ld, where, config.batch_size, config.seed, config.device)
+    if not ratios:
+        return denoise_stack(method, pairs.ld, where, config.batch_size, config.seed, config.device)
+    out = torch.empty_like(pairs.fd)
+    patients = pairs.meta["patient"].to_numpy()
+    for patient in dict.fromkeys(patients):
+        rows = torch.from_numpy(np.flatnonzero(patients == patient))
+        out[rows] = denoise_resampled(method, pairs.ld[rows], where, config.batch_size, config.seed, config.device,
+                                      ratios.get(patient, 1.0))
+    return out
+
+
+def resample_ratios(ds: LDCTDataset, domain: dict | None) -> dict[str, float]:
+    """{patient: its pixel size over the domain's} for every patient whose pixels lie outside a training `domain`."""
+    pixels = ds.pixel_mm
+    if not domain or not domain.get("pixel_mm") or pixels is None:
+        return {}
+    per_patient = pixels if isinstance(pixels, dict) else {p: pixels for a in ds.anatomies
+                                                          for p in ds.patients(a, ("train", "val", "test"))}
+    return {p: mm / domain["pixel_mm"][0] for p, mm in per_patient.items() if outside_domain(domain, mm)}
 
 
 def denoise_stack(method: Method, ld: torch.Tensor, where: str, batch_size: int, seed: int, device: str) -> torch.Tensor:
@@ -69,14 +93,30 @@ def denoise_stack(method: Method, ld: torch.Tensor, where: str, batch_size: int,
     return pred
 
 
+def denoise_resampled(method: Method, ld: torch.Tensor, where: str, batch_size: int, seed: int, device: str,
+                      ratio: float) -> torch.Tensor:
+    """`denoise_stack` run at another pixel size: the slices (N, C, H, W) resampled by `ratio` (their pixel size over
+    the one the method was trained at; area-averaged where it shrinks them), denoised there, and brought back to
+    H x W (bicubic). A ratio of 1 is plain denoise_stack."""
+    if abs(ratio - 1) < 1e-6:
+        return denoise_stack(method, ld, where, batch_size, seed, device)
+    h, w = ld.shape[-2:]
+    size = (max(8, round(h * ratio)), max(8, round(w * ratio)))
+    small = F.interpolate(ld, size=size, mode="area") if ratio < 1 else F.interpolate(ld, size=size, mode="bicubic")
+    out = denoise_stack(method, small.contiguous(), where, batch_size, seed, device)
+    return F.interpolate(out, size=(h, w), mode="bicubic") if ratio < 1 else F.interpolate(out, size=(h, w), mode="area")
+
+
 def score_rows(run: str, name: str, cell: Cell, pairs: Pairs, pred: torch.Tensor, metrics,
-               seen_data: bool = True) -> pd.DataFrame:
+               flags: dict | None = None) -> pd.DataFrame:
     """The cell's tidy rows: one per slice, reference (the full dose; the truth where the data has it), window
-    and metric, marked with what training saw."""
+    and metric, marked with what training saw (`flags`: seen_data, acquisition, seen_acquisition; default: the
+    training data itself, through the default acquisition)."""
+    flags = {"seen_data": True, "acquisition": "default", "seen_acquisition": True, **(flags or {})}
     references = {"full_dose": pairs.fd, **({"truth": pairs.truth} if pairs.truth is not None else {})}
     return pd.concat([pd.DataFrame({
         "run": run, "method": name, "anatomy": cell.anatomy, "dose": cell.dose, "seen_dose": cell.seen_dose,
-        "seen_anatomy": cell.seen_anatomy, "seen_data": seen_data,
+        "seen_anatomy": cell.seen_anatomy, **flags,
         "patient": pairs.meta["patient"].to_numpy(), "slice": pairs.meta["slice"].to_numpy(), "reference": ref,
         "window": w, "metric": m, "value": v.numpy()})
         for ref, target in references.items()

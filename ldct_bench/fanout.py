@@ -20,7 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_write_json
+from .checkpoints import training_domain
 from .config import Entry, RunConfig
+from .data.resolve import is_embedded
 from .evaluate import evaluate_cells
 from .methods import get_method
 from .protocol import Cell
@@ -106,8 +108,9 @@ def unit_job(config: RunConfig, unit: Unit, checkpoint: str | None) -> dict:
         if die_after and written["n"] >= die_after:
             os._exit(137)
 
+    domain = training_domain(Path(checkpoint)) if checkpoint else None
     spent = evaluate_cells(RunStore(config.out), method, ds, unit.cells, config, progress=False, after_cell=after_cell,
-                           label=unit.label)
+                           label=unit.label, domain=domain)
     return {"timings": spent, "method": describe(method, checkpoint or "none")}
 
 
@@ -161,7 +164,7 @@ def _submit(config: RunConfig, executor_kind: str, options: ClusterOptions, cli_
 def _train_missing(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> list[str]:
     """Train, one job per entry, every learned method of `todo` without a checkpoint; the entries that failed."""
     to_train = sorted({u.label for u in todo if run.needs_training(u.label)})
-    if to_train and run.config.trained_on == "embedded":  # simulate the training splits once, not in every job
+    if to_train and is_embedded(run.config.trained_on):  # simulate the training splits once, not in every job
         for doses in dict.fromkeys(run.config.entry(label).seen_doses for label in to_train):
             run.config.train_dataset(run.progress, doses)
     submitted = {m: ex.submit(reported, str(_jobs_dir(run.store)), train_job, run.config, m) for m in to_train}

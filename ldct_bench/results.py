@@ -10,12 +10,14 @@
     iq/<method>/<dose>.parquet             --iq: task-based image quality of one method at one dose (the unit of resume),
     iq/<method>/<dose>.curves.parquet      and its radial NPS and TTF curves; gathered into iq.parquet, iq_curves.parquet
 
-Rows: run, method, anatomy, dose, seen_dose, seen_anatomy, seen_data, patient, slice, reference, window, metric,
-value. The three `seen_*` flags say, along each axis of generalization, whether training saw the row's dose, its
-anatomy and its dataset. `reference` is what a denoised slice is scored against: `full_dose` (the papers'
-convention: the full-dose scan, itself noisy) or, where the dataset has it, `truth` (the noiseless
+Rows: run, method, anatomy, dose, seen_dose, seen_anatomy, seen_data, acquisition, seen_acquisition, patient, slice,
+reference, window, metric, value. The four `seen_*` flags say, along each axis of generalization, whether training
+saw the row's dose, its anatomy, its dataset and its acquisition (`acquisition` names it: a profile of
+data/acquisition.py, or an imported dataset). `reference` is what a denoised slice is scored against: `full_dose`
+(the papers' convention: the full-dose scan, itself noisy) or, where the dataset has it, `truth` (the noiseless
 reconstruction, which only a simulation can give). Older stores read back with what they could only have
-been: `seen` is `seen_dose`, anatomy and dataset were seen, the reference was the full dose.
+been: `seen` is `seen_dose`, anatomy, dataset and acquisition were seen (the acquisition 'unrecorded'), the
+reference was the full dose.
 Task-based rows (IQ_COLUMNS) are not per slice but per ensemble of phantom realisations: run, method, dose,
 seen_dose, target (a disk '10mm/3HU', a rod 'bone/+1000HU' or the 'uniform' region), metric (cho_dprime, cho_auc,
 nps_noise, nps_fpeak, nps_fmean, nps_fmean_shift, ttf50, ttf10), value, its 95 % CI where one is estimated, and n
@@ -35,13 +37,16 @@ import pandas as pd
 from .atomic import atomic_path, atomic_write_json
 from .conventions import safe
 
-COLUMNS = ["run", "method", "anatomy", "dose", "seen_dose", "seen_anatomy", "seen_data", "patient", "slice",
+COLUMNS = ["run", "method", "anatomy", "dose", "seen_dose", "seen_anatomy", "seen_data", "acquisition",
+           "seen_acquisition", "patient", "slice",
            "reference", "window", "metric", "value"]
-AXES = {"dose": "seen_dose", "anatomy": "seen_anatomy", "data": "seen_data"}  # axis of generalization -> its flag
+# axis of generalization -> its flag
+AXES = {"dose": "seen_dose", "anatomy": "seen_anatomy", "data": "seen_data", "acquisition": "seen_acquisition"}
 REFERENCES = ("full_dose", "truth")
 IQ_COLUMNS = ["run", "method", "dose", "seen_dose", "target", "metric", "value", "ci_low", "ci_high", "n"]
 CURVE_COLUMNS = ["method", "dose", "kind", "target", "frequency", "value"]
 FULL_DOSE = "full dose"  # the task-based reference: the FBP of the full-dose scans
+UNRECORDED = "unrecorded"  # the acquisition of rows written before acquisitions were recorded
 
 
 def cell_name(anatomy: str, dose: float) -> str:
@@ -195,8 +200,8 @@ def select_reference(table: pd.DataFrame, reference: str, where: str = "these re
     return sub
 
 
-NUMERIC, FLAGS = ("dose", "slice", "value"), ("seen_dose", "seen_anatomy", "seen_data")
-_FILLED = {"reference", *FLAGS}  # what `upgrade` gives an older store that lacks it
+NUMERIC, FLAGS = ("dose", "slice", "value"), ("seen_dose", "seen_anatomy", "seen_data", "seen_acquisition")
+_FILLED = {"reference", "acquisition", *FLAGS}  # what `upgrade` gives an older store that lacks it
 
 
 def check_schema(table: pd.DataFrame, where) -> None:
@@ -224,11 +229,12 @@ def _kind(column: pd.Series) -> str:
 
 def upgrade(table: pd.DataFrame) -> pd.DataFrame:
     """A table of any store version in today's columns: before `reference` every score was against the full dose;
-    before the three `seen_*` flags, `seen` meant the dose, and training had seen every anatomy and the dataset."""
+    before the `seen_*` flags, `seen` meant the dose, and training had seen every anatomy, the dataset and its
+    acquisition."""
     if set(COLUMNS) <= set(table.columns):
         return table
     defaults = {"reference": "full_dose", "seen_dose": table["seen"] if "seen" in table else True,
-                "seen_anatomy": True, "seen_data": True}
+                "seen_anatomy": True, "seen_data": True, "acquisition": UNRECORDED, "seen_acquisition": True}
     return table.assign(**{k: v for k, v in defaults.items() if k not in table.columns})[COLUMNS]
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .checkpoints import find_checkpoint
+from .checkpoints import find_checkpoint, training_domain
 from .config import RunConfig, upgrade_identity
 from .data.dataset import LDCTDataset, default_cache_dir, sha256_file
 from .data.resolve import dataset_name, dataset_pixel_mm
 from .environment import git_commit, hardware, versions
-from .evaluate import evaluate_cells
+from .evaluate import evaluate_cells, resample_ratios
 from .methods import Method, get_method
 from .results import RunStore
 from .training import train_method
@@ -193,6 +193,21 @@ def describe(method: Method, source: str) -> dict:
     return out
 
 
+def domain_note(label: str, domain: dict | None, ds: LDCTDataset, resample: bool) -> str:
+    """One line when patients of the evaluated data lie outside what `label` was trained at ('' otherwise)."""
+    ratios = resample_ratios(ds, domain)
+    if not ratios:
+        return ""
+    pixels = ds.pixel_mm
+    sizes = sorted({round(pixels[p] if isinstance(pixels, dict) else pixels, 2) for p in ratios})
+    lo, hi = domain["pixel_mm"]
+    trained = f"{lo:.2f} mm" if abs(hi - lo) < 1e-6 else f"{lo:.2f}-{hi:.2f} mm"
+    return (f"{label}: {len(ratios)} patient(s) of {ds.root.name} have {', '.join(f'{s:g}' for s in sizes)} mm pixels, "
+            f"outside the {trained} it was trained at; "
+            + ("they are denoised at its training pixel size (--resample)." if resample else
+               "--resample denoises them at its training pixel size."))
+
+
 def train_for_run(config: RunConfig, label: str, progress: bool = True) -> Path:
     """Train the entry `label` of `config` on its seen doses (simulating the training splits where they are
     missing, and training on the dataset that holds them); returns the weights."""
@@ -239,10 +254,13 @@ def _fill(config: RunConfig, cli_args: dict | None, progress: bool, echo) -> pd.
         t = time.perf_counter()
         method, source = run.method(entry.label)
         load_s = time.perf_counter() - t
+        domain = training_domain(Path(source)) if method.learned else None
+        if (said := domain_note(entry.label, domain, run.dataset, config.resample)):
+            echo(said)
         timings = {}  # cells done before (this pass adds --iq) keep the timings they were recorded with
         if not run.cells_done(entry.label):
             timings = {"load_s": load_s, **evaluate_cells(run.store, method, run.dataset, entry.cells, config,
-                                                          progress=progress, label=entry.label)}
+                                                          progress=progress, label=entry.label, domain=domain)}
         if run.scores_iq(entry.label):
             from .iq import evaluate_iq
 

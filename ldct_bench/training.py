@@ -172,6 +172,7 @@ class Trainer:
                                        max_slices=val_slices) if has_val else None
         cfg = method.config
         self.sampler = PatchSampler(self.train_pairs, cfg.patch_size, cfg.batch_size, job.seed, cfg.balance_cells)
+        self.domain = dataset.domain()  # what the model sees of acquisition (pixel sizes, kernels): in its manifest
         self.progress = Progress()
         self.resumed_stage: int | None = None  # the stage whose optimiser state came from disk (no fresh setup)
         self.input_psnr = float("nan")
@@ -302,6 +303,7 @@ class Trainer:
             "final": log[-1] if log else {}, "val_psnr_ldct": self.input_psnr, "processes": self.world.size,
             "validation_curve": [[r["stage"], r["step"], r["val_psnr"]] for r in log if "val_psnr" in r],
             "plateaued": {s: s in self.progress.plateaued for s in method.stages if method.validates(s)},
+            "domain": self.domain,
         }
         if self.world.main:  # rank 0 writes the log, weights and manifest
             _write_log(self.out_dir / "train_log.csv", log)

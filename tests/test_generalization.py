@@ -95,7 +95,8 @@ def _scores():
                 b = a + (1.0 if seen else -0.5)
                 for m, v in (("a", a), ("b", b)):
                     rows.append(dict(run="r", method=m, anatomy="chest", dose=dose, seen_dose=seen, seen_anatomy=True,
-                                     seen_data=True, patient=patient, slice=s, reference="full_dose",
+                                     seen_data=True, acquisition="default", seen_acquisition=True, patient=patient, slice=s,
+                                     reference="full_dose",
                                      window="founddiff", metric="psnr", value=v))
     return pd.DataFrame(rows)[COLUMNS]
 
@@ -130,9 +131,11 @@ def test_the_report_writes_the_generalization_table_and_figure(tmp_path):
 
 
 def test_old_stores_read_with_what_their_flags_could_only_have_meant():
-    old = _scores().drop(columns=["seen_anatomy", "seen_data", "reference"]).rename(columns={"seen_dose": "seen"})
+    old = _scores().drop(columns=["seen_anatomy", "seen_data", "reference", "acquisition", "seen_acquisition"])
+    old = old.rename(columns={"seen_dose": "seen"})
     new = upgrade(old)
     assert list(new.columns) == COLUMNS and new.seen_anatomy.all() and new.seen_data.all()
+    assert new.seen_acquisition.all() and set(new.acquisition) == {"unrecorded"}
     assert (new.seen_dose == old.seen).all() and set(new.reference) == {"full_dose"}
 
 

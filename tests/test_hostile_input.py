@@ -225,7 +225,8 @@ def test_d6_a_jobs_file_that_is_not_ours_is_one_sentence_naming_it(text, says, t
 def _store(tmp_path: Path, **columns) -> Path:
     st_ = RunStore(tmp_path / "run")
     rows = [dict(run="run", method=m, anatomy="chest", dose=d, seen_dose=d == 0.1, seen_anatomy=True, seen_data=True,
-                 patient=p, slice=0, reference="full_dose", window="founddiff", metric="psnr", value=40.0 + i)
+                 acquisition="default", seen_acquisition=True, patient=p, slice=0, reference="full_dose",
+                 window="founddiff", metric="psnr", value=40.0 + i)
             for m in ("ldct", "x") for d in (0.1, 0.25) for i, p in enumerate(("p1", "p2", "p3"))]
     table = pd.DataFrame(rows)[COLUMNS]
     for name, value in columns.items():
@@ -258,9 +259,11 @@ def test_d7_nan_scores_show_as_a_dash(tmp_path):
 @settings(max_examples=100, deadline=None)
 def test_property_a_store_passes_the_schema_check_exactly_when_its_columns_and_types_are_ours(drop, column, value):
     rows = [dict(run="r", method="m", anatomy="chest", dose=0.1, seen_dose=True, seen_anatomy=True, seen_data=True,
-                 patient="p", slice=0, reference="full_dose", window="full", metric="psnr", value=1.0)]
+                 acquisition="default", seen_acquisition=True, patient="p", slice=0, reference="full_dose",
+                 window="full", metric="psnr", value=1.0)]
     table = pd.DataFrame(rows).assign(**{column: value}).drop(columns=list(drop))
-    required = set(COLUMNS) - {"reference", "seen_dose", "seen_anatomy", "seen_data"}
+    required = set(COLUMNS) - {"reference", "seen_dose", "seen_anatomy", "seen_data", "acquisition",
+                               "seen_acquisition"}
     bad_type = column in table and (
         (column in ("dose", "slice", "value") and (not isinstance(value, (int, float)) or value is True))
         or (column.startswith("seen_") and value is not True))

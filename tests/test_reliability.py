@@ -40,7 +40,8 @@ def test_report_writes_nothing_outside_its_folder_whatever_the_store_holds(tmp_p
     st = RunStore(tmp_path / "runs" / "r")
     evil = "x/../../../../../ESCAPED"
     rows = [dict(run="r", method=m, anatomy=evil, dose=d, seen_dose=d == 0.1, seen_anatomy=True, seen_data=True,
-                 patient=p, slice=0, reference="full_dose", window="founddiff", metric="psnr", value=v)
+                 acquisition="default", seen_acquisition=True, patient=p, slice=0, reference="full_dose",
+                 window="founddiff", metric="psnr", value=v)
             for m, v in (("ldct", 40.0), ("../../EVIL_METHOD", 41.0)) for d in (0.1, 0.25) for p in ("p1", "p2")]
     t = pd.DataFrame(rows)[COLUMNS]
     for (m, d), cell in t.groupby(["method", "dose"]):
@@ -375,7 +376,8 @@ def test_an_out_that_is_a_file_and_a_broken_checkpoint_at_run_time_are_one_sente
 def _store(root, method, value, anatomy="chest"):
     st = RunStore(root)
     rows = [dict(run=st.name, method=method, anatomy=anatomy, dose=d, seen_dose=d == 0.1, seen_anatomy=True,
-                 seen_data=True, patient=p, slice=0, reference="full_dose", window="founddiff", metric="psnr",
+                 seen_data=True, acquisition="default", seen_acquisition=True, patient=p, slice=0,
+                 reference="full_dose", window="founddiff", metric="psnr",
                  value=value + (p == "p1")) for d in (0.1, 0.25) for p in ("p1", "p2")]
     for d, cell in pd.DataFrame(rows)[COLUMNS].groupby("dose"):
         st.write_cell(method, anatomy, d, cell)

@@ -34,7 +34,8 @@ def store(tmp_path_factory):
                     for reference, shift in (("full_dose", 0.0), ("truth", 5.0 * scale)):
                         rows.append(pd.DataFrame({
                             "run": "fake", "method": m, "anatomy": anatomy, "dose": dose, "seen_dose": seen,
-                            "seen_anatomy": anatomy != "head", "seen_data": True,
+                            "seen_anatomy": anatomy != "head", "seen_data": True, "acquisition": "default",
+                            "seen_acquisition": True,
                             "patient": ["p1"] * 3 + ["p2"] * 3, "slice": list(range(6)), "reference": reference,
                             "window": "founddiff", "metric": metric, "value": v + shift}))
                 st.write_cell(m, anatomy, dose, pd.concat(rows))

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
 from ..conventions import ANATOMIES
+from .geometry import FanBeamGeometry
 from .phantoms import phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
 from .projector import ellipse_sinogram
 from .simulate import Simulator, dose_key, key_dose, noise_seed
@@ -248,6 +249,23 @@ class LDCTDataset:
             return Simulator.from_dict(self.manifest["config"]["simulator"]).geometry.pixel_mm
         return self.manifest.get("pixel_mm")
 
+    def domain(self) -> dict:
+        """What a model trained on this dataset saw of acquisition: the range of pixel sizes (mm), the acquisition
+        profiles (an import: each patient's scanner and kernel as its headers name them) and the kernels."""
+        if self.manifest.get("kind") == "embedded":
+            from .acquisition import ACQUISITIONS, acquisition_of
+
+            sim = Simulator.from_dict(self.manifest["config"]["simulator"])
+            name = acquisition_of(self.manifest["config"]["simulator"])
+            kernel = ACQUISITIONS[name].kernel.name if name in ACQUISITIONS else f"{sim.filter_window}@{sim.filter_cutoff:g}"
+            pixel = sim.geometry.pixel_mm
+            return {"pixel_mm": [pixel, pixel], "acquisitions": [name], "kernels": [kernel]}
+        pixels = [float(v) for v in (self.manifest.get("pixel_mm") or {}).values()]
+        heads = list((self.manifest.get("acquisition") or {}).values())
+        return {"pixel_mm": [min(pixels), max(pixels)] if pixels else None,
+                "acquisitions": sorted({f"{h.get('manufacturer') or '?'} {h.get('kernel') or '?'}" for h in heads}),
+                "kernels": sorted({h.get("kernel") or "?" for h in heads})}
+
     def patients(self, anatomy: str, split: str | tuple[str, ...]) -> list[str]:
         """The patients of `anatomy` in `split` (or in each of several splits, in order)."""
         if anatomy not in self.manifest["splits"]:
@@ -353,7 +371,9 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
     scans = [k for k in keys if k != "truth"]
     doses = [key_dose(k) for k in scans]
     out = {k: np.empty((n, config.image_size, config.image_size), np.float32) for k in keys}
-    tex = texture_volume(seed, n, config.image_size) if config.texture else None
+    # the texture's grain is 1.2 pixels of a 350 mm field at this matrix: a smaller display field magnifies it
+    zoom = FanBeamGeometry().fov_mm / sim.geometry.fov_mm
+    tex = texture_volume(seed, n, config.image_size, 1.2 * zoom) if config.texture else None
     per_call = max(1, _IMAGES_PER_RECONSTRUCTION // len(keys))
     order = ["truth"] * ("truth" in out) + scans  # each slice's images in a reconstruction, in turn
     for s0 in range(0, n, per_call):

@@ -286,6 +286,27 @@ def read_volume(records: list[SliceRecord], size: int | None = None) -> np.ndarr
     return vol
 
 
+def acquisition_headers(path: Path) -> dict:
+    """How a slice was acquired, as its headers say (any of them may be absent): scanner maker and model, the
+    reconstruction kernel (ConvolutionKernel) and diameter (mm), for the acquisition axis and a model's domain."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+
+    def text(tag):
+        value = getattr(ds, tag, None)
+        value = "\\".join(map(str, value)) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else value
+        return str(value).strip()[:64] if value not in (None, "") else None
+
+    try:
+        diameter = float(ds.ReconstructionDiameter) if "ReconstructionDiameter" in ds else None
+    except (TypeError, ValueError):
+        diameter = None
+    return {"manufacturer": text("Manufacturer"), "model": text("ManufacturerModelName"),
+            "kernel": text("ConvolutionKernel"),
+            "reconstruction_diameter_mm": diameter if diameter is not None and np.isfinite(diameter) else None}
+
+
 def split_patients(patients: list[str]) -> dict[str, list[str]]:
     ps = sorted(patients)
     n = len(ps)
@@ -379,6 +400,7 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
         vol_full = read_volume(full, size)
         arrays = {"full": vol_full}
         manifest.setdefault("pixel_mm", {})[patient] = round(full[0].pixel_mm * full[0].shape[-1] / vol_full.shape[-1], 6)
+        manifest.setdefault("acquisition", {})[patient] = acquisition_headers(full[0].path)
         if low:
             vendor = 0.25 if source == "mayo2016" else MAYO2020_ANATOMY.get(patient[:1].upper(), (a, 0.25))[1]
             manifest["vendor_doses"][patient] = vendor

@@ -33,7 +33,10 @@ FILTER_WINDOWS = ("ram-lak", "shepp-logan", "hann")
 
 
 @lru_cache(maxsize=8)
-def _filter_response(n_channels: int, dgamma: float, filter_window: str, n_fft: int) -> torch.Tensor:
+def _filter_response(n_channels: int, dgamma: float, filter_window: str, n_fft: int,
+                     cutoff: float = 1.0) -> torch.Tensor:
+    """The ramp's frequency response apodised by `filter_window`, stretched to end at `cutoff` (a fraction of Nyquist;
+    1 leaves it as it is, bit for bit): a smooth kernel is a window cut off below Nyquist."""
     n = torch.arange(-(n_channels - 1), n_channels, dtype=torch.float64)
     g = torch.zeros_like(n)
     g[n == 0] = 1.0 / (8 * dgamma**2)
@@ -44,6 +47,11 @@ def _filter_response(n_channels: int, dgamma: float, filter_window: str, n_fft: 
     kernel[-(n_channels - 1):] = g[: n_channels - 1]
     response = torch.fft.rfft(kernel).real * dgamma
     f = torch.fft.rfftfreq(n_fft, dtype=torch.float64) * 2  # 0..1 of Nyquist
+    if not 0 < cutoff <= 1:
+        raise ValueError(f"fbp: filter cut-off {cutoff} is not in (0, 1] of Nyquist.")
+    if cutoff < 1:
+        response = response * (f <= cutoff)
+        f = f / cutoff
     if filter_window == "hann":
         response = response * 0.5 * (1 + torch.cos(math.pi * f))
     elif filter_window == "shepp-logan":
@@ -54,15 +62,15 @@ def _filter_response(n_channels: int, dgamma: float, filter_window: str, n_fft: 
 
 
 def filter_sinogram(geom: FanBeamGeometry, sino: torch.Tensor, filter_window: str = "hann",
-                    per_call: int = 4) -> torch.Tensor:
+                    per_call: int = 4, cutoff: float = 1.0) -> torch.Tensor:
     """Cosine-weight and ramp-filter sinograms (B, V, C) along the channel axis (`per_call` at a time: the padded
     spectra take about four times a sinogram's memory, and each sinogram's result does not depend on the batch)."""
     if sino.shape[0] > per_call:
-        return torch.cat([filter_sinogram(geom, part, filter_window, per_call) for part in sino.split(per_call)])
+        return torch.cat([filter_sinogram(geom, part, filter_window, per_call, cutoff) for part in sino.split(per_call)])
     n_fft = 1 << (2 * geom.n_channels - 1).bit_length()
     gamma = geom.channel_angles().to(sino.device)
     weighted = sino * (geom.source_iso_mm * torch.cos(gamma)).to(sino.dtype)
-    resp = _filter_response(geom.n_channels, geom.dgamma, filter_window, n_fft).to(sino.device)
+    resp = _filter_response(geom.n_channels, geom.dgamma, filter_window, n_fft, cutoff).to(sino.device)
     spec = torch.fft.rfft(weighted, n=n_fft, dim=-1) * resp.to(torch.promote_types(sino.dtype, torch.float32))
     return torch.fft.irfft(spec, n=n_fft, dim=-1)[..., : geom.n_channels].to(sino.dtype)
 
@@ -215,11 +223,12 @@ def _backproject_torch(geom: FanBeamGeometry, q: torch.Tensor, views_per_chunk: 
     return out.reshape(bsz, geom.image_size, geom.image_size)
 
 
-def fbp(geom: FanBeamGeometry, sino: torch.Tensor, filter_window: str = "hann", backend: str = "auto") -> torch.Tensor:
+def fbp(geom: FanBeamGeometry, sino: torch.Tensor, filter_window: str = "hann", backend: str = "auto",
+        cutoff: float = 1.0) -> torch.Tensor:
     """Line integrals (B, V, C) -> attenuation images (B, H, W) in 1/mm (back-projection `backend` as in
-    `backproject`)."""
+    `backproject`; the ramp apodised by `filter_window` up to `cutoff` of Nyquist)."""
     squeeze = sino.dim() == 2
     if squeeze:
         sino = sino[None]
-    img = backproject(geom, filter_sinogram(geom, sino, filter_window), backend)
+    img = backproject(geom, filter_sinogram(geom, sino, filter_window, cutoff=cutoff), backend)
     return img[0] if squeeze else img

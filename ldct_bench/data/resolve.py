@@ -1,27 +1,65 @@
 """Dataset resolution, in one place: a `--data` value and what a run needs of it -> a dataset that has it.
 
 `embedded` is simulated on demand: whatever (anatomy, split, dose) the cache lacks is simulated
-first, and the dataset returned sees it. An imported dataset (its name in the cache, or a folder)
-is checked to hold every dose asked for. A dataset's name and anatomies are known without opening
-its arrays.
+first, and the dataset returned sees it. `embedded@NAME` is the same phantoms through the acquisition
+profile NAME (data/acquisition.py: another scanner, kernel or display field), cached beside it. An
+imported dataset (its name in the cache, or a folder) is checked to hold every dose asked for. A
+dataset's name, anatomies and acquisition are known without opening its arrays.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..conventions import ANATOMIES, dose_labels
+from .acquisition import DEFAULT_ACQUISITION, acquisition_of, get_acquisition
 from .dataset import LDCTDataset, PhantomConfig, default_cache_dir
 
 IMPORTABLE = ("mayo2016", "mayo2020")
+EMBEDDED = "embedded"
+
+
+def is_embedded(spec: str | None) -> bool:
+    """Whether `spec` names the simulated phantoms (through the default acquisition or `embedded@NAME`)."""
+    return spec is not None and (spec == EMBEDDED or spec.startswith(EMBEDDED + "@"))
+
+
+def embedded_acquisition(spec: str) -> str:
+    """The acquisition profile of an embedded spec: 'embedded' -> 'default', 'embedded@sharp' -> 'sharp' (checked)."""
+    name = spec.partition("@")[2] or DEFAULT_ACQUISITION
+    get_acquisition(name)
+    return name
+
+
+def phantoms_for(spec: str, phantoms: PhantomConfig | None = None) -> PhantomConfig:
+    """The phantom config an embedded spec simulates: `phantoms` (default PhantomConfig()) as given for plain
+    'embedded', or its patients through acquisition NAME's scanner, kernel and field for 'embedded@NAME'."""
+    base = phantoms or PhantomConfig()
+    if spec == EMBEDDED:
+        return base
+    return replace(base, simulator=get_acquisition(embedded_acquisition(spec)).simulator(base.image_size).to_dict())
+
+
+def data_family(spec: str) -> str:
+    """What the dataset axis compares: every embedded acquisition is the same phantom patients ('embedded')."""
+    return EMBEDDED if is_embedded(spec) else spec
+
+
+def dataset_acquisition(spec: str, cache_dir: Path | None = None, phantoms: PhantomConfig | None = None) -> str:
+    """The acquisition axis' label of `spec`: the profile of an embedded spec (plain 'embedded' with a config of its
+    own: whichever profile its simulator is, else 'custom'); an imported dataset's folder name."""
+    if is_embedded(spec):
+        return acquisition_of(phantoms_for(spec, phantoms).simulator)
+    return imported_path(spec, cache_dir).name
 
 
 def open_dataset(spec: str, doses, anatomies, splits, *, cache_dir: Path | None = None,
                  phantoms: PhantomConfig | None = None, progress: bool = True) -> LDCTDataset:
     """'embedded' (the phantoms of `phantoms`, default PhantomConfig()), an imported dataset's name, or a
     dataset folder; raises one clear error when the data is not there."""
-    if spec == "embedded":
-        return LDCTDataset.embedded(phantoms or PhantomConfig(), doses=doses, anatomies=anatomies, splits=splits,
+    if is_embedded(spec):
+        return LDCTDataset.embedded(phantoms_for(spec, phantoms), doses=doses, anatomies=anatomies, splits=splits,
                                     cache_dir=cache_dir, progress=progress)
     path = imported_path(spec, cache_dir)
     ds = LDCTDataset(path)
@@ -51,12 +89,13 @@ def imported_path(spec: str, cache_dir: Path | None = None, flag: str = "--data"
 
 def dataset_name(spec: str, cache_dir: Path | None = None, phantoms: PhantomConfig | None = None) -> str:
     """The name checkpoints trained on `spec` are keyed by (its cache folder), without simulating anything."""
-    return (phantoms or PhantomConfig()).dataset_name if spec == "embedded" else imported_path(spec, cache_dir).name
+    return phantoms_for(spec, phantoms).dataset_name if is_embedded(spec) else imported_path(spec, cache_dir).name
 
 
 def dataset_anatomies(spec: str, cache_dir: Path | None = None) -> tuple[str, ...]:
     """The body regions `spec` holds, in the suite's order (the embedded set has all of them)."""
-    if spec == "embedded":
+    if is_embedded(spec):
+        embedded_acquisition(spec)  # a profile that does not exist is named here, before anything runs
         return ANATOMIES
     have = LDCTDataset(imported_path(spec, cache_dir)).anatomies
     return tuple(a for a in ANATOMIES if a in have) + tuple(sorted(set(have) - set(ANATOMIES)))
@@ -64,17 +103,17 @@ def dataset_anatomies(spec: str, cache_dir: Path | None = None) -> tuple[str, ..
 
 def dataset_pixel_mm(spec: str, cache_dir: Path | None = None, phantoms: PhantomConfig | None = None):
     """The in-plane pixel size of `spec` (see LDCTDataset.pixel_mm), without simulating anything."""
-    if spec == "embedded":
+    if is_embedded(spec):
         from .simulate import Simulator
 
-        return Simulator.from_dict((phantoms or PhantomConfig()).simulator).geometry.pixel_mm
+        return Simulator.from_dict(phantoms_for(spec, phantoms).simulator).geometry.pixel_mm
     return LDCTDataset(imported_path(spec, cache_dir)).pixel_mm
 
 
 def dataset_doses(spec: str, anatomies, cache_dir: Path | None = None) -> tuple[float, ...] | None:
     """The doses an imported dataset holds for every one of `anatomies` (vendor low doses and simulated ones), from
     its manifest; None for the embedded set, which simulates whatever is asked."""
-    if spec == "embedded":
+    if is_embedded(spec):
         return None
     ds = LDCTDataset(imported_path(spec, cache_dir))
     common = set.intersection(*(set(ds.doses(a)) for a in anatomies)) if anatomies else set()
@@ -92,7 +131,7 @@ def alternate_seen(doses) -> tuple[float, ...]:
 
 def lacks_test_split(spec: str, anatomies, cache_dir: Path | None = None) -> list[str]:
     """The anatomies of an imported dataset with no test patient (too few patients to split), from its manifest."""
-    if spec == "embedded":
+    if is_embedded(spec):
         return []
     ds = LDCTDataset(imported_path(spec, cache_dir))
     return [a for a in anatomies if not ds.patients(a, "test")]

@@ -27,18 +27,23 @@ class Simulator:
     geometry: FanBeamGeometry = field(default_factory=FanBeamGeometry)
     noise: NoiseModel = field(default_factory=NoiseModel)
     filter_window: str = "hann"  # the FBP ramp filter's apodisation
+    filter_cutoff: float = 1.0  # where the apodised ramp ends, as a fraction of Nyquist (a smooth kernel's is below 1)
 
     def to_dict(self) -> dict:
-        return {"geometry": self.geometry.to_dict(), "noise": self.noise.to_dict(), "filter_window": self.filter_window}
+        """The simulator as its dataset's config records it (and hashes it): a full-band ramp's cut-off is left out,
+        so the datasets made before kernels had one keep their folders and the checkpoints keyed by them."""
+        out = {"geometry": self.geometry.to_dict(), "noise": self.noise.to_dict(), "filter_window": self.filter_window}
+        return out if self.filter_cutoff == 1.0 else {**out, "filter_cutoff": self.filter_cutoff}
 
     @classmethod
     def from_dict(cls, d: dict) -> Simulator:
         """Also reads the manifests of caches written before the apodisation was called `filter_window`."""
-        return cls(FanBeamGeometry(**d["geometry"]), NoiseModel(**d["noise"]), d.get("filter_window", d.get("window")))
+        return cls(FanBeamGeometry(**d["geometry"]), NoiseModel(**d["noise"]), d.get("filter_window", d.get("window")),
+                   float(d.get("filter_cutoff", 1.0)))
 
     def reconstruct(self, line_integrals: torch.Tensor) -> torch.Tensor:
         """(B, V, C) line integrals -> (B, H, W) HU."""
-        return mu_to_hu(fbp(self.geometry, line_integrals.float(), self.filter_window))
+        return mu_to_hu(fbp(self.geometry, line_integrals.float(), self.filter_window, cutoff=self.filter_cutoff))
 
     def scan(self, p: torch.Tensor, full_seed: int, doses: list[float], seeds: list[int]) -> torch.Tensor:
         """Noiseless line integrals (V, C) scanned at full dose (noise from `full_seed`), each lower dose made from

@@ -1,4 +1,4 @@
-"""How well each method generalizes, measured like with like along every axis (dose, anatomy, dataset).
+"""How well each method generalizes, measured like with like along every axis (dose, anatomy, dataset, acquisition).
 
 A raw gain over the input is not comparable across doses (a noisier held-out dose leaves more to gain), so
 both measures here are dose-matched:
@@ -27,10 +27,11 @@ import pandas as pd
 
 from ..conventions import dose_label, specialist_of
 from ..metrics.registry import METRICS
-from ..results import AXES
+from ..results import AXES, upgrade
 
 N_BOOT = 1000
-CELL_KEYS = ["run", "seen_data", "anatomy", "dose"]  # a cell: one run's scores of one anatomy at one dose
+# a cell: one run's scores of one anatomy at one dose through one acquisition
+CELL_KEYS = ["run", "seen_data", "acquisition", "seen_acquisition", "anatomy", "dose"]
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Generalization:
 def generalization(table: pd.DataFrame, metric: str = "psnr", window: str = "founddiff",
                    reference: str = "full_dose") -> Generalization:
     """The generalization measures of `table` (one reference's scores; see the module docstring)."""
+    table = upgrade(table)
     sub = table[(table["metric"] == metric) & (table["window"] == window) & (table["reference"] == reference)]
     if sub.empty:
         raise ValueError(f"no {metric!r} scores in window {window!r} against {reference!r} to measure generalization.")

@@ -41,6 +41,7 @@ class Leaderboard:
     cost: pd.DataFrame | None = None  # index: method; columns: COST_COLUMNS' keys
     unseen_anatomies: frozenset = frozenset()  # anatomies training did not see
     unseen_data: bool = False  # the scores are on a dataset training did not see
+    unseen_acquisitions: frozenset = frozenset()  # acquisitions of the scores that training did not see
 
     @property
     def higher_is_better(self) -> bool:
@@ -65,7 +66,9 @@ class Leaderboard:
                 f"window {self.window}. Mean over test slices [{CI_METHOD}]; n = {n} patients per cell. "
                 f"Best in bold, second underlined; † differs from the best ({UNITS[self.unit]}, Holm-corrected "
                 f"within this table, p < 0.05). Unseen: not seen in training"
-                f"{'; every column is on a dataset training did not see' if self.unseen_data else ''}{cost}.")
+                f"{'; every column is on a dataset training did not see' if self.unseen_data else ''}"
+                + (f"; acquired as {', '.join(sorted(self.unseen_acquisitions))}, which training did not see"
+                   if self.unseen_acquisitions else "") + f"{cost}.")
 
     def cost_cells(self, method) -> list[str]:
         if self.cost is None:
@@ -110,7 +113,8 @@ def build_leaderboard(table: pd.DataFrame, metric: str = "psnr", window: str = "
     wide = {k: f.loc[overall.index] for k, f in wide.items()}
     return Leaderboard(metric, window, wide["mean"], wide["ci_lo"], wide["ci_hi"], wide["rank"], wide["p_vs_best"],
                        n_patients.reindex(order), seen, overall, unit, reference, cost,
-                       frozenset(sub.loc[~sub["seen_anatomy"], "anatomy"]), not sub["seen_data"].all())
+                       frozenset(sub.loc[~sub["seen_anatomy"], "anatomy"]), not sub["seen_data"].all(),
+                       frozenset(sub.loc[~sub["seen_acquisition"], "acquisition"]))
 
 
 def cost_table(manifests: dict[str, dict], table: pd.DataFrame, labelled: bool) -> pd.DataFrame:
