@@ -15,6 +15,8 @@ Stages:
               scikit-image's radon/iradon doing the same;
   iq          the cost of --iq at the embedded size (simulating and scoring the image-quality phantom), vs
               simulating and scoring the default run's test split; and how many images --iq denoises per method;
+  acquisition patients/s simulated through each acquisition profile, vs the default profile (a second scanner,
+              kernel or display field should cost what the default costs);
   end-to-end  (--end-to-end) the default `ldct-bench run` in a child process, split by stage, with its peak RSS.
 Ratios are ours / reference throughput, so above 1 is faster. Results go to CSV and JSON so runs can be
 compared over time.
@@ -387,6 +389,29 @@ def bench_training(size: int, device: str, methods: list[str], profile: str = "q
     return rows
 
 
+# ---------------------------------------------------------------------------------------------- acquisition
+def bench_acquisition(repeats: int = 2) -> list[dict]:
+    """Patients per second simulated through each acquisition profile (at the embedded size: truth, full dose and
+    the four default doses of a 4-slice patient, one per anatomy), vs the default profile in this run."""
+    from .data.acquisition import ACQUISITIONS
+    from .data.dataset import PhantomConfig, _simulate_patient
+    from .data.resolve import phantoms_for
+    from .data.simulate import Simulator, dose_key
+    from .protocol import DEFAULT_DOSES
+
+    keys = ["truth", "full", *(dose_key(d) for d in DEFAULT_DOSES)]
+
+    def rate(name: str) -> float:
+        config = phantoms_for(f"embedded@{name}", PhantomConfig())
+        sim = Simulator.from_dict(config.simulator)
+        return 3 / _best_time(lambda: [_simulate_patient(config, sim, a, 14, keys) for a in ("head", "chest",
+                                                                                              "abdomen")], repeats)
+
+    base = rate("default")
+    return [_row("acquisition", f"simulate through {name} ({acq.pixel_mm:.2f} mm, {acq.kernel.name})", rate(name),
+                 base, "patients/s", "the default profile") for name, acq in ACQUISITIONS.items() if name != "default"]
+
+
 # ----------------------------------------------------------------------------------------------- end to end
 def bench_end_to_end(cache_dir: Path | None = None) -> list[dict]:
     """The default `ldct-bench run --methods all --doses 5,10,25,50` in a child process."""
@@ -408,8 +433,8 @@ def bench_end_to_end(cache_dir: Path | None = None) -> list[dict]:
     return rows
 
 
-STAGES = ("simulation", "metrics", "inference", "training", "import", "iq")
-DEFAULT_STAGES = ("simulation", "metrics", "inference", "import", "iq")
+STAGES = ("simulation", "metrics", "inference", "training", "import", "iq", "acquisition")
+DEFAULT_STAGES = ("simulation", "metrics", "inference", "import", "iq", "acquisition")
 
 
 def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = None, end_to_end: bool = False,
@@ -428,6 +453,8 @@ def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = 
         rows += bench_import()
     if "iq" in stages:
         rows += bench_iq()
+    if "acquisition" in stages:
+        rows += bench_acquisition()
     if "inference" in stages:
         rows += bench_inference(size, device, methods or resolve_methods("all"), profile=profile)
     if "training" in stages:

@@ -289,6 +289,9 @@ def _train_overrides(name: str, opts: dict) -> dict:
 @click.option("--train-anatomies", default=None, callback=_anatomies,
               help="Anatomies training sees (default: every one the training data holds); "
                    "the others are scored as unseen anatomies.")
+@click.option("--train-acquisitions", default=None,
+              help="Train on the embedded phantoms through these acquisition profiles, comma-separated (the same as "
+                   "--train-data embedded@A,B); rows of --data through another profile are seen_acquisition=False.")
 @click.option("--train-data", default=None,
               help="Train on this dataset and evaluate on every patient of --data (default: --data's own training "
                    "split); rows are marked seen_data=False.")
@@ -364,7 +367,14 @@ def run_cmd(**opts):
 def _run_config(opts: dict):
     """The RunConfig of `ldct-bench run`'s options (validated: a bad value is one clear error)."""
     from .config import RunConfig, parse_overrides
-    from .data.resolve import dataset_anatomies, embedded_acquisition, imported_path, is_embedded, lacks_test_split
+    from .data.resolve import (
+        dataset_anatomies,
+        embedded_acquisition,
+        embedded_acquisitions,
+        imported_path,
+        is_embedded,
+        lacks_test_split,
+    )
     from .methods import resolve_methods
     from .metrics import DEFAULT_METRICS
     from .protocol import Protocol
@@ -373,10 +383,16 @@ def _run_config(opts: dict):
     methods = tuple(resolve_methods(opts["methods_spec"]))
     jobs_elsewhere = opts["executor"] == "slurm" and opts["gpus_per_job"]
     data, train_data = opts["data_spec"], opts["train_data"]
-    for flag, spec in (("--data", data), ("--train-data", train_data)):
+    if opts["train_acquisitions"]:
+        if train_data is not None and not is_embedded(train_data):
+            raise click.UsageError("--train-acquisitions simulates the embedded phantoms through each profile; it "
+                                   "cannot be combined with an imported --train-data.")
+        train_data = f"embedded@{opts['train_acquisitions']}"
+    train_flag = "--train-acquisitions" if opts["train_acquisitions"] else "--train-data"
+    for flag, spec in (("--data", data), (train_flag, train_data)):
         try:
             if is_embedded(spec):
-                embedded_acquisition(spec)
+                (embedded_acquisition if flag == "--data" else embedded_acquisitions)(spec)
             elif spec is not None:
                 imported_path(spec, opts["cache_dir"], flag)  # a missing folder is named by the flag that gave it
         except ValueError as exc:
@@ -480,8 +496,8 @@ def report_cmd(run_dirs, out, formats, metrics_spec, window, reference, unit):
               help="Methods for the inference and training stages.")
 @click.option("--profile", type=click.Choice(PROFILES), default="quick", show_default=True,
               help="Network size (and, for training, batch and patch size) the inference and training stages time.")
-@click.option("--stages", default="simulation,metrics,inference,import,iq", show_default=True,
-              help="Any of simulation, metrics, inference, training, import, iq.")
+@click.option("--stages", default="simulation,metrics,inference,import,iq,acquisition", show_default=True,
+              help="Any of simulation, metrics, inference, training, import, iq, acquisition.")
 @click.option("--end-to-end", is_flag=True, help="Also time the default `ldct-bench run` (a few minutes).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write OUT.csv and OUT.json (default results/bench/bench-<time>).")

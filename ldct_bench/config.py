@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from .checkpoints import TrainJob
 from .conventions import specialist_label
 from .data.dataset import SPLITS, PhantomConfig
-from .data.resolve import data_family, dataset_acquisition, dataset_name, open_dataset
+from .data.resolve import data_family, dataset_acquisitions, dataset_name, open_dataset
 from .methods import get_method
 from .metrics import DEFAULT_METRICS, get_metric
 from .protocol import Cell, Protocol
@@ -141,13 +141,13 @@ class RunConfig:
 
     @property
     def acquisition(self) -> str:
-        """The acquisition the evaluated data was made with (see data.resolve.dataset_acquisition)."""
-        return dataset_acquisition(self.data, self.cache_dir, self.phantoms)
+        """The acquisition the evaluated data was made with (see data.resolve.dataset_acquisitions)."""
+        return dataset_acquisitions(self.data, self.cache_dir, self.phantoms)[0]
 
     @property
     def seen_acquisition(self) -> bool:
-        """Whether training saw the evaluated data's acquisition."""
-        return dataset_acquisition(self.trained_on, self.cache_dir, self.phantoms) == self.acquisition
+        """Whether training saw the evaluated data's acquisition (among the acquisitions it was trained on)."""
+        return self.acquisition in dataset_acquisitions(self.trained_on, self.cache_dir, self.phantoms)
 
     def data_flags(self) -> dict:
         """What every result row of this run says of its data: along the dataset and acquisition axes."""

@@ -198,3 +198,57 @@ def test_resampling_runs_the_method_at_the_ratio_and_returns_the_input_size():
     out = denoise_resampled(Shape(), x, "here", 8, 0, "cpu", 0.35)
     assert Shape.seen == [(35, 35)] and out.shape == x.shape
     assert torch.equal(denoise_resampled(Shape(), x, "here", 8, 0, "cpu", 1.0), x)  # ratio 1: untouched
+
+
+def test_the_report_draws_the_gain_against_pixel_size_from_the_runs_manifests(tmp_path):
+    import pandas as pd
+
+    from ldct_bench.report import make_report, with_pixel_mm
+    from ldct_bench.results import COLUMNS, RunStore
+
+    stores = []
+    for run, pixel, gain in (("coarse", 1.37, 3.0), ("fine", 0.55, 0.5)):
+        st = RunStore(tmp_path / run)
+        rows = [dict(run=run, method=m, anatomy="chest", dose=0.1, seen_dose=True, seen_anatomy=True, seen_data=True,
+                     acquisition=run, seen_acquisition=run == "coarse", patient=p, slice=0, reference="full_dose",
+                     window="founddiff", metric="psnr", value=30.0 + (gain if m == "x" else 0.0) + i)
+                for m in ("ldct", "x") for i, p in enumerate(("p1", "p2"))]
+        for m, cell in pd.DataFrame(rows)[COLUMNS].groupby("method"):
+            st.write_cell(m, "chest", 0.1, cell)
+        st.write_manifest({"config": {}, "dataset": {"pixel_mm": pixel}})
+        st.consolidate()
+        stores.append(st.root)
+    written = make_report(stores, tmp_path / "rep", formats=("md",), metrics=("psnr",))
+    assert tmp_path / "rep" / "figures" / "gain_vs_pixel.png" in written
+    runs = pd.concat([RunStore(r).table().assign(run=r.name) for r in stores])
+    sized = with_pixel_mm(runs, {r.name: RunStore(r).read_manifest() for r in stores})
+    assert sorted(sized.pixel_mm.unique()) == [0.55, 1.37]
+
+
+def test_training_on_several_acquisitions_reads_them_as_one_and_its_domain_spans_them(tmp_path):
+    from ldct_bench.checkpoints import TrainJob
+    from ldct_bench.config import RunConfig
+    from ldct_bench.data.dataset import DatasetUnion
+    from ldct_bench.data.resolve import dataset_name, open_dataset
+    from ldct_bench.protocol import Protocol
+    from ldct_bench.training import train_method
+
+    from .helpers import TINY, tiny_config
+
+    phantoms = tiny_config(image_size=64, slices_per_patient=2, train_patients=1, val_patients=1, test_patients=1)
+    spec = "embedded@default,dfov140"
+    union = open_dataset(spec, (0.25,), ("chest",), ("train", "val"), cache_dir=tmp_path / "c", phantoms=phantoms)
+    assert isinstance(union, DatasetUnion) and len(union.pairs(("chest",), (0.25,), "train")) == 2 * 2
+    assert union.root.name == dataset_name(spec, tmp_path / "c", phantoms)
+    job = TrainJob("redcnn", "quick", (0.25,), ("chest",), union.root.name, overrides=TINY["redcnn"])
+    manifest = train_method(job, union, out=tmp_path / "ck", progress=False)
+    assert manifest["domain"]["acquisitions"] == ["default", "dfov140"]
+    assert manifest["domain"]["pixel_mm"] == [pytest.approx(140 / 64), pytest.approx(350 / 64)]
+    config = RunConfig(methods=("ldct",), out=tmp_path / "o", protocol=Protocol((0.25,), (0.25,), ("chest",)),
+                       data="embedded@dfov180", train_data=spec, phantoms=phantoms, cache_dir=tmp_path / "c")
+    assert config.data_flags() == {"seen_data": True, "acquisition": "dfov180", "seen_acquisition": False}
+    seen = RunConfig(methods=("ldct",), out=tmp_path / "o", protocol=Protocol((0.25,), (0.25,), ("chest",)),
+                     data="embedded@dfov140", train_data=spec, phantoms=phantoms, cache_dir=tmp_path / "c")
+    assert seen.seen_acquisition
+    res = CliRunner().invoke(main, ["run", "--data", "embedded@default,sharp", "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "names 2 acquisitions" in res.output

@@ -299,6 +299,13 @@ class LDCTDataset:
         except (ValueError, OSError) as exc:  # truncated, bad header, gone
             raise ValueError(f"the cached array {self.root / rel} cannot be read ({type(exc).__name__}); {fix}.") from None
 
+    def pairs_shape(self) -> tuple[int, int]:
+        """The (H, W) of its slices, from its config or its first array."""
+        if self.manifest.get("kind") == "embedded":
+            return (self.manifest["config"]["image_size"],) * 2
+        rel = next(iter(self.manifest["files"]))
+        return tuple(np.load(self.root / rel, mmap_mode="r").shape[-2:])
+
     def repair_command(self) -> str:
         """How to simulate this phantom dataset's damaged or missing arrays again, in its own folder: the `data
         simulate` command of its config (which replaces what fails its sha256)."""
@@ -358,6 +365,44 @@ class LDCTDataset:
             pairs.truth = torch.from_numpy(np.stack([np.asarray(self.volume(a, p, "truth")[s:s + 1])
                                                      for a, p, s in meta[["anatomy", "patient", "slice"]].to_numpy()]))
         return pairs
+
+
+class DatasetUnion:
+    """Several datasets read as one for training: the embedded phantoms through several acquisitions
+    (`embedded@default,sharp`). Their pairs are concatenated (the same patient IDs: the same phantoms, scanned
+    otherwise); its domain spans theirs."""
+
+    def __init__(self, parts: list[LDCTDataset]):
+        if len({tuple(p.pairs_shape()) for p in parts}) > 1:
+            raise ValueError("the datasets of a union must share their image size; simulate them with one --size.")
+        self.parts = parts
+        self.root = Path("+".join(p.root.name for p in parts))  # the name checkpoints are keyed by
+        self.manifest = {"kind": "union", "parts": [str(p.root) for p in parts]}
+
+    @property
+    def anatomies(self) -> list[str]:
+        return sorted(set.intersection(*(set(p.anatomies) for p in self.parts)))
+
+    def patients(self, anatomy: str, split) -> list[str]:
+        return list(dict.fromkeys(x for p in self.parts for x in p.patients(anatomy, split)))
+
+    def doses(self, anatomy: str | None = None) -> list[float]:
+        return sorted(set.intersection(*(set(p.doses(anatomy)) for p in self.parts)))
+
+    def domain(self) -> dict:
+        domains = [p.domain() for p in self.parts]
+        pixels = [v for d in domains if d["pixel_mm"] for v in d["pixel_mm"]]
+        return {"pixel_mm": [min(pixels), max(pixels)] if pixels else None,
+                "acquisitions": sorted({a for d in domains for a in d["acquisitions"]}),
+                "kernels": sorted({k for d in domains for k in d["kernels"]})}
+
+    def pairs(self, anatomies, doses, split, context: int = 0, max_slices: int | None = None,
+              truth: bool = False) -> Pairs:
+        parts = [p.pairs(anatomies, doses, split, context, max_slices, truth) for p in self.parts]
+        truths = [q.truth for q in parts]
+        return Pairs(torch.cat([q.ld for q in parts]), torch.cat([q.fd for q in parts]),
+                     pd.concat([q.meta for q in parts], ignore_index=True),
+                     torch.cat(truths) if all(t is not None for t in truths) else None)
 
 
 def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: int, keys: list[str]) -> dict:

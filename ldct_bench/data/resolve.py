@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..conventions import ANATOMIES, dose_labels
+from ..conventions import ANATOMIES, dose_labels, split_list
 from .acquisition import DEFAULT_ACQUISITION, acquisition_of, get_acquisition
-from .dataset import LDCTDataset, PhantomConfig, default_cache_dir
+from .dataset import DatasetUnion, LDCTDataset, PhantomConfig, default_cache_dir
 
 IMPORTABLE = ("mayo2016", "mayo2020")
 EMBEDDED = "embedded"
@@ -25,11 +25,29 @@ def is_embedded(spec: str | None) -> bool:
     return spec is not None and (spec == EMBEDDED or spec.startswith(EMBEDDED + "@"))
 
 
+def embedded_acquisitions(spec: str) -> list[str]:
+    """The acquisition profiles of an embedded spec: 'embedded' -> ['default'], 'embedded@sharp' -> ['sharp'],
+    'embedded@default,sharp' -> both (a training set through several scanners; each name checked)."""
+    names = split_list(spec.partition("@")[2]) or [DEFAULT_ACQUISITION]
+    for name in names:
+        get_acquisition(name)
+    return list(dict.fromkeys(names))
+
+
 def embedded_acquisition(spec: str) -> str:
-    """The acquisition profile of an embedded spec: 'embedded' -> 'default', 'embedded@sharp' -> 'sharp' (checked)."""
-    name = spec.partition("@")[2] or DEFAULT_ACQUISITION
-    get_acquisition(name)
-    return name
+    """The one acquisition profile of an embedded spec: 'embedded' -> 'default', 'embedded@sharp' -> 'sharp'."""
+    names = embedded_acquisitions(spec)
+    if len(names) > 1:
+        raise ValueError(f"{spec} names {len(names)} acquisitions; a dataset that is evaluated is one of them "
+                         "(several are for --train-data or --train-acquisitions).")
+    return names[0]
+
+
+def single_specs(spec: str) -> list[str]:
+    """An embedded spec of several acquisitions as one spec each ('embedded' stays itself)."""
+    if spec == EMBEDDED:
+        return [spec]
+    return [f"{EMBEDDED}@{name}" for name in embedded_acquisitions(spec)]
 
 
 def phantoms_for(spec: str, phantoms: PhantomConfig | None = None) -> PhantomConfig:
@@ -46,12 +64,13 @@ def data_family(spec: str) -> str:
     return EMBEDDED if is_embedded(spec) else spec
 
 
-def dataset_acquisition(spec: str, cache_dir: Path | None = None, phantoms: PhantomConfig | None = None) -> str:
-    """The acquisition axis' label of `spec`: the profile of an embedded spec (plain 'embedded' with a config of its
-    own: whichever profile its simulator is, else 'custom'); an imported dataset's folder name."""
+def dataset_acquisitions(spec: str, cache_dir: Path | None = None,
+                         phantoms: PhantomConfig | None = None) -> list[str]:
+    """The acquisition axis' labels of `spec`: the profile of each embedded acquisition (plain 'embedded' with a
+    config of its own: whichever profile its simulator is, else 'custom'); an imported dataset's folder name."""
     if is_embedded(spec):
-        return acquisition_of(phantoms_for(spec, phantoms).simulator)
-    return imported_path(spec, cache_dir).name
+        return [acquisition_of(phantoms_for(one, phantoms).simulator) for one in single_specs(spec)]
+    return [imported_path(spec, cache_dir).name]
 
 
 def open_dataset(spec: str, doses, anatomies, splits, *, cache_dir: Path | None = None,
@@ -59,8 +78,9 @@ def open_dataset(spec: str, doses, anatomies, splits, *, cache_dir: Path | None 
     """'embedded' (the phantoms of `phantoms`, default PhantomConfig()), an imported dataset's name, or a
     dataset folder; raises one clear error when the data is not there."""
     if is_embedded(spec):
-        return LDCTDataset.embedded(phantoms_for(spec, phantoms), doses=doses, anatomies=anatomies, splits=splits,
-                                    cache_dir=cache_dir, progress=progress)
+        parts = [LDCTDataset.embedded(phantoms_for(one, phantoms), doses=doses, anatomies=anatomies, splits=splits,
+                                      cache_dir=cache_dir, progress=progress) for one in single_specs(spec)]
+        return parts[0] if len(parts) == 1 else DatasetUnion(parts)
     path = imported_path(spec, cache_dir)
     ds = LDCTDataset(path)
     for a in anatomies:
@@ -89,13 +109,15 @@ def imported_path(spec: str, cache_dir: Path | None = None, flag: str = "--data"
 
 def dataset_name(spec: str, cache_dir: Path | None = None, phantoms: PhantomConfig | None = None) -> str:
     """The name checkpoints trained on `spec` are keyed by (its cache folder), without simulating anything."""
-    return phantoms_for(spec, phantoms).dataset_name if is_embedded(spec) else imported_path(spec, cache_dir).name
+    if is_embedded(spec):
+        return "+".join(phantoms_for(one, phantoms).dataset_name for one in single_specs(spec))
+    return imported_path(spec, cache_dir).name
 
 
 def dataset_anatomies(spec: str, cache_dir: Path | None = None) -> tuple[str, ...]:
     """The body regions `spec` holds, in the suite's order (the embedded set has all of them)."""
     if is_embedded(spec):
-        embedded_acquisition(spec)  # a profile that does not exist is named here, before anything runs
+        embedded_acquisitions(spec)  # a profile that does not exist is named here, before anything runs
         return ANATOMIES
     have = LDCTDataset(imported_path(spec, cache_dir)).anatomies
     return tuple(a for a in ANATOMIES if a in have) + tuple(sorted(set(have) - set(ANATOMIES)))
@@ -106,7 +128,9 @@ def dataset_pixel_mm(spec: str, cache_dir: Path | None = None, phantoms: Phantom
     if is_embedded(spec):
         from .simulate import Simulator
 
-        return Simulator.from_dict(phantoms_for(spec, phantoms).simulator).geometry.pixel_mm
+        sizes = [Simulator.from_dict(phantoms_for(one, phantoms).simulator).geometry.pixel_mm
+                 for one in single_specs(spec)]
+        return sizes[0] if len(set(sizes)) == 1 else sorted(set(sizes))
     return LDCTDataset(imported_path(spec, cache_dir)).pixel_mm
 
 

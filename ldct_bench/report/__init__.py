@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write_text
@@ -39,6 +40,19 @@ def load_runs(run_dirs: list[Path], reference: str = "full_dose") -> tuple[pd.Da
         manifests[label] = st.read_manifest()
         tables.append(st.table(reference).assign(run=label))
     return pd.concat(tables, ignore_index=True), manifests, stores
+
+
+def with_pixel_mm(runs: pd.DataFrame, manifests: dict[str, dict]) -> pd.DataFrame:
+    """`runs` with each row's pixel size (mm) from its run's manifest (one value, or one per imported patient;
+    NaN where an older run did not record it)."""
+    def pixel(run, patient):
+        recorded = manifests.get(run, {}).get("dataset", {}).get("pixel_mm")
+        value = recorded.get(str(patient)) if isinstance(recorded, dict) else recorded
+        return float(value) if isinstance(value, (int, float)) else np.nan
+
+    pairs = runs[["run", "patient"]].drop_duplicates()
+    sizes = {(r, p): pixel(r, p) for r, p in pairs.itertuples(index=False)}
+    return runs.assign(pixel_mm=[sizes[k] for k in zip(runs["run"], runs["patient"])])
 
 
 def _pixel_mm(manifests: dict[str, dict]) -> float | None:
@@ -130,6 +144,12 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
                  "task transfer functions of the bone and polystyrene rods (dashed: full-dose FBP)")):
             draw(data, fig_dir / name)
             figs.append((caption, fig_dir / f"{name}.png"))
+    sized = with_pixel_mm(runs, manifests)
+    compared = "ldct" in set(runs["method"]) and len(set(runs["method"]) - {"ldct"}) > 0
+    if compared and sized["pixel_mm"].round(3).nunique() > 1:  # several pixel sizes: the acquisition shift
+        figures.gain_vs_pixel(sized[sized["value"].notna()], fig_dir / "gain_vs_pixel", metrics[0], window)
+        figs.append((f"{metrics[0].upper()} gain over the input against pixel size, per dose (mean over slices)",
+                     fig_dir / "gain_vs_pixel.png"))
     scored = table[table["value"].notna()]  # a NaN score is a '–' in the tables and no point in a figure
     if not scored[(scored["metric"] == "psnr") & (scored["window"] == window)].empty:
         figures.box_plots(scored, fig_dir / "box_psnr", "psnr", window)

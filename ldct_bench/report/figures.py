@@ -51,6 +51,30 @@ def dose_curves(table: pd.DataFrame, path: Path, metric: str = "psnr", window: s
     return save(fig, path)
 
 
+def gain_vs_pixel(table: pd.DataFrame, path: Path, metric: str = "psnr", window: str = "founddiff") -> list[Path]:
+    """Each method's mean gain over its low-dose input against the images' pixel size (column `pixel_mm`), one panel
+    per dose: how a model's benefit moves as the acquisition's pixels move from those it was trained on."""
+    sub = table[(table.metric == metric) & (table.window == window)]
+    keys = ["run", "anatomy", "dose", "patient", "slice"]
+    base = sub[sub.method == "ldct"].set_index(keys)["value"]
+    rest = sub[sub.method != "ldct"].set_index(keys)
+    gain = rest.assign(gain=rest["value"] - base.reindex(rest.index).to_numpy()).reset_index()
+    mean = gain.groupby(["method", "dose", "pixel_mm"])["gain"].mean().reset_index()
+    doses = sorted(mean.dose.unique())
+    fig, axes = plt.subplots(1, len(doses), figsize=(3.6 * len(doses), 3.3), squeeze=False, sharey=True)
+    for ax, dose in zip(axes[0], doses):
+        sns.lineplot(data=mean[mean.dose == dose], x="pixel_mm", y="gain", hue="method", marker="o", ax=ax,
+                     legend=ax is axes[0][-1])
+        ax.axhline(0, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"dose {dose_label(dose)}")
+        ax.set_xlabel("pixel size (mm)")
+        ax.set_ylabel(f"{metric.upper()} gain over input (dB) [{window}]" if ax is axes[0][0] else "")
+    if axes[0][-1].get_legend():
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def box_plots(table: pd.DataFrame, path: Path, metric: str = "psnr", window: str = "founddiff") -> list[Path]:
     sub = table[(table.metric == metric) & (table.window == window)].copy()
     sub["doses"] = np.where(sub.seen_dose, "seen", "unseen")
