@@ -334,10 +334,11 @@ def run_cmd(**opts):
         if opts["out"] is None:
             raise click.UsageError("--status needs --out RUN_DIR.")
         from .fanout import unit_states
+        from .plan import resolve
         from .results import RunStore
 
         config = _run_config(opts)
-        click.echo(unit_states(RunStore(config.out), config.entries()).to_string(index=False))
+        click.echo(unit_states(RunStore(config.out), resolve(config).entries).to_string(index=False))
         return
     config = _run_config(opts)
     proto = config.protocol

@@ -1,5 +1,6 @@
 """One run, described once: the frozen `RunConfig` the CLI (or Python) builds and passes whole to the in-process
-runner and to the fan-out, and the `--set METHOD.FIELD=VALUE` overrides it carries.
+runner and to the fan-out, and the `--set METHOD.FIELD=VALUE` overrides it carries. What it means here (method
+classes, training jobs, datasets) is resolved once into a plan (plan.py), which the runner executes.
 
     from ldct_bench.config import RunConfig, parse_overrides
     from ldct_bench.protocol import Protocol
@@ -18,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .checkpoints import TrainJob
 from .conventions import specialist_label
 from .data.dataset import SPLITS, PhantomConfig
-from .data.resolve import data_family, dataset_acquisitions, dataset_name, open_dataset
+from .data.resolve import data_family, open_dataset
 from .methods import get_method
 from .metrics import DEFAULT_METRICS, get_metric
 from .protocol import Cell, Protocol
@@ -140,20 +140,6 @@ class RunConfig:
         return data_family(self.trained_on) == data_family(self.data)
 
     @property
-    def acquisition(self) -> str:
-        """The acquisition the evaluated data was made with (see data.resolve.dataset_acquisitions)."""
-        return dataset_acquisitions(self.data, self.cache_dir, self.phantoms)[0]
-
-    @property
-    def seen_acquisition(self) -> bool:
-        """Whether training saw the evaluated data's acquisition (among the acquisitions it was trained on)."""
-        return self.acquisition in dataset_acquisitions(self.trained_on, self.cache_dir, self.phantoms)
-
-    def data_flags(self) -> dict:
-        """What every result row of this run says of its data: along the dataset and acquisition axes."""
-        return {"seen_data": self.seen_data, "acquisition": self.acquisition, "seen_acquisition": self.seen_acquisition}
-
-    @property
     def eval_splits(self) -> tuple[str, ...]:
         """The test split of the training data; every patient of a dataset used only for evaluation."""
         return ("test",) if self.seen_data else SPLITS
@@ -169,24 +155,8 @@ class RunConfig:
                     for m in self.methods if get_method(m).learned for d in unseen]
         return out
 
-    def entry(self, label: str) -> Entry:
-        return next(e for e in self.entries() if e.label == label)
-
     def overrides_for(self, method: str) -> dict:
         return {o.field: o.value for o in self.overrides if o.method == method}
-
-    def train_job(self, method: str, seen_doses: tuple[float, ...] | None = None) -> TrainJob:
-        """What training `method` for this run means (on the training data's seen doses, or `seen_doses` for a
-        specialist, and its trained anatomies); overrides that change only inference are left out."""
-        training, _ = get_method(method).Config.split_overrides(self.overrides_for(method))
-        doses = tuple(self.protocol.seen_doses if seen_doses is None else seen_doses)
-        return TrainJob(method, self.profile, doses, tuple(self.protocol.trained_anatomies),
-                        dataset_name(self.trained_on, self.cache_dir, self.phantoms), self.seed, training)
-
-    def entry_job(self, label: str) -> TrainJob:
-        """What training the run entry `label` means (a generalist's seen doses, or a specialist's one dose)."""
-        entry = self.entry(label)
-        return self.train_job(entry.method, entry.seen_doses)
 
     def dataset(self, doses=None, anatomies=None, progress: bool = True):
         """The evaluated data's patients (eval_splits) at `doses` (simulated first where the embedded cache lacks

@@ -22,20 +22,22 @@ from .conventions import ANATOMIES, dose_label
 from .data.dataset import LDCTDataset, Pairs
 from .methods import Method
 from .metrics import score_batch, windows_for
+from .plan import RunPlan
 from .protocol import Cell
 from .results import RunStore
 from .toolkit import centre_slice
 
 
-def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells, config: RunConfig, *,
+def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells, plan: RunPlan, *,
                    progress: bool = True, after_cell=None, label: str | None = None,
                    domain: dict | None = None) -> dict[str, float]:
     """Denoise and score each unfinished cell, stored as `label` (default: the method's name); returns the seconds
     spent denoising and scoring. With `config.resample`, a patient whose pixels lie outside the method's training
     `domain` is denoised at the domain's pixel size (denoise_resampled)."""
+    config = plan.config
     spent = {"denoise_s": 0.0, "score_s": 0.0}
     name = label or method.name
-    flags = config.data_flags()
+    flags = plan.data_flags()
     for cell in tqdm(cells, desc=name, unit="cell", disable=not progress):
         if store.has_cell(name, cell.anatomy, cell.dose):
             continue

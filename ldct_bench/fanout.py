@@ -24,7 +24,7 @@ from .checkpoints import training_domain
 from .config import Entry, RunConfig
 from .data.resolve import is_embedded
 from .evaluate import evaluate_cells
-from .methods import get_method
+from .plan import EntryPlan, RunPlan, resolve
 from .protocol import Cell
 from .results import RunStore
 from .runner import Run, describe, for_inference, run_folder_lock, train_for_run
@@ -71,7 +71,7 @@ class Unit:
         return f"{self.label}/{self.anatomy}"
 
 
-def units(entries: list[Entry]) -> list[Unit]:
+def units(entries: list[Entry | EntryPlan]) -> list[Unit]:
     return [Unit(e.label, a, cells) for e in entries
             for a in dict.fromkeys(c.anatomy for c in e.cells) if (cells := [c for c in e.cells if c.anatomy == a])]
 
@@ -92,13 +92,14 @@ def reported(folder: str, body, *args):
     return out
 
 
-def train_job(config: RunConfig, label: str) -> str:
-    return str(train_for_run(config, label, progress=False))
+def train_job(plan: RunPlan, label: str) -> str:
+    return str(train_for_run(plan, label, progress=False))
 
 
-def unit_job(config: RunConfig, unit: Unit, checkpoint: str | None) -> dict:
-    """Evaluate one unit into the store at config.out; returns its timings and what ran."""
-    method = for_inference(config, config.entry(unit.label).method, Path(checkpoint) if checkpoint else None)
+def unit_job(plan: RunPlan, unit: Unit, checkpoint: str | None) -> dict:
+    """Evaluate one unit into the store at the plan's --out; returns its timings and what ran."""
+    config = plan.config
+    method = for_inference(plan.entry(unit.label), config.device, Path(checkpoint) if checkpoint else None)
     ds = config.dataset(sorted({c.dose for c in unit.cells}), [unit.anatomy], progress=False)
     die_after = int(os.environ.get("LDCT_BENCH_KILL_AFTER_CELLS", "0"))  # test hook: die as a scheduler kill would
     written = {"n": 0}
@@ -109,13 +110,13 @@ def unit_job(config: RunConfig, unit: Unit, checkpoint: str | None) -> dict:
             os._exit(137)
 
     domain = training_domain(Path(checkpoint)) if checkpoint else None
-    spent = evaluate_cells(RunStore(config.out), method, ds, unit.cells, config, progress=False, after_cell=after_cell,
+    spent = evaluate_cells(RunStore(config.out), method, ds, unit.cells, plan, progress=False, after_cell=after_cell,
                            label=unit.label, domain=domain)
     return {"timings": spent, "method": describe(method, checkpoint or "none")}
 
 
 # --------------------------------------------------------------------------------------------- the driver
-def unit_states(store: RunStore, entries: list[Entry]) -> pd.DataFrame:
+def unit_states(store: RunStore, entries: list[Entry | EntryPlan]) -> pd.DataFrame:
     """done / running / failed / killed / pending for every unit, from the store's cells and submitit's files."""
     jobs = _read_jobs(store)
     rows = []
@@ -135,17 +136,19 @@ def run_matrix_jobs(config: RunConfig, executor_kind: str, options: ClusterOptio
     if config.iq:
         raise ValueError("--iq runs in this process: run the matrix with --executor first, then the same command "
                          "with --iq and without --executor into the same --out.")
+    plan = resolve(config)
     with run_folder_lock(config, echo):
-        return _submit(config, executor_kind, options, cli_args, progress, echo)
+        return _submit(plan, executor_kind, options, cli_args, progress, echo)
 
 
-def _submit(config: RunConfig, executor_kind: str, options: ClusterOptions, cli_args, progress: bool, echo):
-    run = Run.open(config, cli_args, progress)
+def _submit(plan: RunPlan, executor_kind: str, options: ClusterOptions, cli_args, progress: bool, echo):
+    config = plan.config
+    run = Run.open(plan, cli_args, progress)
     run.manifest["executor"] = {"kind": executor_kind, **asdict(options)}
     ex = make_executor(executor_kind, _jobs_dir(run.store), options)
-    todo = [u for u in units(config.entries())
+    todo = [u for u in units(plan.entries)
             if not all(run.store.has_cell(u.label, c.anatomy, c.dose) for c in u.cells)]
-    states = unit_states(run.store, config.entries()).set_index("unit")["state"]
+    states = unit_states(run.store, plan.entries).set_index("unit")["state"]
     busy = [u for u in todo if states[u.key] == "running"]
     if busy:
         echo(f"{len(busy)} unit(s) still running from an earlier submission ({', '.join(u.key for u in busy)}); "
@@ -165,9 +168,9 @@ def _train_missing(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> 
     """Train, one job per entry, every learned method of `todo` without a checkpoint; the entries that failed."""
     to_train = sorted({u.label for u in todo if run.needs_training(u.label)})
     if to_train and is_embedded(run.config.trained_on):  # simulate the training splits once, not in every job
-        for doses in dict.fromkeys(run.config.entry(label).seen_doses for label in to_train):
+        for doses in dict.fromkeys(run.plan.entry(label).seen_doses for label in to_train):
             run.config.train_dataset(run.progress, doses)
-    submitted = {m: ex.submit(reported, str(_jobs_dir(run.store)), train_job, run.config, m) for m in to_train}
+    submitted = {m: ex.submit(reported, str(_jobs_dir(run.store)), train_job, run.plan, m) for m in to_train}
     _record_jobs(run.store, {f"train:{m}": job for m, job in submitted.items()}, executor_kind)
     if submitted:
         echo(f"training {', '.join(to_train)} as {len(submitted)} job(s)")
@@ -177,8 +180,8 @@ def _train_missing(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> 
 def _evaluate_units(run: Run, ex, executor_kind: str, todo: list[Unit], echo) -> list[str]:
     """One job per unit, each given its method's checkpoint; the keys of the units that failed."""
     checkpoints = {label: run.checkpoint(label) for label in {u.label for u in todo}}
-    runnable = [u for u in todo if checkpoints[u.label] or not get_method(run.config.entry(u.label).method).learned]
-    jobs = {u.key: ex.submit(reported, str(_jobs_dir(run.store)), unit_job, run.config, u,
+    runnable = [u for u in todo if checkpoints[u.label] or not run.plan.entry(u.label).learned]
+    jobs = {u.key: ex.submit(reported, str(_jobs_dir(run.store)), unit_job, run.plan, u,
                              str(checkpoints[u.label]) if checkpoints[u.label] else None) for u in runnable}
     _record_jobs(run.store, jobs, executor_kind)
     echo(f"submitted {len(jobs)} unit job(s) to the {executor_kind} executor; logs in {_jobs_dir(run.store)}")

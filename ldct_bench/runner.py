@@ -21,23 +21,23 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .checkpoints import find_checkpoint, training_domain
+from .checkpoints import training_domain
 from .config import RunConfig, upgrade_identity
 from .data.dataset import LDCTDataset, default_cache_dir, sha256_file
-from .data.resolve import dataset_name, dataset_pixel_mm
 from .environment import git_commit, hardware, versions
 from .evaluate import evaluate_cells, resample_ratios
-from .methods import Method, get_method
+from .methods import Method
+from .plan import EntryPlan, RunPlan, resolve
 from .results import RunStore
 from .training import train_method
 
 
 class Run:
-    """One run folder being filled: its config, store, manifest and test data."""
+    """One run folder being filled: its plan (and config), store, manifest and test data."""
 
-    def __init__(self, config: RunConfig, store: RunStore, manifest: dict, dataset: LDCTDataset, progress: bool,
+    def __init__(self, plan: RunPlan, store: RunStore, manifest: dict, dataset: LDCTDataset, progress: bool,
                  cli_args: dict | None = None):
-        self.config, self.store, self.manifest, self.dataset = config, store, manifest, dataset
+        self.plan, self.config, self.store, self.manifest, self.dataset = plan, plan.config, store, manifest, dataset
         self.progress = progress
         self.cli_args = cli_args or {}  # this command's, for the record of work it adds to a finished run
         self.t0 = time.perf_counter()
@@ -45,9 +45,10 @@ class Run:
         self._iq = None
 
     @classmethod
-    def open(cls, config: RunConfig, cli_args: dict | None = None, progress: bool = True) -> Run:
+    def open(cls, plan: RunPlan, cli_args: dict | None = None, progress: bool = True) -> Run:
         """Check the run folder against the config, open the test data, write the first manifest (callers hold
         run_folder_lock, which has checked that --out can be made)."""
+        config = plan.config
         store = RunStore(config.out)
         manifest = {"config": config.identity(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "cli": cli_args or {}, "timings": {}}
@@ -78,35 +79,31 @@ class Run:
             manifest.setdefault("timings", {})["data_s"] = round(time.perf_counter() - t, 2)
             store.write_manifest(manifest)  # only once the inputs are known to be good
         manifest["dataset"] = {"root": str(ds.root), "name": ds.root.name, "config": ds.manifest.get("config"),
-                               "pixel_mm": ds.pixel_mm}
-        manifest["train_dataset"] = {  # what the learned methods were trained on (the same data, or another)
-            "name": dataset_name(config.trained_on, config.cache_dir, config.phantoms),
-            "pixel_mm": dataset_pixel_mm(config.trained_on, config.cache_dir, config.phantoms)}
-        return cls(config, store, manifest, ds, progress, cli_args)
+                               "pixel_mm": ds.pixel_mm, "acquisitions": list(plan.test.acquisitions)}
+        manifest["train_dataset"] = plan.train.to_dict()  # what the learned methods were trained on
+        return cls(plan, store, manifest, ds, progress, cli_args)
 
     # -- the methods (by entry label: a method, or an --oracle specialist 'redcnn@5%') ----------------------
     def checkpoint(self, label: str) -> Path | None:
         """The saved weights of `label` for this run's job, if any (None for methods that learn nothing)."""
-        learned = get_method(self.config.entry(label).method).learned
-        return find_checkpoint(self.config.entry_job(label), self.config.cache_dir) if learned else None
+        return self.plan.checkpoint(label)
 
     def needs_training(self, label: str) -> bool:
-        learned = get_method(self.config.entry(label).method).learned
-        return learned and (self.config.retrain or self.checkpoint(label) is None)
+        return self.plan.entry(label).learned and (self.config.retrain or self.checkpoint(label) is None)
 
     def method(self, label: str) -> tuple[Method, str]:
         """`label` ready for inference, and where its weights came from (trained first when it has no checkpoint)."""
-        name = self.config.entry(label).method
-        cls = get_method(name)
-        if not cls.learned:
-            return for_inference(self.config, name, None), "none"
+        entry = self.plan.entry(label)
+        if not entry.learned:
+            return for_inference(entry, self.config.device, None), "none"
         path = None if self.config.retrain else self.checkpoint(label)
         if path is None:
-            why = cls.unavailable()
+            why = entry.cls.unavailable()
             if why:
-                raise ValueError(f"method {name!r} has no checkpoint for this dataset and cannot train here: {why}.")
-            path = train_for_run(self.config, label, self.progress)
-        return for_inference(self.config, name, path), str(path)
+                raise ValueError(f"method {entry.method!r} has no checkpoint for this dataset and cannot train here: "
+                                 f"{why}.")
+            path = train_for_run(self.plan, label, self.progress)
+        return for_inference(entry, self.config.device, path), str(path)
 
     # -- the record -----------------------------------------------------------------------------------------
     def done(self, label: str) -> bool:
@@ -114,7 +111,7 @@ class Run:
                                                                              for d in self.config.protocol.doses))
 
     def cells_done(self, label: str) -> bool:
-        return all(self.store.has_cell(label, c.anatomy, c.dose) for c in self.config.entry(label).cells)
+        return all(self.store.has_cell(label, c.anatomy, c.dose) for c in self.plan.entry(label).cells)
 
     def scores_iq(self, label: str) -> bool:
         """With --iq every generalist is scored on the phantom (a specialist is a yardstick of one dose only)."""
@@ -170,11 +167,11 @@ def check_writable(folder: Path) -> None:
         raise ValueError(f"--out {folder}: {existing} is not writable; choose another --out.")
 
 
-def for_inference(config: RunConfig, name: str, checkpoint: Path | None) -> Method:
-    """`name` ready to denoise: its checkpoint's weights with the run's overrides on top (a method that learns
-    nothing is simply built)."""
-    cls = get_method(name)
-    method = cls.load(checkpoint, config.device, config.overrides_for(name)) if checkpoint else cls(None, config.device)
+def for_inference(entry: EntryPlan, device: str, checkpoint: Path | None) -> Method:
+    """The entry's method ready to denoise: its checkpoint's weights with the run's overrides on top (a method that
+    learns nothing is simply built)."""
+    cls = entry.cls
+    method = cls.load(checkpoint, device, entry.overrides) if checkpoint else cls(None, device)
     return method.for_inference()
 
 
@@ -208,11 +205,12 @@ def domain_note(label: str, domain: dict | None, ds: LDCTDataset, resample: bool
                "--resample denoises them at its training pixel size."))
 
 
-def train_for_run(config: RunConfig, label: str, progress: bool = True) -> Path:
-    """Train the entry `label` of `config` on its seen doses (simulating the training splits where they are
+def train_for_run(plan: RunPlan, label: str, progress: bool = True) -> Path:
+    """Train the entry `label` of the plan on its seen doses (simulating the training splits where they are
     missing, and training on the dataset that holds them); returns the weights."""
-    ds = config.train_dataset(progress, config.entry(label).seen_doses)
-    manifest = train_method(config.entry_job(label), ds, device=config.device, retrain=config.retrain,
+    config, entry = plan.config, plan.entry(label)
+    ds = config.train_dataset(progress, entry.seen_doses)
+    manifest = train_method(entry.job, ds, device=config.device, retrain=config.retrain,
                             cache_dir=config.cache_dir, progress=progress)
     if not manifest["complete"]:
         raise RuntimeError(f"training {label} stopped before its last iteration; run again to resume.")
@@ -241,13 +239,15 @@ def run_folder_lock(config: RunConfig, echo=print):
 
 def run_matrix(config: RunConfig, *, cli_args: dict | None = None, progress: bool = True, echo=print) -> pd.DataFrame:
     """Run every method of `config` on every (anatomy, dose) cell in this process; returns the results table."""
+    plan = resolve(config)  # before anything is written: a spec that names nothing is one sentence here
     with run_folder_lock(config, echo):
-        return _fill(config, cli_args, progress, echo)
+        return _fill(plan, cli_args, progress, echo)
 
 
-def _fill(config: RunConfig, cli_args: dict | None, progress: bool, echo) -> pd.DataFrame:
-    run = Run.open(config, cli_args, progress)
-    for entry in config.entries():
+def _fill(plan: RunPlan, cli_args: dict | None, progress: bool, echo) -> pd.DataFrame:
+    config = plan.config
+    run = Run.open(plan, cli_args, progress)
+    for entry in plan.entries:
         if run.done(entry.label):
             echo(f"{entry.label}: all {len(entry.cells)} cells already done, skipping")
             continue
@@ -259,7 +259,7 @@ def _fill(config: RunConfig, cli_args: dict | None, progress: bool, echo) -> pd.
             echo(said)
         timings = {}  # cells done before (this pass adds --iq) keep the timings they were recorded with
         if not run.cells_done(entry.label):
-            timings = {"load_s": load_s, **evaluate_cells(run.store, method, run.dataset, entry.cells, config,
+            timings = {"load_s": load_s, **evaluate_cells(run.store, method, run.dataset, entry.cells, plan,
                                                           progress=progress, label=entry.label, domain=domain)}
         if run.scores_iq(entry.label):
             from .iq import evaluate_iq

@@ -230,6 +230,7 @@ def test_training_on_several_acquisitions_reads_them_as_one_and_its_domain_spans
     from ldct_bench.config import RunConfig
     from ldct_bench.data.dataset import DatasetUnion
     from ldct_bench.data.resolve import dataset_name, open_dataset
+    from ldct_bench.plan import resolve
     from ldct_bench.protocol import Protocol
     from ldct_bench.training import train_method
 
@@ -246,9 +247,9 @@ def test_training_on_several_acquisitions_reads_them_as_one_and_its_domain_spans
     assert manifest["domain"]["pixel_mm"] == [pytest.approx(140 / 64), pytest.approx(350 / 64)]
     config = RunConfig(methods=("ldct",), out=tmp_path / "o", protocol=Protocol((0.25,), (0.25,), ("chest",)),
                        data="embedded@dfov180", train_data=spec, phantoms=phantoms, cache_dir=tmp_path / "c")
-    assert config.data_flags() == {"seen_data": True, "acquisition": "dfov180", "seen_acquisition": False}
+    assert resolve(config).data_flags() == {"seen_data": True, "acquisition": "dfov180", "seen_acquisition": False}
     seen = RunConfig(methods=("ldct",), out=tmp_path / "o", protocol=Protocol((0.25,), (0.25,), ("chest",)),
                      data="embedded@dfov140", train_data=spec, phantoms=phantoms, cache_dir=tmp_path / "c")
-    assert seen.seen_acquisition
+    assert resolve(seen).data_flags()["seen_acquisition"]
     res = CliRunner().invoke(main, ["run", "--data", "embedded@default,sharp", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "names 2 acquisitions" in res.output

@@ -16,6 +16,7 @@ from ldct_bench.config import Override, RunConfig, parse_overrides
 from ldct_bench.data.dataset import PhantomConfig
 from ldct_bench.data.simulate import Simulator
 from ldct_bench.methods import get_method
+from ldct_bench.plan import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ldct_bench", "baselines", "founddiff")
@@ -98,7 +99,7 @@ def test_set_values_take_their_field_types():
 def test_overrides_that_change_training_name_their_own_checkpoint_and_inference_ones_reuse_it():
     def job(*sets):
         config = RunConfig(methods=("founddiff",), out=Path("x"), overrides=parse_overrides(sets, ("founddiff",)))
-        return config.train_job("founddiff")
+        return resolve(config).entry("founddiff").job
 
     plain = job()
     assert plain.key == f"quick-{PhantomConfig().dataset_name}-seen10+50-abdomen+chest+head-s0"
@@ -138,6 +139,42 @@ def test_old_caches_and_the_committed_checkpoints_are_still_found():
     config = RunConfig(methods=("redcnn", "corediff", "wgan-mse", "founddiff"), out=Path("x"))
     data = f"embedded-{PhantomConfig().digest()}"
     for name in config.methods:
-        found = find_checkpoint(config.train_job(name))
+        found = find_checkpoint(resolve(config).entry(name).job)
         assert found is not None and found.parent.parent == REFERENCE_DIR / name
         assert json.loads((found.parent / "manifest.json").read_text())["data"] == data
+
+
+def test_a_run_is_resolved_once_and_the_runner_reads_the_plan(monkeypatch):
+    """#29.0: the runner, the fan-out and the evaluation never ask the registry or the data resolver again; the
+    plan looks each entry's method up once and each dataset spec once."""
+    import ldct_bench
+    import ldct_bench.plan as plan_module
+    from ldct_bench.protocol import Protocol
+
+    again = {"get_method", "dataset_name", "dataset_pixel_mm", "dataset_acquisitions", "imported_path",
+             "open_dataset", "find_checkpoint"}
+    root = Path(ldct_bench.__file__).parent
+    for module in ("runner.py", "fanout.py", "evaluate.py"):
+        tree = ast.parse((root / module).read_text())
+        called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert not called & again, (module, called & again)
+    calls = {"method": 0, "data": 0}
+    real_method, real_data = plan_module.get_method, plan_module.dataset_name
+
+    def method(name):
+        calls["method"] += 1
+        return real_method(name)
+
+    def data(*args, **kw):
+        calls["data"] += 1
+        return real_data(*args, **kw)
+
+    monkeypatch.setattr(plan_module, "get_method", method)
+    monkeypatch.setattr(plan_module, "dataset_name", data)
+    config = RunConfig(methods=("ldct", "redcnn", "corediff"), out=Path("x"), oracle=True,
+                       protocol=Protocol((0.05, 0.1, 0.25), (0.1,)))
+    plan = plan_module.resolve(config)
+    assert [e.label for e in plan.entries] == ["ldct", "redcnn", "corediff", "redcnn@5%", "redcnn@25%",
+                                               "corediff@5%", "corediff@25%"]
+    assert calls == {"method": len(plan.entries), "data": 1}  # the training data is the evaluated data
+    assert plan.entry("redcnn@5%").job.doses == (0.05,) and plan.entry("ldct").job is None

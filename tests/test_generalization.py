@@ -68,8 +68,9 @@ def test_methods_trained_on_one_dataset_are_scored_on_every_patient_of_another(d
         dicom_set.root)
     assert "ckcache" in manifest["methods"]["redcnn"]["source"]  # the tiny-set checkpoint, not a new training
     assert manifest["dataset"]["pixel_mm"] == {"1CT1": pytest.approx(0.661468)}  # CT_small's PixelSpacing
-    assert manifest["train_dataset"] == {"name": tiny_dataset.root.name,
+    assert manifest["train_dataset"] == {"name": tiny_dataset.root.name, "acquisitions": ["custom"],
                                          "pixel_mm": pytest.approx(tiny_dataset.pixel_mm)}
+    assert manifest["dataset"]["acquisitions"] == [dicom_set.root.name]  # an import: its own acquisition
     assert tiny_dataset.pixel_mm > 1.0  # the tiny phantoms' coarser grid: the transfer changes the pixel size
     assert (t[t.metric == "psnr"].groupby("method").value.mean() > 20).all()
 

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ldct_bench.cli import main
+from ldct_bench.plan import resolve
 from ldct_bench.results import COLUMNS, RunStore
 
 
@@ -121,7 +122,7 @@ def test_evaluating_a_subset_of_anatomies_uses_the_all_anatomy_checkpoint(monkey
     CliRunner().invoke(main, ["run", "--methods", "redcnn", "--anatomies", "head", "--out", str(tmp_path / "r")])
     config = seen["config"]
     assert config.protocol.anatomies == ("head",)
-    assert find_checkpoint(config.train_job("redcnn")).parent.parent == REFERENCE_DIR / "redcnn"
+    assert find_checkpoint(resolve(config).entry("redcnn").job).parent.parent == REFERENCE_DIR / "redcnn"
 
 
 def test_an_unknown_method_is_refused_before_any_data_is_simulated(tmp_path):

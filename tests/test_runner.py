@@ -153,15 +153,14 @@ def test_the_committed_checkpoints_beat_the_input_on_every_seen_cell_of_fresh_pa
     from ldct_bench.checkpoints import REFERENCE_DIR
     from ldct_bench.evaluate import score_rows
     from ldct_bench.methods import get_method
-    from ldct_bench.runner import for_inference
 
-    config = RunConfig(methods=("ldct",), out=Path("unused"))
     learned = ("corediff", "founddiff", "redcnn", "wgan-mse")
     scores = []
     for name in ("ldct", *learned):
         found = sorted((REFERENCE_DIR / name).glob("*/weights.safetensors")) if name != "ldct" else [None]
         assert len(found) == 1, f"{name}: expected one committed checkpoint, found {found}"
-        method = for_inference(config, name, found[0])
+        cls = get_method(name)
+        method = (cls.load(found[0]) if found[0] else cls()).for_inference()
         for cell in Protocol().cells():
             if cell.seen_dose:
                 pairs = reference_sample.pairs([cell.anatomy], [cell.dose], "test", context=get_method(name).context,

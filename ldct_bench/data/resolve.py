@@ -67,10 +67,13 @@ def data_family(spec: str) -> str:
 def dataset_acquisitions(spec: str, cache_dir: Path | None = None,
                          phantoms: PhantomConfig | None = None) -> list[str]:
     """The acquisition axis' labels of `spec`: the profile of each embedded acquisition (plain 'embedded' with a
-    config of its own: whichever profile its simulator is, else 'custom'); an imported dataset's folder name."""
+    config of its own: whichever profile its simulator is, else 'custom'; the same for a phantom dataset given by
+    its folder); an imported dataset's folder name."""
     if is_embedded(spec):
         return [acquisition_of(phantoms_for(one, phantoms).simulator) for one in single_specs(spec)]
-    return [imported_path(spec, cache_dir).name]
+    ds = LDCTDataset(imported_path(spec, cache_dir))
+    return [acquisition_of(ds.manifest["config"]["simulator"]) if ds.manifest.get("kind") == "embedded"
+            else ds.root.name]
 
 
 def open_dataset(spec: str, doses, anatomies, splits, *, cache_dir: Path | None = None,
