@@ -93,14 +93,20 @@ def training_domain(weights: Path) -> dict | None:
     return None
 
 
-def outside_domain(domain: dict | None, pixel_mm: float, tolerance: float = 0.2) -> str:
-    """Why an image of `pixel_mm` lies outside a model's training `domain` ('' when inside, or nothing is known): its
-    pixel size more than `tolerance` beyond the range the model saw."""
+def outside_domain(domain: dict | None, pixel_mm: float, kernel: str | None = None, tolerance: float = 0.2) -> str:
+    """Why an image lies outside a model's training `domain` ('' when inside, or nothing is known): its pixel size
+    more than `tolerance` beyond the range the model saw, or a reconstruction kernel (as its header names it) that
+    none of the model's training images had. Kernels are compared only with kernels read from headers: the
+    simulator's are not named as vendors name theirs."""
+    from .data.acquisition import KERNELS
+
+    why = []
     seen = (domain or {}).get("pixel_mm")
-    if not seen or not pixel_mm:
-        return ""
-    lo, hi = seen
-    if (1 - tolerance) * lo <= pixel_mm <= (1 + tolerance) * hi:
-        return ""
-    trained = f"{lo:.2f} mm" if abs(hi - lo) < 1e-6 else f"{lo:.2f}-{hi:.2f} mm"
-    return f"{pixel_mm:.2f} mm pixels, outside the {trained} it was trained at"
+    if seen and pixel_mm and not (1 - tolerance) * seen[0] <= pixel_mm <= (1 + tolerance) * seen[1]:
+        lo, hi = seen
+        trained = f"{lo:.2f} mm" if abs(hi - lo) < 1e-6 else f"{lo:.2f}-{hi:.2f} mm"
+        why.append(f"{pixel_mm:.2f} mm pixels, outside the {trained} it was trained at")
+    kernels = set((domain or {}).get("kernels") or ()) - {"?"}
+    if kernel and kernels and not kernels & set(KERNELS) and kernel not in kernels:
+        why.append(f"kernel {kernel}, which none of its training images had ({', '.join(sorted(kernels))})")
+    return "; ".join(why)

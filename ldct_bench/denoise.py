@@ -26,7 +26,7 @@ from .checkpoints import committed_checkpoints, outside_domain, training_domain
 from .conventions import safe
 from .data.dataset import neighbour_index, sha256_file
 from .data.dicom_export import write_series
-from .data.dicom_import import SliceRecord, read_volume, scan_folder
+from .data.dicom_import import SliceRecord, acquisition_headers, read_volume, scan_folder
 from .evaluate import denoise_resampled
 from .methods import Method, get_method, training_record
 
@@ -93,12 +93,13 @@ def denoise_folder(name: str, src: Path, out: Path, checkpoint: Path | None = No
             continue
         records = sorted(records, key=lambda r: r.z)
         where = f"series {uid} of patient {patient}"
-        outside = outside_domain(domain, records[0].pixel_mm)
-        ratio = records[0].pixel_mm / domain["pixel_mm"][0] if outside and resample else 1.0
+        outside = outside_domain(domain, records[0].pixel_mm, acquisition_headers(records[0].path)["kernel"])
+        off_pixels = bool(outside_domain(domain, records[0].pixel_mm))  # what resampling could answer
+        ratio = records[0].pixel_mm / domain["pixel_mm"][0] if off_pixels and resample else 1.0
         if outside:
-            echo(f"note: {where}: {outside} ({name}, {path.parent.name}); "
-                 + (f"run at {domain['pixel_mm'][0]:.2f} mm and resampled back (--resample)" if resample else
-                    "--resample runs the model at its training pixel size"))
+            echo(f"note: {where}: {outside} ({name}, {path.parent.name})"
+                 + (f"; run at {domain['pixel_mm'][0]:.2f} mm and resampled back (--resample)" if ratio != 1.0 else
+                    "; --resample runs the model at its training pixel size" if off_pixels else ""))
         images = denoise_series(method, read_volume(records), where, batch_size, seed, device, ratio)
         record["resampled_to_mm"] = domain["pixel_mm"][0] if ratio != 1.0 else None
         tmp = folder.parent / f".{folder.name}.writing-{os.getpid()}"

@@ -253,3 +253,14 @@ def test_training_on_several_acquisitions_reads_them_as_one_and_its_domain_spans
     assert resolve(seen).data_flags()["seen_acquisition"]
     res = CliRunner().invoke(main, ["run", "--data", "embedded@default,sharp", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "names 2 acquisitions" in res.output
+
+
+def test_a_kernel_is_compared_only_with_kernels_read_from_headers():
+    from ldct_bench.checkpoints import outside_domain
+
+    imported = {"pixel_mm": [0.6, 0.8], "acquisitions": ["SIEMENS B30f"], "kernels": ["B30f"]}
+    assert outside_domain(imported, 0.7, "B30f") == ""
+    assert outside_domain(imported, 0.7, "B70f") == "kernel B70f, which none of its training images had (B30f)"
+    assert outside_domain(imported, 0.3, "B70f").count(";") == 1  # both reasons, in one line
+    simulated = {"pixel_mm": [1.37, 1.37], "acquisitions": ["default"], "kernels": ["standard"]}
+    assert outside_domain(simulated, 1.37, "B70f") == ""  # the simulator's kernels have no vendor names

@@ -44,6 +44,7 @@ class Kernel:
 
 
 SMOOTH, STANDARD, SHARP = Kernel("smooth", "hann", 0.7), Kernel("standard", "hann"), Kernel("sharp", "shepp-logan")
+KERNELS = {k.name: k for k in (SMOOTH, STANDARD, SHARP)}
 
 
 @dataclass(frozen=True)
