@@ -56,3 +56,9 @@ def safe(name) -> str:
     if len(text) > 200:
         text = text[:180] + "~" + hashlib.sha256(str(name).encode()).hexdigest()[:16]
     return text or "%"
+
+
+def is_plain_name(name) -> bool:
+    """Whether `name` is one folder name that cannot climb or hide: text, not empty, no separator, no leading '.'
+    (so never '.' or '..'); what `safe` makes of any text, and what a name read from a file must already be."""
+    return isinstance(name, str) and bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name

@@ -93,7 +93,8 @@ def denoise_folder(name: str, src: Path, out: Path, checkpoint: Path | None = No
             continue
         records = sorted(records, key=lambda r: r.z)
         where = f"series {uid} of patient {patient}"
-        outside = outside_domain(domain, records[0].pixel_mm, acquisition_headers(records[0].path)["kernel"])
+        kernel = acquisition_headers(records[0].path)["kernel"] if domain else None
+        outside = outside_domain(domain, records[0].pixel_mm, kernel)
         off_pixels = bool(outside_domain(domain, records[0].pixel_mm))  # what resampling could answer
         ratio = records[0].pixel_mm / domain["pixel_mm"][0] if off_pixels and resample else 1.0
         if outside:

@@ -38,12 +38,13 @@ def evaluate_cells(store: RunStore, method: Method, ds: LDCTDataset, cells, plan
     spent = {"denoise_s": 0.0, "score_s": 0.0}
     name = label or method.name
     flags = plan.data_flags()
+    ratios = resample_ratios(ds, domain) if config.resample else {}
     for cell in tqdm(cells, desc=name, unit="cell", disable=not progress):
         if store.has_cell(name, cell.anatomy, cell.dose):
             continue
         pairs = ds.pairs([cell.anatomy], [cell.dose], config.eval_splits, context=method.context, truth=True)
         t = time.perf_counter()
-        pred = denoise_all(method, pairs, config, resample_ratios(ds, domain) if config.resample else {})
+        pred = denoise_all(method, pairs, config, ratios)
         spent["denoise_s"] += time.perf_counter() - t
         t = time.perf_counter()
         rows = score_rows(store.name, name, cell, pairs, pred, config.metrics, flags)

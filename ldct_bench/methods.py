@@ -409,7 +409,10 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
             expected = json.loads(trained.read_text()).get("sha256")
         except (ValueError, AttributeError):
             raise ValueError(f"checkpoint manifest {trained} is not valid JSON; restore or retrain it.") from None
-        if not expected or not intact(path, expected):
+        if not expected:
+            raise ValueError(f"checkpoint manifest {trained} records no sha256 for {path.name} (its training did not "
+                             "finish); finish it with `ldct-bench train`, or retrain with `ldct-bench train --retrain`.")
+        if not intact(path, expected):
             raise ValueError(f"checkpoint {path} does not match the sha256 in {trained} (damaged or edited); restore "
                              "it (git checkout for the committed ones) or retrain with `ldct-bench train --retrain`.")
     try:

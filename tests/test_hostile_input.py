@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from ldct_bench.checkpoints import REFERENCE_DIR, TrainJob
 from ldct_bench.cli import main
-from ldct_bench.conventions import safe
+from ldct_bench.conventions import is_plain_name, safe
 from ldct_bench.methods import MAX_PARAMETERS, get_method, registry
 from ldct_bench.protocol import parse_dose
 from ldct_bench.results import COLUMNS, RunStore, check_schema
@@ -83,7 +83,7 @@ def test_property_a_header_value_is_one_safe_path_component_and_distinct_values_
         part = safe(name)
         assert part and part not in (".", "..") and not part.startswith(".")
         assert "/" not in part and "\\" not in part and "\x00" not in part
-        assert len(part.encode()) <= 255 and Path(part).name == part
+        assert len(part.encode()) <= 255 and Path(part).name == part and is_plain_name(part)
     if a != b:
         assert safe(a) != safe(b)
 

@@ -30,7 +30,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
-from ..conventions import ANATOMIES
+from ..conventions import ANATOMIES, is_plain_name
 from .geometry import FanBeamGeometry
 from .phantoms import phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
 from .projector import ellipse_sinogram
@@ -117,20 +117,15 @@ def manifest_problem(manifest) -> str:
             or not isinstance(manifest.get("files"), dict):
         return "it is not an object with 'splits' and 'files'"
     for anatomy, splits in manifest["splits"].items():
-        if not isinstance(splits, dict) or not all(isinstance(ps, list) and all(_plain(p) for p in ps)
-                                                   for ps in splits.values()) or not _plain(anatomy):
+        if not isinstance(splits, dict) or not all(isinstance(ps, list) and all(is_plain_name(p) for p in ps)
+                                                   for ps in splits.values()) or not is_plain_name(anatomy):
             return f"the splits of {anatomy!r} are not lists of plain patient names"
     for rel, digest in manifest["files"].items():
         parts = rel.split("/")
-        if len(parts) != 3 or not all(_plain(x) for x in parts) or not parts[2].endswith(".npy") \
+        if len(parts) != 3 or not all(is_plain_name(x) for x in parts) or not parts[2].endswith(".npy") \
                 or not isinstance(digest, str):
             return f"file entry {rel!r} is not <anatomy>/<patient>/<array>.npy with its sha256"
     return ""
-
-
-def _plain(name) -> bool:
-    """One folder name that cannot climb or hide: no separator, not '', '.' or '..' (see conventions.safe)."""
-    return isinstance(name, str) and bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name
 
 
 def sha256_file(path: Path) -> str:

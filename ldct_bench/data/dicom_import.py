@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
-from ..conventions import safe
+from ..conventions import is_plain_name, safe
 from .dataset import DATA_VERSION, SPLITS, LDCTDataset, default_cache_dir, sha256_file
 from .geometry import FanBeamGeometry
 from .simulate import Simulator, dose_key, noise_seed
@@ -324,7 +324,7 @@ def import_dataset(root: Path, source: str = "dicom", name: str | None = None, e
     if source not in ("mayo2016", "mayo2020", "dicom"):
         raise ValueError(f"unknown source {source!r}; choose mayo2016, mayo2020 or dicom.")
     name = name or source
-    if any(sep in name for sep in ("/", "\\", os.sep)) or name.startswith("."):  # '..' included
+    if not is_plain_name(name) or os.sep in name:
         raise ValueError(f"dataset name {name!r} must be one plain folder name (no '/', '\\' or leading '.'); "
                          "choose e.g. --name mayo2016.")
     rep = scan_folder(root, source)
