@@ -292,6 +292,10 @@ def _train_overrides(name: str, opts: dict) -> dict:
 @click.option("--train-acquisitions", default=None,
               help="Train on the embedded phantoms through these acquisition profiles, comma-separated (the same as "
                    "--train-data embedded@A,B); rows of --data through another profile are seen_acquisition=False.")
+@click.option("--acquisitions", default=None,
+              help="Evaluate the embedded phantoms through each of these acquisition profiles (comma list, or 'all'): "
+                   "one run per profile in --out/PROFILE, the methods trained once (on --train-data or "
+                   "--train-acquisitions; default the default profile); `ldct-bench report OUT` reads them together.")
 @click.option("--train-data", default=None,
               help="Train on this dataset and evaluate on every patient of --data (default: --data's own training "
                    "split); rows are marked seen_data=False.")
@@ -330,6 +334,7 @@ def run_cmd(**opts):
     from .runner import run_matrix
 
     t0 = time.perf_counter()
+    configs = _run_configs(opts)
     if opts["status"]:
         if opts["out"] is None:
             raise click.UsageError("--status needs --out RUN_DIR.")
@@ -337,10 +342,22 @@ def run_cmd(**opts):
         from .plan import resolve
         from .results import RunStore
 
-        config = _run_config(opts)
-        click.echo(unit_states(RunStore(config.out), resolve(config).entries).to_string(index=False))
+        for config in configs:
+            if len(configs) > 1:
+                click.echo(f"{config.out.name}:")
+            click.echo(unit_states(RunStore(config.out), resolve(config).entries).to_string(index=False))
         return
-    config = _run_config(opts)
+    for config in configs:
+        _run_one(config, opts, t0)
+    if len(configs) > 1:
+        click.echo(f"{len(configs)} runs, one per acquisition, in {configs[0].out.parent}; read them together with "
+                   f"`ldct-bench report {configs[0].out.parent}`")
+
+
+def _run_one(config, opts: dict, t0: float) -> None:
+    from .report.leaderboard import summary_text
+    from .runner import run_matrix
+
     proto = config.protocol
     click.echo(f"methods: {', '.join(config.methods)}; doses: {dose_labels(proto.doses)} "
                f"(seen: {dose_labels(proto.seen_doses)}); anatomies: {', '.join(proto.anatomies)} "
@@ -363,6 +380,28 @@ def run_cmd(**opts):
         table = run_matrix(config, cli_args=_cli_args(), echo=click.echo)
     click.echo(summary_text(table))
     click.echo(f"results: {config.out}  ({len(table)} rows; wall time {time.perf_counter() - t0:.1f} s)")
+
+
+def _run_configs(opts: dict) -> list:
+    """The RunConfig of each run `ldct-bench run` makes: one, or with --acquisitions one per profile (in
+    --out/PROFILE, all trained on the same data, so each learned method is trained once)."""
+    if not opts["acquisitions"]:
+        return [_run_config(opts)]
+    from .data.acquisition import ACQUISITIONS
+    from .data.resolve import embedded_acquisitions
+
+    if opts["data_spec"] != "embedded":
+        raise click.UsageError(f"--acquisitions simulates the embedded phantoms through each profile; it cannot "
+                               f"evaluate --data {opts['data_spec']} (for one profile, --data embedded@NAME).")
+    spec = ",".join(ACQUISITIONS) if opts["acquisitions"] == "all" else opts["acquisitions"]
+    try:
+        names = embedded_acquisitions(f"embedded@{spec}")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--acquisitions") from None
+    out = opts["out"] or Path("results") / "runs" / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    train = opts["train_data"] or (None if opts["train_acquisitions"] else "embedded")
+    return [_run_config({**opts, "data_spec": f"embedded@{name}", "out": out / name, "train_data": train})
+            for name in names]
 
 
 def _run_config(opts: dict):
@@ -473,17 +512,16 @@ def denoise_cmd(method_name, checkpoint, src, out, device, batch_size, seed, res
 def report_cmd(run_dirs, out, formats, metrics_spec, window, reference, unit):
     """Leaderboards (Markdown, LaTeX, HTML, CSV) and figures from one or more run folders."""
     from .report import make_report
+    from .results import run_folders
 
     if not run_dirs:
         runs = sorted(Path("results/runs").glob("*/results.parquet"), key=lambda p: p.stat().st_mtime)
         if not runs:
             raise click.ClickException("no run folders given and none under results/runs; run `ldct-bench run` first.")
         run_dirs = (runs[-1].parent,)
-    for d in run_dirs:
-        if not (Path(d) / "manifest.json").is_file():
-            raise click.ClickException(f"{d} is not a run folder (no manifest.json).")
+    runs = [run for d in run_dirs for run in run_folders(Path(d))]  # a folder of runs (--acquisitions): each
     out = out or Path(run_dirs[0]) / "report"
-    files = make_report(list(run_dirs), out, tuple(split_list(formats)), tuple(split_list(metrics_spec)), window,
+    files = make_report(runs, out, tuple(split_list(formats)), tuple(split_list(metrics_spec)), window,
                         reference, unit)
     click.echo(f"report written to {out} ({len(files)} files)")
 

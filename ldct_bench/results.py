@@ -53,6 +53,18 @@ def cell_name(anatomy: str, dose: float) -> str:
     return f"{safe(anatomy)}_{dose:.4f}"
 
 
+def run_folders(path: Path) -> list[Path]:
+    """`path` itself when it is a run folder; else the run folders directly inside it, in the order they were made
+    (what `run --acquisitions` writes: one run per profile); one sentence when it holds none."""
+    if (path / "manifest.json").is_file():
+        return [path]
+    inside = [d for d in sorted(path.iterdir()) if (d / "manifest.json").is_file()] if path.is_dir() else []
+    if not inside:
+        raise ValueError(f"{path} is not a run folder (no manifest.json) and holds none; give a folder that "
+                         "`ldct-bench run` wrote.")
+    return sorted(inside, key=lambda d: RunStore(d).read_manifest().get("created", ""))
+
+
 class RunStore:
     def __init__(self, root: Path):
         self.root = Path(root)

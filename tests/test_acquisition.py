@@ -137,8 +137,8 @@ def test_a_run_on_another_acquisition_marks_its_rows_unseen_and_the_report_has_t
 
     phantoms = tiny_config(image_size=64, slices_per_patient=2, train_patients=1, val_patients=0, test_patients=1)
     tables = {}
-    for data in ("embedded@default", "embedded@dfov180"):
-        config = RunConfig(methods=("ldct",), out=tmp_path / data, protocol=Protocol((0.25,), (0.25,), ("chest",)),
+    for data in ("embedded@default", "embedded@dfov180"):  # as `run --acquisitions default,dfov180` lays them out
+        config = RunConfig(methods=("ldct",), out=tmp_path / "runs" / data.partition("@")[2], protocol=Protocol((0.25,), (0.25,), ("chest",)),
                            data=data, train_data="embedded@default", phantoms=phantoms, cache_dir=tmp_path / "c")
         tables[data] = run_matrix(config, progress=False, echo=lambda *a: None)
     default, other = tables["embedded@default"], tables["embedded@dfov180"]
@@ -148,8 +148,38 @@ def test_a_run_on_another_acquisition_marks_its_rows_unseen_and_the_report_has_t
     both = pd_concat([default.assign(run="a"), other.assign(run="b")])
     columns = {c[0] for c in generalization(both.assign(method="ldct")).table.columns}
     assert {"acquisition regret, seen", "acquisition regret, unseen"} <= columns
-    manifest = json.loads((tmp_path / "embedded@dfov180" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "runs" / "dfov180" / "manifest.json").read_text())
     assert manifest["dataset"]["pixel_mm"] == pytest.approx(180 / 64)
+    report = CliRunner().invoke(main, ["report", str(tmp_path / "runs"), "--format", "md"])  # the folder of runs
+    assert report.exit_code == 0, report.output
+    made = (tmp_path / "runs" / "report" / "generalization.md").read_text()
+    assert "acquisition regret, unseen" in made and "runs/default" in (tmp_path / "runs" / "report" / "report_manifest.json").read_text()
+    (tmp_path / "empty").mkdir()
+    empty = CliRunner().invoke(main, ["report", str(tmp_path / "empty")])
+    assert empty.exit_code != 0 and "is not a run folder (no manifest.json) and holds none" in empty.output
+
+
+def test_run_acquisitions_makes_one_run_per_profile_all_trained_once(tmp_path):
+    from ldct_bench.cli import _run_configs
+
+    base = {"methods_spec": "ldct,redcnn", "doses": None, "train_doses": None, "preset": "default", "anatomies": None,
+            "train_anatomies": None, "train_acquisitions": None, "train_data": None, "data_spec": "embedded",
+            "profile": "quick", "device": "cpu", "seed": 0, "out": tmp_path / "x", "retrain": False, "oracle": False,
+            "metrics_spec": None, "save_images": False, "resample": False, "iq": False, "iq_realisations": 100,
+            "executor": None, "gpus_per_job": 0, "sets": (), "cache_dir": tmp_path / "c"}
+    configs = _run_configs({**base, "acquisitions": "default,dfov140"})
+    assert [(c.out.name, c.data, c.trained_on) for c in configs] == [
+        ("default", "embedded@default", "embedded"), ("dfov140", "embedded@dfov140", "embedded")]
+    loao = _run_configs({**base, "acquisitions": "all", "train_acquisitions": "default,ge,smooth,sharp,dfov180"})
+    assert [c.out.name for c in loao] == list(ACQUISITIONS)
+    assert {c.trained_on for c in loao} == {"embedded@default,ge,smooth,sharp,dfov180"}
+    shown = CliRunner().invoke(main, ["run", "--status", "--acquisitions", "ge,sharp", "--methods", "ldct",
+                                      "--out", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "c")])
+    assert shown.exit_code == 0 and shown.output.count("pending   0/4") == 2 * 3 and "sharp:" in shown.output
+    for args, said in ((["--acquisitions", "default,nope"], "unknown acquisition 'nope'"),
+                       (["--acquisitions", "ge", "--data", "mayo2016"], "cannot evaluate --data mayo2016")):
+        bad = CliRunner().invoke(main, ["run", *args, "--out", str(tmp_path / "y")])
+        assert bad.exit_code != 0 and said in bad.output and not (tmp_path / "y").exists()
 
 
 def pd_concat(frames):
