@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -61,6 +62,13 @@ def main():
 
 
 # ---------------------------------------------------------------------------------------------- data
+def _phantoms_option(fn):
+    return click.option("--phantoms", "anatomy_model", type=click.Choice(["ellipses", "realistic"]),
+                        default="ellipses", show_default=True,
+                        help="The embedded patients' anatomy: ellipses, or realistic (non-elliptic outlines, power-law "
+                             "texture, trabecular bone, lung vessel trees: data/detail.py).")(fn)
+
+
 @main.group()
 def data():
     """Simulate, import and inspect datasets."""
@@ -78,8 +86,9 @@ def data():
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Default: $LDCT_BENCH_CACHE or ~/.cache/ldct-bench.")
+@_phantoms_option
 @friendly
-def data_simulate(acquisitions, anatomies, doses, patients, slices, size, seed, cache_dir):
+def data_simulate(acquisitions, anatomies, doses, patients, slices, size, seed, cache_dir, anatomy_model):
     """Simulate the embedded phantom dataset (cached; re-running reuses it), once per acquisition."""
     from .data.acquisition import get_acquisition
     from .data.dataset import LDCTDataset, PhantomConfig
@@ -90,7 +99,8 @@ def data_simulate(acquisitions, anatomies, doses, patients, slices, size, seed, 
         raise click.BadParameter("no acquisition given; write e.g. --acquisition default,sharp.")
     for name in names:
         get_acquisition(name)  # every name checked before anything is simulated
-    cfg = PhantomConfig.sized(size=size, slices=slices, patients=patients, seed=seed)
+    cfg = replace(PhantomConfig.sized(size=size, slices=slices, patients=patients, seed=seed),
+                  anatomy_model=anatomy_model)
     for name in names:
         ds = LDCTDataset.embedded(phantoms_for(f"embedded@{name}", cfg), doses=doses, anatomies=anatomies,
                                   cache_dir=cache_dir)
@@ -204,7 +214,7 @@ def _data_options(fn):
                       help="embedded (the phantoms), embedded@ACQUISITION (through another scanner, kernel or display "
                            "field: `ldct-bench data acquisitions`), or an imported dataset's name or folder.")(fn)
     fn = click.option("--cache-dir", type=click.Path(path_type=Path), default=None)(fn)
-    return fn
+    return _phantoms_option(fn)
 
 
 def _set_option(fn):
@@ -239,6 +249,7 @@ def _cli_args() -> dict:
 def train_cmd(**opts):
     """Train a method through the shared harness (resumes an interrupted run)."""
     from .checkpoints import TrainJob
+    from .data.dataset import PhantomConfig
     from .data.resolve import open_dataset
     from .distributed import from_env, local_device
     from .protocol import Protocol
@@ -246,7 +257,8 @@ def train_cmd(**opts):
 
     name, seen, anatomies = opts["method_name"], opts["doses"] or Protocol().seen_doses, opts["anatomies"]
     overrides = _train_overrides(name, opts)
-    ds = open_dataset(opts["data_spec"], seen, anatomies, ("train", "val"), cache_dir=opts["cache_dir"])
+    ds = open_dataset(opts["data_spec"], seen, anatomies, ("train", "val"), cache_dir=opts["cache_dir"],
+                      phantoms=PhantomConfig(anatomy_model=opts["anatomy_model"]))
     cells = [(anatomies, seen)] if opts["training"] == "generalist" else [((a,), (d,)) for a in anatomies for d in seen]
     dev = local_device(resolve_device(opts["device"]))  # under torchrun: this rank's GPU
     for anats, doses in cells:
@@ -330,8 +342,6 @@ def _train_overrides(name: str, opts: dict) -> dict:
 @friendly
 def run_cmd(**opts):
     """Run methods over the dose x anatomy matrix, score them, write the results store and print a leaderboard."""
-    from .report.leaderboard import summary_text
-    from .runner import run_matrix
 
     t0 = time.perf_counter()
     configs = _run_configs(opts)
@@ -407,6 +417,7 @@ def _run_configs(opts: dict) -> list:
 def _run_config(opts: dict):
     """The RunConfig of `ldct-bench run`'s options (validated: a bad value is one clear error)."""
     from .config import RunConfig, parse_overrides
+    from .data.dataset import PhantomConfig
     from .data.resolve import (
         dataset_anatomies,
         embedded_acquisition,
@@ -454,6 +465,7 @@ def _run_config(opts: dict):
         metrics=tuple(split_list(opts["metrics_spec"])) if opts["metrics_spec"] else DEFAULT_METRICS,
         retrain=opts["retrain"], oracle=opts["oracle"], overrides=parse_overrides(opts["sets"], methods),
         device="cuda" if jobs_elsewhere else resolve_device(opts["device"]), cache_dir=opts["cache_dir"],
+        phantoms=PhantomConfig(anatomy_model=opts["anatomy_model"]),
         save_images=opts["save_images"], iq=opts["iq"], iq_realisations=opts["iq_realisations"],
         resample=opts["resample"])
 

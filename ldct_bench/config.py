@@ -127,7 +127,8 @@ class RunConfig:
             "train_data": self.trained_on,
             "profile": self.profile, "seed": self.seed, "metrics": list(self.metrics), "retrain": self.retrain,
             "oracle": self.oracle, "resample": self.resample,
-            "overrides": {m: self.overrides_for(m) for m in self.methods if self.overrides_for(m)}}))
+            "overrides": {m: self.overrides_for(m) for m in self.methods if self.overrides_for(m)},
+            **({} if self.phantoms.anatomy_model == "ellipses" else {"phantoms": self.phantoms.anatomy_model})}))
 
     @property
     def trained_on(self) -> str:

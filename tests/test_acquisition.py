@@ -138,7 +138,8 @@ def test_a_run_on_another_acquisition_marks_its_rows_unseen_and_the_report_has_t
     phantoms = tiny_config(image_size=64, slices_per_patient=2, train_patients=1, val_patients=0, test_patients=1)
     tables = {}
     for data in ("embedded@default", "embedded@dfov180"):  # as `run --acquisitions default,dfov180` lays them out
-        config = RunConfig(methods=("ldct",), out=tmp_path / "runs" / data.partition("@")[2], protocol=Protocol((0.25,), (0.25,), ("chest",)),
+        config = RunConfig(methods=("ldct",), out=tmp_path / "runs" / data.partition("@")[2],
+                           protocol=Protocol((0.25,), (0.25,), ("chest",)),
                            data=data, train_data="embedded@default", phantoms=phantoms, cache_dir=tmp_path / "c")
         tables[data] = run_matrix(config, progress=False, echo=lambda *a: None)
     default, other = tables["embedded@default"], tables["embedded@dfov180"]
@@ -153,7 +154,8 @@ def test_a_run_on_another_acquisition_marks_its_rows_unseen_and_the_report_has_t
     report = CliRunner().invoke(main, ["report", str(tmp_path / "runs"), "--format", "md"])  # the folder of runs
     assert report.exit_code == 0, report.output
     made = (tmp_path / "runs" / "report" / "generalization.md").read_text()
-    assert "acquisition regret, unseen" in made and "runs/default" in (tmp_path / "runs" / "report" / "report_manifest.json").read_text()
+    record = (tmp_path / "runs" / "report" / "report_manifest.json").read_text()
+    assert "acquisition regret, unseen" in made and "runs/default" in record
     (tmp_path / "empty").mkdir()
     empty = CliRunner().invoke(main, ["report", str(tmp_path / "empty")])
     assert empty.exit_code != 0 and "is not a run folder (no manifest.json) and holds none" in empty.output

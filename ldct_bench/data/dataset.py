@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
 from ..conventions import ANATOMIES, is_plain_name
+from .detail import detail_layer
 from .geometry import FanBeamGeometry
 from .phantoms import phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
 from .projector import ellipse_sinogram
@@ -39,6 +40,7 @@ from .simulate import Simulator, dose_key, key_dose, noise_seed
 # 2: structures nested so that additive HU equals painted HU; 3: lower doses nested in the full dose (noise
 # insertion), truth = noiseless reconstruction, 8/2/6 patients of 4 slices
 DATA_VERSION = 3
+ANATOMY_MODELS = ("ellipses", "realistic")
 SPLITS = ("train", "val", "test")
 
 
@@ -62,11 +64,15 @@ class PhantomConfig:
     seed: int = 0
     texture: bool = True
     simulator: dict = field(default_factory=lambda: Simulator().to_dict())
+    anatomy_model: str = "ellipses"  # or "realistic": the ellipses' anatomy with data/detail.py's layer on top
 
     def __post_init__(self):
         for name in ("image_size", "slices_per_patient", "train_patients", "val_patients", "test_patients"):
             if int(getattr(self, name)) < (8 if name == "image_size" else 1 if name != "val_patients" else 0):
                 raise ValueError(f"dataset config: {name}={getattr(self, name)} is too small.")
+        if self.anatomy_model not in ANATOMY_MODELS:
+            raise ValueError(f"dataset config: anatomy_model={self.anatomy_model!r}; choose from "
+                             f"{', '.join(ANATOMY_MODELS)}.")
         geom = dict(self.simulator["geometry"])
         if geom["image_size"] != self.image_size:
             geom["image_size"] = self.image_size
@@ -85,7 +91,10 @@ class PhantomConfig:
                    val_patients=val, test_patients=test, seed=seed)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as its manifest records it (and hashes it): the ellipse model, which came first, is left out,
+        so its datasets keep their folders and the checkpoints keyed by them."""
+        out = asdict(self)
+        return {k: v for k, v in out.items() if k != "anatomy_model"} if self.anatomy_model == "ellipses" else out
 
     @property
     def dataset_name(self) -> str:
@@ -413,15 +422,20 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
     out = {k: np.empty((n, config.image_size, config.image_size), np.float32) for k in keys}
     # the texture's grain is 1.2 pixels of a 350 mm field at this matrix: a smaller display field magnifies it
     zoom = FanBeamGeometry().fov_mm / sim.geometry.fov_mm
-    tex = texture_volume(seed, n, config.image_size, 1.2 * zoom) if config.texture else None
+    realistic = config.anatomy_model == "realistic"
+    tex = texture_volume(seed, n, config.image_size, 1.2 * zoom) if config.texture and not realistic else None
     per_call = max(1, _IMAGES_PER_RECONSTRUCTION // len(keys))
     order = ["truth"] * ("truth" in out) + scans  # each slice's images in a reconstruction, in turn
     for s0 in range(0, n, per_call):
         sinograms, textures = [], []
         for s in range(s0, min(n, s0 + per_call)):
-            rows = to_additive(phantom_slice(anatomy, seed, float(zs[s])))
-            textures.append(tex[s] * texture_amplitude(rasterize(rows, sim.geometry).numpy()) if tex is not None
-                            else 0.0)
+            items = phantom_slice(anatomy, seed, float(zs[s]), realistic)
+            rows = to_additive(items)
+            if realistic:  # its own texture among the rest of the detail
+                textures.append(detail_layer(anatomy, seed, float(zs[s]), items, sim))
+            else:
+                textures.append(tex[s] * texture_amplitude(rasterize(rows, sim.geometry).numpy()) if tex is not None
+                                else 0.0)
             p = ellipse_sinogram(sim.geometry, rows)
             if "truth" in out:  # kept as float32, which is what reconstruct() takes them to
                 sinograms.append(p[None].float())

@@ -57,8 +57,9 @@ class Ellipse:
 class _Builder:
     """Collects painted ellipses for one slice."""
 
-    def __init__(self):
+    def __init__(self, realistic: bool = False):
         self.items: list[Ellipse] = []
+        self.realistic = realistic  # thin cortical shells and a skull with diploe (data/detail.py adds the rest)
 
     def add(self, cx, cy, a, b, phi, tissue, hu=None):
         self.items.append(Ellipse(float(cx), float(cy), float(a), float(b), float(phi),
@@ -74,6 +75,9 @@ def _head(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, p
     A, B = 92 * sx * k, 115 * sy * k
     b.add(0, 0, A + 8, B + 8, 0, "muscle", 30)  # scalp
     b.add(0, 0, A, B, 0, "cortical_bone")  # skull
+    if b.realistic:  # outer table, diploe (trabecular in detail.py), inner table
+        b.add(0, 0, A - 1.8, B - 1.8, 0, "cancellous_bone")
+        b.add(0, 0, A - 5.4, B - 5.4, 0, "cortical_bone")
     b.add(0, 0, A - 7, B - 7, 0, "csf")
     b.add(0, 1, A - 10, B - 10, 0, "grey_matter")
     for side in (-1, 1):
@@ -161,8 +165,9 @@ def _abdomen(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float
 
 
 def _spine(b: _Builder, x0: float, y0: float):
+    shell = 1.5 if b.realistic else 4.0  # a vertebral body's cortex is 0.5-2 mm
     b.add(x0, y0, 21, 19, 0, "cortical_bone", 700)
-    b.add(x0, y0, 17, 15, 0, "cancellous_bone")
+    b.add(x0, y0, 21 - shell, 19 - shell, 0, "cancellous_bone")
     b.add(x0, y0 - 27, 7, 7, 0, "cortical_bone", 700)
     b.add(x0, y0 - 27, 5.5, 5.5, 0, "csf", 10)  # spinal canal
     b.add(x0, y0 - 42, 5, 9, 0, "cortical_bone", 700)  # spinous process
@@ -171,15 +176,16 @@ def _spine(b: _Builder, x0: float, y0: float):
 _BUILDERS = {"head": _head, "chest": _chest, "abdomen": _abdomen}
 
 
-def phantom_slice(anatomy: str, patient_seed: int, z: float) -> list[Ellipse]:
-    """Ellipses (absolute HU, painter's order) of one slice; z in [-1, 1] spans the patient's stack."""
+def phantom_slice(anatomy: str, patient_seed: int, z: float, realistic: bool = False) -> list[Ellipse]:
+    """Ellipses (absolute HU, painter's order) of one slice; z in [-1, 1] spans the patient's stack. `realistic`:
+    the ellipses of the realistic anatomy model (thin cortices, diploe), to which data/detail.py adds its layer."""
     if anatomy not in _BUILDERS:
         raise ValueError(f"unknown anatomy {anatomy!r}; choose from {', '.join(ANATOMIES)}.")
     pr = _rng(patient_seed, 0)
     sx, sy = pr.uniform(0.85, 1.12, size=2)
     phase = pr.uniform(0, 2 * math.pi)
     rot = pr.uniform(-5, 5)
-    b = _Builder()
+    b = _Builder(realistic)
     # the per-slice generator is seeded by patient only, so random structures persist across
     # slices and move smoothly with z (their positions depend on z explicitly)
     _BUILDERS[anatomy](b, _rng(patient_seed, 1), z, sx, sy, phase)
