@@ -12,6 +12,8 @@ from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
 from ldct_bench.data.detail import (
     _BONE_FRACTION,
     _GRID_MM,
+    _MARROW_HU,
+    _TRABECULA_HU,
     BETA,
     Z_MM,
     _fields,
@@ -73,10 +75,11 @@ def test_trabecular_bone_has_its_volume_fraction_and_keeps_the_cancellous_mean()
     x, y = np.meshgrid(xs, xs)
     tissue = np.full(x.shape, "cancellous_bone")
     hu = TISSUE_HU["cancellous_bone"] + _trabecular(tissue, x, y, 5, 0.2)
-    bone = hu > 500
-    assert bone.mean() == pytest.approx(_BONE_FRACTION, abs=0.04)
+    fraction = (hu - _MARROW_HU) / (_TRABECULA_HU - _MARROW_HU)  # bone's share of each sample's slab
+    assert fraction.mean() == pytest.approx(_BONE_FRACTION, abs=0.03) and fraction.min() >= 0 and fraction.max() <= 1
+    assert 0.1 < (fraction == 0).mean() < 0.9 and fraction.std() > 0.15  # a network, not a uniform grey
     assert hu.mean() == pytest.approx(TISSUE_HU["cancellous_bone"], abs=40)
-    assert not np.array_equal(bone, (TISSUE_HU["cancellous_bone"] + _trabecular(tissue, x, y, 5, 0.3)) > 500)
+    assert not np.array_equal(hu, TISSUE_HU["cancellous_bone"] + _trabecular(tissue, x, y, 5, 0.3))
 
 
 def test_the_lung_trees_follow_murray_and_stay_in_the_lung():

@@ -37,13 +37,14 @@ from .phantoms import TISSUE_HU, Ellipse
 BETA = 2.0  # exponent of the parenchymal texture's power spectrum (see the module docstring)
 Z_MM = 60.0  # millimetres per phantom z unit
 SUPERSAMPLE = 2  # detail samples per pixel along each axis
+SLAB_MM = 2.0  # the reconstructed slice's thickness, over which the finest structure (trabeculae) is averaged
 _GRID_MM, _GRID_N = 0.8, 512  # the texture fields' fixed physical grid (410 mm square)
 # texture standard deviation (HU) of each tissue: parenchyma most, fluid least (noiseless ROI values of real CT)
 TEXTURE_HU = {"fat": 6.0, "muscle": 7.0, "liver": 9.0, "spleen": 7.0, "kidney": 10.0, "bowel": 25.0, "blood": 3.0,
               "grey_matter": 4.0, "white_matter": 3.0, "csf": 1.5, "water": 1.5, "lung": 30.0, "rib": 40.0,
-              "cortical_bone": 40.0}
+              "cortical_bone": 40.0, "diploe": 80.0}
 _DEFORMED = {"fat", "muscle", "liver", "spleen", "kidney", "lung", "blood", "grey_matter", "white_matter", "bowel",
-             "cortical_bone", "cancellous_bone", "csf"}
+             "cortical_bone", "cancellous_bone", "csf", "diploe"}
 _MARROW_HU, _TRABECULA_HU, _BONE_FRACTION = 40.0, 950.0, 0.24
 
 
@@ -220,7 +221,9 @@ def _texture(tissue, x, y, seed, z) -> np.ndarray:
 
 def _trabecular(tissue, x, y, seed, z) -> np.ndarray:
     """Cancellous bone as a network of trabeculae: a sum of random plane waves (wavelength 1.2-2 mm, any direction
-    in 3-D) thresholded at the bone volume fraction; marrow between. The region's mean stays near its HU."""
+    in 3-D) thresholded at the bone volume fraction, marrow between, averaged through the slice's SLAB_MM (a plane
+    through the network would show it at a contrast no reconstructed slice has). The region's mean stays near its
+    HU."""
     where = tissue == "cancellous_bone"
     out = np.zeros_like(x)
     if not where.any():
@@ -229,10 +232,12 @@ def _trabecular(tissue, x, y, seed, z) -> np.ndarray:
     k = r.normal(size=(24, 3))
     k *= (2 * np.pi / r.uniform(1.2, 2.0, 24) / np.linalg.norm(k, axis=1))[:, None]
     phase = r.uniform(0, 2 * np.pi, 24)
-    pts = np.stack([x[where], y[where], np.full(where.sum(), z * Z_MM)], axis=1)
-    wave = np.cos(pts @ k.T + phase).sum(1) / math.sqrt(12)
-    bone = np.abs(wave) < _quantile_abs(_BONE_FRACTION)  # sheets where the sum crosses zero: plates and rods
-    out[where] = np.where(bone, _TRABECULA_HU, _MARROW_HU) - TISSUE_HU["cancellous_bone"]
+    fraction = np.zeros(where.sum())
+    for dz in SLAB_MM * (np.arange(4) + 0.5 - 2) / 4:  # the slice's thickness averages the network along z
+        pts = np.stack([x[where], y[where], np.full(where.sum(), z * Z_MM + dz)], axis=1)
+        wave = np.cos(pts @ k.T + phase).sum(1) / math.sqrt(12)
+        fraction += (np.abs(wave) < _quantile_abs(_BONE_FRACTION)) / 4  # sheets where the sum crosses zero
+    out[where] = _MARROW_HU + fraction * (_TRABECULA_HU - _MARROW_HU) - TISSUE_HU["cancellous_bone"]
     return out
 
 
@@ -244,12 +249,13 @@ def _quantile_abs(fraction: float) -> float:
 
 
 def _muscle_fat(tissue, x, y, seed, z) -> np.ndarray:
-    """Fat between muscle bundles: where a coarse texture field is high (12 % of muscle), fat."""
+    """Fat between muscle bundles: where a coarse texture field is high (6 % of muscle: intramuscular fat is a few per
+    cent of a healthy adult's muscle), fat."""
     where = tissue == "muscle"
     out = np.zeros_like(x)
     if where.any():
         field = _texture_at(seed + 1, 0.6 * x[where], 0.6 * y[where], z, 5.0)
-        out[where] = np.where(field > 1.17, TISSUE_HU["fat"] - TISSUE_HU["muscle"], 0.0)
+        out[where] = np.where(field > 1.55, TISSUE_HU["fat"] - TISSUE_HU["muscle"], 0.0)
     return out
 
 

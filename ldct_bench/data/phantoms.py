@@ -33,7 +33,7 @@ TISSUE_HU = {
     "air": -1000.0, "lung": -850.0, "fat": -100.0, "water": 0.0, "csf": 8.0,
     "white_matter": 25.0, "grey_matter": 40.0, "muscle": 50.0, "blood": 45.0,
     "liver": 60.0, "spleen": 50.0, "kidney": 150.0, "bowel": 20.0,
-    "cancellous_bone": 250.0, "cortical_bone": 1200.0, "rib": 700.0,
+    "cancellous_bone": 250.0, "cortical_bone": 1200.0, "rib": 700.0, "diploe": 700.0,
 }
 
 
@@ -76,7 +76,7 @@ def _head(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, p
     b.add(0, 0, A + 8, B + 8, 0, "muscle", 30)  # scalp
     b.add(0, 0, A, B, 0, "cortical_bone")  # skull
     if b.realistic:  # outer table, diploe (trabecular in detail.py), inner table
-        b.add(0, 0, A - 1.8, B - 1.8, 0, "cancellous_bone")
+        b.add(0, 0, A - 1.8, B - 1.8, 0, "diploe")
         b.add(0, 0, A - 5.4, B - 5.4, 0, "cortical_bone")
     b.add(0, 0, A - 7, B - 7, 0, "csf")
     b.add(0, 1, A - 10, B - 10, 0, "grey_matter")

@@ -1,0 +1,110 @@
+"""How anatomy looks, measured the same way on a phantom and on real CT: the slope of the radial power spectrum
+(P(f) ~ f^-beta) inside soft tissue and over the body, the HU histogram of each tissue class and the distribution of
+the gradient magnitude (edge sharpness). scripts/realism.py compares the phantoms with real slices by these.
+
+Every measure is in physical units (cycles/mm, HU/mm), so images of any pixel size compare. Soft-tissue ROIs are
+square tiles (ROI_MM wide) every pixel of which lies in soft tissue; the spectral slope is fitted on log-log axes
+over BAND cycles/mm, below where a full-dose scan's quantum noise takes over.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+ROI_MM = 40.0
+BAND = (0.05, 0.25)  # cycles/mm
+# tissue classes by HU (ICRU-style ranges; a pixel belongs to the first that holds it)
+CLASSES = {"lung": (-950.0, -500.0), "fat": (-200.0, -40.0), "soft": (-40.0, 150.0), "bone": (300.0, 3000.0)}
+SOFT = (-150.0, 150.0)  # what a soft-tissue ROI may hold (fat-muscle mixtures included)
+
+
+def body_mask(image: np.ndarray) -> np.ndarray:
+    """The largest connected region above -500 HU, holes filled (the patient, not the table or the air)."""
+    labels, n = ndimage.label(image > -500)
+    if n == 0:
+        return np.zeros(image.shape, dtype=bool)
+    largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(image), labels, range(1, n + 1))))
+    return ndimage.binary_fill_holes(labels == largest)
+
+
+def radial_power(image: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(frequencies in cycles/mm, radially averaged power) of a mean-removed, Hann-windowed image."""
+    h, w = image.shape
+    window = np.outer(np.hanning(h), np.hanning(w))
+    spectrum = np.abs(np.fft.fft2((image - image.mean()) * window)) ** 2
+    fy, fx = np.fft.fftfreq(h, pixel_mm), np.fft.fftfreq(w, pixel_mm)
+    radial = np.hypot(fy[:, None], fx[None, :]).ravel()
+    step = 1.0 / (max(h, w) * pixel_mm)
+    idx = np.round(radial / step).astype(int)
+    counts = np.bincount(idx)
+    power = np.bincount(idx, spectrum.ravel()) / np.maximum(counts, 1)
+    return np.arange(len(power)) * step, power
+
+
+def spectral_slope(images: list[np.ndarray], pixel_mm: float, band=BAND) -> float:
+    """beta of P(f) ~ f^-beta: the negated log-log slope of the mean radial power of `images` over `band`."""
+    grid = np.geomspace(band[0], band[1], 16)
+    curves = [radial_power(im, pixel_mm) for im in images]
+    curves = [np.interp(grid, f, p / max(p[1:].sum(), 1e-30)) for f, p in curves if f[1] <= band[0]]  # each its shape
+    if not curves:
+        return float("nan")
+    power = np.mean(curves, axis=0)
+    return float(-np.polyfit(np.log(grid), np.log(np.maximum(power, 1e-30)), 1)[0])
+
+
+def soft_tissue_rois(image: np.ndarray, pixel_mm: float, size_mm: float = ROI_MM) -> list[np.ndarray]:
+    """Non-overlapping square tiles, `size_mm` wide, wholly in soft tissue (SOFT)."""
+    k = max(8, int(round(size_mm / pixel_mm)))
+    inside = (image >= SOFT[0]) & (image <= SOFT[1])
+    rois = []
+    for r in range(0, image.shape[0] - k + 1, k):
+        for c in range(0, image.shape[1] - k + 1, k):
+            if inside[r:r + k, c:c + k].all():
+                rois.append(image[r:r + k, c:c + k])
+    return rois
+
+
+def tissue_histograms(image: np.ndarray, mask: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per tissue class inside `mask`: its share of the body, its mean and its spread (std, 5-95 % range) in HU."""
+    values = image[mask]
+    out = {}
+    for name, (lo, hi) in CLASSES.items():
+        v = values[(values >= lo) & (values < hi)]
+        if len(v) >= 20:
+            p5, p95 = np.percentile(v, [5, 95])
+            out[name] = {"fraction": len(v) / len(values), "mean": float(v.mean()), "std": float(v.std()),
+                         "p5": float(p5), "p95": float(p95)}
+    return out
+
+
+def gradient_percentiles(image: np.ndarray, pixel_mm: float, mask: np.ndarray) -> dict[str, float]:
+    """Percentiles 50, 90 and 99 of the gradient magnitude (HU/mm) inside `mask` (eroded, so the skin's edge is out)."""
+    gy, gx = np.gradient(image.astype(np.float64), pixel_mm)
+    inner = ndimage.binary_erosion(mask, iterations=max(1, int(round(3.0 / pixel_mm))))
+    g = np.hypot(gx, gy)[inner]
+    if g.size == 0:
+        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan")}
+    p50, p90, p99 = np.percentile(g, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+def measure(images: list[np.ndarray], pixel_mm: float) -> dict:
+    """Every realism measure of a set of slices of one pixel size: beta in soft tissue (over all its ROIs) and over
+    the body (each slice's body bounding box, outside the body set to -1000), tissue histograms and gradients (over
+    all slices' bodies)."""
+    rois = [r for im in images for r in soft_tissue_rois(im, pixel_mm)]
+    bodies, masks = [], []
+    for im in images:
+        mask = body_mask(im)
+        masks.append(mask)
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        if len(rows) and len(cols):
+            bodies.append(np.where(mask, im, -1000.0)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+    stacked, stacked_mask = np.concatenate([im.ravel() for im in images]), np.concatenate([m.ravel() for m in masks])
+    grads = [gradient_percentiles(im, pixel_mm, m) for im, m in zip(images, masks)]
+    return {"pixel_mm": pixel_mm, "slices": len(images), "soft_rois": len(rois),
+            "beta_soft": spectral_slope(rois, pixel_mm) if rois else float("nan"),
+            "beta_body": spectral_slope(bodies, pixel_mm) if bodies else float("nan"),
+            "tissues": tissue_histograms(stacked, stacked_mask),
+            "gradient": {k: float(np.nanmean([g[k] for g in grads])) for k in ("p50", "p90", "p99")}}

@@ -1,0 +1,149 @@
+"""Realism measures against analytic answers, the InVesalius reader against files it makes and the real volume,
+and a fresh small sample of the realistic phantoms against the real slices pydicom ships (#30.2)."""
+
+from __future__ import annotations
+
+import io
+import plistlib
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.data import get_testdata_file
+
+from ldct_bench.data.invesalius import read_inv3, write_dicom
+from ldct_bench.metrics.realism import body_mask, gradient_percentiles, measure, soft_tissue_rois, spectral_slope
+
+CRANIUM = Path.home() / ".cache" / "ldct-bench" / "real" / "Cranium.inv3"
+
+
+def power_law_field(n: int, pixel_mm: float, beta: float, seed: int = 0) -> np.ndarray:
+    f = np.fft.fftfreq(n, pixel_mm)
+    radial = np.hypot(f[:, None], f[None, :])
+    radial[0, 0] = 1.0
+    amp = radial ** (-beta / 2)
+    field = np.fft.ifft2(np.fft.fft2(np.random.default_rng(seed).standard_normal((n, n))) * amp).real
+    return field / field.std()
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.0, 3.0])
+def test_the_spectral_slope_of_a_power_law_field_is_its_exponent(beta):
+    images = [power_law_field(256, 0.5, beta, s) for s in range(4)]
+    assert spectral_slope(images, 0.5) == pytest.approx(beta, abs=0.15)
+
+
+def test_gradients_rois_and_the_body_mask_on_images_with_known_answers():
+    yy, xx = np.mgrid[:200, :200]
+    disk = (yy - 100) ** 2 + (xx - 100) ** 2 < 80**2
+    ramp = np.where(disk, 2.0 * xx, -1000.0)  # 2 HU per pixel of 0.5 mm: 4 HU/mm
+    mask = body_mask(ramp)
+    assert mask.sum() == disk.sum()
+    g = gradient_percentiles(ramp, 0.5, mask)
+    assert g["p50"] == pytest.approx(4.0) and g["p99"] == pytest.approx(4.0)
+    flat = np.where(disk, 40.0, -1000.0)
+    rois = soft_tissue_rois(flat, 0.5, size_mm=20)
+    assert rois and all(r.shape == (40, 40) and (r == 40).all() for r in rois)
+    assert len(rois) == 5  # of the 40-pixel tiles, the centre one and its four neighbours lie inside the disk
+    with_table = np.where(disk, 40.0, -1000.0)
+    with_table[190:, :] = 200.0  # a table below the patient, apart from it
+    assert body_mask(with_table).sum() == disk.sum()
+
+
+def _inv3(path: Path, volume: np.ndarray, spacing, dtype="int16") -> Path:
+    main = {"matrix": {"dtype": dtype, "filename": "matrix.dat", "shape": list(volume.shape)},
+            "spacing": list(spacing), "modality": "CT"}
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in (("main.plist", plistlib.dumps(main)),
+                           ("matrix.dat", volume.astype({"int16": "<i2", "uint16": "<u2"}[dtype]).tobytes())):
+            info = tarfile.TarInfo(f"tmpabc/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=st.tuples(st.integers(1, 4), st.integers(2, 9), st.integers(2, 9)),
+       spacing=st.tuples(*[st.floats(0.1, 5.0)] * 3), seed=st.integers(0, 2**16))
+def test_read_inv3_gives_back_the_volume_anterior_up_and_its_spacing(tmp_path_factory, shape, spacing, seed):
+    volume = np.random.default_rng(seed).integers(-1024, 3000, shape)
+    path = _inv3(tmp_path_factory.mktemp("inv") / "v.inv3", volume, spacing)
+    read, (dz, dy, dx) = read_inv3(path)
+    assert np.array_equal(read, volume[:, ::-1, :]) and (dz, dy, dx) == pytest.approx(spacing[::-1])
+
+
+@pytest.mark.parametrize("damage", ["not a tar", "no plist", "short matrix", "bad dtype", "huge shape"])
+def test_a_damaged_inv3_is_one_sentence(tmp_path, damage):
+    path = tmp_path / "v.inv3"
+    volume = np.zeros((2, 4, 4))
+    if damage == "not a tar":
+        path.write_bytes(b"hello")
+    elif damage == "no plist":
+        with tarfile.open(path, "w:gz") as tar:
+            info = tarfile.TarInfo("x/matrix.dat")
+            tar.addfile(info, io.BytesIO(b""))
+    else:
+        _inv3(path, volume, (1, 1, 1))
+        if damage != "short matrix":
+            main = {"matrix": {"dtype": "complex" if damage == "bad dtype" else "int16", "filename": "matrix.dat",
+                               "shape": [2, 4, 99999] if damage == "huge shape" else [2, 4, 4]}, "spacing": [1, 1, 1]}
+        else:
+            main = {"matrix": {"dtype": "int16", "filename": "matrix.dat", "shape": [3, 4, 4]}, "spacing": [1, 1, 1]}
+        with tarfile.open(path, "w:gz") as tar:
+            for name, data in (("main.plist", plistlib.dumps(main)), ("matrix.dat", volume.astype("<i2").tobytes())):
+                info = tarfile.TarInfo(f"x/{name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ValueError, match=str(path)):
+        read_inv3(path)
+
+
+def test_the_volume_written_as_dicom_imports_as_a_head_series(tmp_path):
+    from ldct_bench.data.dicom_import import import_dataset
+
+    yy, xx = np.mgrid[:64, :64]
+    head = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 28**2, 35.0, -1024.0)
+    files = write_dicom(np.stack([head, head + 5]), (1.5, 0.9, 0.9), tmp_path / "dcm")
+    back = pydicom.dcmread(files[1])
+    assert back.Modality == "CT" and float(back.PixelSpacing[0]) == pytest.approx(0.9)
+    assert np.array_equal(back.pixel_array * float(back.RescaleSlope) + float(back.RescaleIntercept), head + 5)
+    ds = import_dataset(tmp_path / "dcm", name="cranium", extra_doses=(0.25,), cache_dir=tmp_path / "c")
+    assert ds.anatomies == ["head"] and ds.pixel_mm == {"Cranium": pytest.approx(0.9)} and 0.25 in ds.doses("head")
+
+
+@pytest.mark.skipif(not CRANIUM.is_file(), reason="Cranium.inv3 not fetched (bash scripts/fetch_cranium.sh)")
+def test_the_real_head_volume_reads_as_an_axial_head_ct():
+    volume, spacing = read_inv3(CRANIUM)
+    assert volume.shape == (108, 256, 256) and spacing == pytest.approx((1.5, 0.95703, 0.95703), abs=1e-4)
+    assert volume.min() == -1024 and volume.max() > 2000
+    mid = volume[54]
+    brain = mid[(mid > 10) & (mid < 60)]
+    assert brain.size > 10_000 and 20 <= np.median(brain) <= 45  # brain parenchyma in an axial slice
+    rest = np.argwhere((mid > 300) & ~body_mask(mid))  # the head rest's arc, behind the head
+    assert len(rest) > 100 and rest[:, 0].mean() > 160  # posterior at the bottom: anterior up
+
+
+def test_realistic_phantoms_land_in_the_real_slices_body_spectrum_range(tmp_path):
+    """A fresh small sample: the realistic anatomy's noiseless heads at 0.70 mm have a body power-spectrum slope
+    within the range of the real head slices pydicom ships; the ellipse model's is above it (too smooth)."""
+    from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
+    from ldct_bench.data.resolve import phantoms_for
+
+    real = []
+    for name in ("693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm"):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        real.append(measure([np.maximum(hu, -1024.0)], float(ds.PixelSpacing[0]))["beta_body"])
+    lo, hi = min(real), max(real)
+    beta = {}
+    for model in ("ellipses", "realistic"):
+        config = phantoms_for("embedded@dfov180", replace(PhantomConfig.sized(256, 2, 2), anatomy_model=model))
+        ds = LDCTDataset.embedded(config, doses=[0.25], anatomies=["head"], splits=("train", "test"),
+                                  cache_dir=tmp_path, progress=False)
+        truth = ds.pairs(["head"], [0.25], ("train", "test"), truth=True).truth
+        beta[model] = measure([t[0].numpy().astype(np.float64) for t in truth], float(ds.pixel_mm))["beta_body"]
+    assert lo - 0.25 <= beta["realistic"] <= hi + 0.1 and beta["ellipses"] > hi, (beta, lo, hi)
