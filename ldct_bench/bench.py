@@ -412,6 +412,28 @@ def bench_acquisition(repeats: int = 2) -> list[dict]:
                  base, "patients/s", "the default profile") for name, acq in ACQUISITIONS.items() if name != "default"]
 
 
+def bench_anatomy(repeats: int = 2) -> list[dict]:
+    """Patients per second simulated with the realistic anatomy (data/detail.py) vs the ellipses in this run, through
+    the default scanner and the smallest display field (as bench_acquisition: truth, full dose and four doses)."""
+    from dataclasses import replace
+
+    from .data.dataset import PhantomConfig, _simulate_patient
+    from .data.resolve import phantoms_for
+    from .data.simulate import Simulator, dose_key
+    from .protocol import DEFAULT_DOSES
+
+    keys = ["truth", "full", *(dose_key(d) for d in DEFAULT_DOSES)]
+
+    def rate(model: str, acquisition: str) -> float:
+        config = phantoms_for(f"embedded@{acquisition}", replace(PhantomConfig(), anatomy_model=model))
+        sim = Simulator.from_dict(config.simulator)
+        return 3 / _best_time(lambda: [_simulate_patient(config, sim, a, 14, keys) for a in ("head", "chest",
+                                                                                              "abdomen")], repeats)
+
+    return [_row("anatomy", f"simulate realistic anatomy through {acq}", rate("realistic", acq), rate("ellipses", acq),
+                 "patients/s", f"the ellipses through {acq}") for acq in ("default", "dfov140")]
+
+
 # ----------------------------------------------------------------------------------------------- end to end
 def bench_end_to_end(cache_dir: Path | None = None) -> list[dict]:
     """The default `ldct-bench run --methods all --doses 5,10,25,50` in a child process."""
@@ -433,8 +455,8 @@ def bench_end_to_end(cache_dir: Path | None = None) -> list[dict]:
     return rows
 
 
-STAGES = ("simulation", "metrics", "inference", "training", "import", "iq", "acquisition")
-DEFAULT_STAGES = ("simulation", "metrics", "inference", "import", "iq", "acquisition")
+STAGES = ("simulation", "metrics", "inference", "training", "import", "iq", "acquisition", "anatomy")
+DEFAULT_STAGES = ("simulation", "metrics", "inference", "import", "iq", "acquisition", "anatomy")
 
 
 def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = None, end_to_end: bool = False,
@@ -455,6 +477,8 @@ def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = 
         rows += bench_iq()
     if "acquisition" in stages:
         rows += bench_acquisition()
+    if "anatomy" in stages:
+        rows += bench_anatomy()
     if "inference" in stages:
         rows += bench_inference(size, device, methods or resolve_methods("all"), profile=profile)
     if "training" in stages:

@@ -547,8 +547,8 @@ def report_cmd(run_dirs, out, formats, metrics_spec, window, reference, unit):
               help="Methods for the inference and training stages.")
 @click.option("--profile", type=click.Choice(PROFILES), default="quick", show_default=True,
               help="Network size (and, for training, batch and patch size) the inference and training stages time.")
-@click.option("--stages", default="simulation,metrics,inference,import,iq,acquisition", show_default=True,
-              help="Any of simulation, metrics, inference, training, import, iq, acquisition.")
+@click.option("--stages", default="simulation,metrics,inference,import,iq,acquisition,anatomy", show_default=True,
+              help="Any of simulation, metrics, inference, training, import, iq, acquisition, anatomy.")
 @click.option("--end-to-end", is_flag=True, help="Also time the default `ldct-bench run` (a few minutes).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write OUT.csv and OUT.json (default results/bench/bench-<time>).")
