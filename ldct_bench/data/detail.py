@@ -1,6 +1,7 @@
-"""Anatomy that ellipses cannot draw, as an image of HU increments: outlines that are not ellipses, parenchymal
-texture with a power-law spectrum, trabecular bone, the lung's vessel and airway trees with their fissures, fat
-between muscle fibres, bowel content and calcifications (PhantomConfig.anatomy_model = "realistic").
+"""Anatomy that ellipses cannot draw, as an image of HU increments: outlines that are not ellipses (gyri among
+them), parenchymal texture with a power-law spectrum, cortical sulci, trabecular bone, the lung's vessel and airway
+trees with their fissures, fat between muscle fibres, bowel content and calcifications
+(PhantomConfig.anatomy_model = "realistic").
 
 Every structure is a function of position in millimetres and of the patient's seed, so each acquisition profile
 (another pixel grid, another display field) sees the same anatomy and adjacent slices are neighbours (the z axis is
@@ -58,6 +59,8 @@ def detail_layer(anatomy: str, seed: int, z: float, items: list[Ellipse], sim) -
     layer += _outlines(items, owner, x, y, seed, z)
     layer += _texture(tissue, x, y, seed, z)
     layer += _trabecular(tissue, x, y, seed, z)
+    if anatomy == "head":
+        layer += _sulci(items, tissue, x, y, seed, z)
     if anatomy != "head":
         layer += _muscle_fat(tissue, x, y, seed, z)
     layer += _bowel(tissue, x, y, seed, z)
@@ -161,6 +164,9 @@ def _outlines(items, owner, x, y, seed, z) -> np.ndarray:
         r = _rng(seed, 1, round(e.cx) + 1000, round(e.cy) + 1000)
         m = np.arange(2, 8)
         amp = r.uniform(0.4, 1.0, m.size) * 0.04 / (m / 2.0) ** 1.2
+        if e.tissue == "white_matter":  # gyri: white matter reaching a few mm into the cortex, 10-20 lobes a turn
+            m = np.r_[m, np.arange(10, 21)]
+            amp = np.r_[amp, r.uniform(0.0, 1.0, 11) * 1.2 / min(e.a, e.b)]
         phase, drift = r.uniform(0, 2 * np.pi, m.size), r.normal(0, 1.5, m.size)
         p = _parent(items, k)
         hu_below = items[p].hu if p >= 0 else TISSUE_HU["air"]
@@ -246,6 +252,32 @@ def _quantile_abs(fraction: float) -> float:
     from scipy.stats import norm
 
     return float(norm.ppf(0.5 + fraction / 2))
+
+
+def _sulci(items, tissue, x, y, seed, z) -> np.ndarray:
+    """The cortex's sulci: CSF clefts 1.2 mm wide winding from the brain's surface 6-18 mm inward, some 40 a turn
+    drifting with z; in grey matter only."""
+    brain = [e for e in items if e.tissue == "grey_matter" and min(e.a, e.b) > 40]
+    where = tissue == "grey_matter"
+    out = np.zeros_like(x)
+    if not brain or not where.any():
+        return out
+    e = brain[0]
+    r = _rng(seed, 7)
+    angles = np.sort(np.mod(r.uniform(0, 2 * np.pi, 40) + 0.3 * z, 2 * np.pi))
+    depth, phase = r.uniform(6, 18, angles.size), r.uniform(0, 2 * np.pi, angles.size)
+    xs, ys = x[where] - e.cx, y[where] - e.cy
+    theta = np.mod(np.arctan2(ys, xs), 2 * np.pi)
+    inward = (1 - np.hypot(xs / e.a, ys / e.b)) * min(e.a, e.b)  # mm below the brain's surface, roughly
+    cleft = np.zeros(xs.shape, dtype=bool)
+    nearest = np.searchsorted(angles, theta)
+    for j in (nearest - 1, nearest % angles.size):  # the sulci on either side of each sample's angle
+        radius = np.maximum(np.hypot(xs, ys), 1.0)
+        wiggle = 1.0 * np.sin(2 * np.pi * inward / 20.0 + phase[j]) / radius  # a sulcus winds, 1 mm each way
+        off = np.angle(np.exp(1j * (theta - angles[j] - wiggle)))
+        cleft |= (np.abs(off) * radius < 0.6) & (inward < depth[j])
+    out[where] = np.where(cleft, TISSUE_HU["csf"] - TISSUE_HU["grey_matter"], 0.0)
+    return out
 
 
 def _muscle_fat(tissue, x, y, seed, z) -> np.ndarray:
