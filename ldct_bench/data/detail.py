@@ -61,9 +61,9 @@ def detail_layer(anatomy: str, seed: int, z: float, items: list[Ellipse], sim) -
     layer += _trabecular(tissue, x, y, seed, z)
     if anatomy == "head":
         layer += _sulci(items, tissue, x, y, seed, z)
-    if anatomy != "head":
-        layer += _muscle_fat(tissue, x, y, seed, z)
-    layer += _bowel(tissue, x, y, seed, z)
+    if anatomy != "head":  # (the scalp is muscle too)
+        layer += _inclusions(tissue, x, y, seed + 1, z, "muscle", "fat", 0.6, 5.0)
+    layer += _inclusions(tissue, x, y, seed + 2, z, "bowel", "air", 2.5, 9.0)
     if anatomy == "chest":
         layer += _lung(items, tissue, xs, x, y, seed, z)
     layer += _calcifications(anatomy, items, xs, seed, z)
@@ -280,24 +280,15 @@ def _sulci(items, tissue, x, y, seed, z) -> np.ndarray:
     return out
 
 
-def _muscle_fat(tissue, x, y, seed, z) -> np.ndarray:
-    """Fat between muscle bundles: where a coarse texture field is high (6 % of muscle: intramuscular fat is a few per
-    cent of a healthy adult's muscle), fat."""
-    where = tissue == "muscle"
+def _inclusions(tissue, x, y, seed, z, host: str, guest: str, scale: float, key: float) -> np.ndarray:
+    """Patches of `guest` inside `host`: where the patient's texture, stretched `scale` times finer, is in its top
+    6 %. Fat between muscle bundles (intramuscular fat is a few per cent of a healthy adult's muscle; scale 0.6) and
+    gas bubbles in bowel content (scale 2.5)."""
+    where = tissue == host
     out = np.zeros_like(x)
     if where.any():
-        field = _texture_at(seed + 1, 0.6 * x[where], 0.6 * y[where], z, 5.0)
-        out[where] = np.where(field > 1.55, TISSUE_HU["fat"] - TISSUE_HU["muscle"], 0.0)
-    return out
-
-
-def _bowel(tissue, x, y, seed, z) -> np.ndarray:
-    """Bowel content: mottled stool with gas bubbles (the 6 % highest of a fine field)."""
-    where = tissue == "bowel"
-    out = np.zeros_like(x)
-    if where.any():
-        field = _texture_at(seed + 2, 2.5 * x[where], 2.5 * y[where], z, 9.0)
-        out[where] = np.where(field > 1.55, TISSUE_HU["air"] - TISSUE_HU["bowel"], 0.0)
+        field = _texture_at(seed, scale * x[where], scale * y[where], z, key)
+        out[where] = np.where(field > 1.55, TISSUE_HU[guest] - TISSUE_HU[host], 0.0)
     return out
 
 
