@@ -40,7 +40,8 @@ Z_MM = 60.0  # millimetres per phantom z unit
 SUPERSAMPLE = 2  # detail samples per pixel along each axis
 SLAB_MM = 2.0  # the reconstructed slice's thickness, over which the finest structure (trabeculae) is averaged
 _GRID_MM, _GRID_N = 0.8, 512  # the texture fields' fixed physical grid (410 mm square)
-# texture standard deviation (HU) of each tissue: parenchyma most, fluid least (noiseless ROI values of real CT)
+# texture standard deviation (HU) of each tissue: parenchyma and bone most, fluid least (our choice, no measured
+# source; scripts/realism.py reports where it puts the phantoms' soft-tissue spread against real CT)
 TEXTURE_HU = {"fat": 6.0, "muscle": 7.0, "liver": 9.0, "spleen": 7.0, "kidney": 10.0, "bowel": 25.0, "blood": 3.0,
               "grey_matter": 4.0, "white_matter": 3.0, "csf": 1.5, "water": 1.5, "lung": 30.0, "rib": 40.0,
               "cortical_bone": 40.0, "diploe": 80.0}
@@ -61,7 +62,7 @@ def detail_layer(anatomy: str, seed: int, z: float, items: list[Ellipse], sim) -
     layer += _trabecular(tissue, x, y, seed, z)
     if anatomy == "head":
         layer += _sulci(items, tissue, x, y, seed, z)
-    if anatomy != "head":  # (the scalp is muscle too)
+    else:  # (the scalp is muscle too, without fat in it)
         layer += _inclusions(tissue, x, y, seed + 1, z, "muscle", "fat", 0.6, 5.0)
     layer += _inclusions(tissue, x, y, seed + 2, z, "bowel", "air", 2.5, 9.0)
     if anatomy == "chest":
