@@ -118,15 +118,16 @@ def figure(sets: dict, out: Path) -> None:
         if " full dose " in name or name.endswith("heads"):
             continue
         style = "-" if name.endswith(")") else ("--" if name.startswith("ellipses") else ":")
-        bodies = [np.where(body_mask(im), im, -1000.0) for im in images]
+        masks = [body_mask(im) for im in images]
+        bodies = [np.where(m, im, -1000.0) for im, m in zip(images, masks)]
         curves = [radial_power(b, pixel) for b in bodies]
         grid = np.geomspace(0.02, min(0.5 / pixel, 0.7), 40)
         power = np.mean([np.interp(grid, f, p / p[1:].sum()) for f, p in curves], axis=0)
         ax[0, 0].loglog(grid, power, style, label=name)
-        values = np.concatenate([im[body_mask(im)] for im in images])
+        values = np.concatenate([im[m] for im, m in zip(images, masks)])
         ax[0, 1].hist(np.clip(values, -1100, 1600), bins=270, range=(-1100, 1600), density=True, histtype="step",
                       linestyle=style, label=name)
-        grads = np.concatenate([np.hypot(*np.gradient(im, pixel))[body_mask(im)] for im in images])
+        grads = np.concatenate([np.hypot(*np.gradient(im, pixel))[m] for im, m in zip(images, masks)])
         ax[0, 2].plot(np.sort(grads), np.linspace(0, 1, len(grads)), style, label=name)
     ax[0, 0].set(xlabel="cycles/mm", ylabel="normalised power", title="radial power spectrum of the body")
     ax[0, 0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
