@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ldct_bench.methods import Method
+from ldct_bench.methods import Method, Settings
 from ldct_bench.toolkit import centre_slice
 
 
 class LowDose(Method):
     name = "ldct"
     description = "Identity: the low-dose FBP image (the floor every method must beat)"
+    Config = Settings  # nothing to set
     learned = False
     stages = ()
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldct_bench.methods import Method, MethodConfig, Range
-from ldct_bench.toolkit import exponential_decay, hu_to_unit, unit_to_hu, weighted_mse, zero_init
+from ldct_bench.methods import MethodConfig, Range
+from ldct_bench.toolkit import zero_init
+
+from .supervised import SupervisedMSE
 
 
 class REDCNN(nn.Module):
@@ -60,7 +61,7 @@ class REDCNNConfig(MethodConfig):
     }
 
 
-class RedCNN(Method):
+class RedCNN(SupervisedMSE):
     name = "redcnn"
     description = "RED-CNN (Chen et al., IEEE TMI 2017): residual encoder-decoder CNN, MSE"
     Config = REDCNNConfig
@@ -68,30 +69,3 @@ class RedCNN(Method):
     def __init__(self, config=None, device="cpu"):
         super().__init__(config, device)
         self.net = REDCNN(self.config.filters, zero_readout=self.config.zero_readout).to(self.device)
-
-    def modules(self):
-        return {"net": self.net}
-
-    def denoise(self, ld_hu):
-        with torch.inference_mode():
-            return unit_to_hu(self.net(hu_to_unit(ld_hu.to(self.device))))
-
-    def setup_training(self, stage):
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
-        self.sched = exponential_decay(self.opt, self.config)
-
-    def train_step(self, batch, step, stage):
-        pred = self.net(hu_to_unit(batch["ld"]))
-        loss = weighted_mse(pred, hu_to_unit(batch["fd"]), batch.get("weight"))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.sched.step()
-        return {"loss": loss.item()}
-
-    def training_state(self):
-        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
-
-    def load_training_state(self, state):
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])

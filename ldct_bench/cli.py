@@ -201,9 +201,12 @@ def methods_cmd():
     for name, cls in sorted(registry().items()):
         n = cls(cls.Config.profile("quick")).n_parameters() if cls.learned else 0
         p = cls(cls.Config.profile("paper")).n_parameters() if cls.learned else 0
-        why = cls.unavailable()
+        why = cls.unavailable() or cls.too_slow_for_all
         size = f"{n / 1e6:.2f}M quick / {p / 1e6:.2f}M paper params" if cls.learned else "no parameters"
         click.echo(f"{name:12s} {size:36s} {cls.description}" + (f"  [not in 'all': {why}]" if why else ""))
+        settings = cls.Config.profile("quick").to_dict() if not cls.learned else {}
+        if settings:  # a method that learns nothing is its settings: show the quick profile's
+            click.echo(f"{'':12s} quick profile: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
         for need in ([cls.needs()] if cls.needs() else []) + ([_weights_found(name)] if cls.learned else []):
             click.echo(f"{'':12s} needs {need}")
 

@@ -55,8 +55,6 @@ def _checked(o: Override, methods) -> Override:
     if o.method not in methods:
         raise ValueError(f"{where}: {o.method!r} is not one of this command's methods ({', '.join(methods)}).")
     cls = get_method(o.method)
-    if not cls.learned:
-        raise ValueError(f"{where}: {o.method!r} has no config to set.")
     try:
         return Override(o.method, o.field, cls.Config.coerce(o.field, o.value))
     except ValueError as exc:

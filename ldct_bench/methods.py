@@ -56,49 +56,27 @@ class Range(NamedTuple):
 
 
 @dataclass
-class MethodConfig:
-    """Fields every learned method shares; subclasses add their own. Profiles override defaults."""
-
-    iterations: int = 1000
-    batch_size: int = 16
-    patch_size: int = 64
-    lr: float = 1e-4
-    val_every: int = 250
-    ema_decay: float = 0.0  # 0 disables EMA
-    # weight each (anatomy, dose) cell's loss by 1 / its input error (training.cell_weights); False trains
-    # on the papers' plain MSE
-    balance_cells: bool = True
-    # stop a stage once its best validation PSNR rose by less than this (dB) over the last fifth of its steps
-    # (`iterations` is then the cap); 0 trains every stage to its full budget
-    plateau_db: float = 0.0
+class Settings:
+    """A method's settings as one dataclass: named profiles, declared ranges and the checks every value read from
+    outside (--set, a checkpoint's header) goes through. Methods that learn nothing subclass it directly; learned
+    ones subclass MethodConfig, which adds the training fields."""
 
     PROFILES: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {}}
     # What each field may hold: a Range for a number (each item of a tuple), or the allowed words of a text field.
     # A subclass declares its own fields' here; `ranges()` gathers every class's. Every numeric field has one.
-    RANGES: ClassVar[dict[str, Range | tuple[str, ...]]] = {
-        "iterations": Range(1, 1e8), "batch_size": Range(1, 4096), "patch_size": Range(0, 4096),  # 0: whole slices
-        "lr": Range(0, 1, open_low=True), "val_every": Range(1, 1e8), "ema_decay": Range(0, 1, open_high=True),
-        "plateau_db": Range(0, 100)}
+    RANGES: ClassVar[dict[str, Range | tuple[str, ...]]] = {}
     # Fields that change only how a trained network is used (e.g. sampling steps): overriding them reuses the
     # checkpoint instead of training a new one.
     INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def profile(cls, name: str, **overrides) -> MethodConfig:
+    def profile(cls, name: str, **overrides) -> Settings:
         if name not in cls.PROFILES:
             raise ValueError(f"unknown profile {name!r}; choose from {', '.join(cls.PROFILES)}.")
         return cls(**{**cls.PROFILES[name], **overrides})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def stage_iterations(self, stage: str) -> int:
-        """The iteration budget of training stage `stage`; methods with several stages give each its own."""
-        return self.iterations
-
-    def stage_batch_size(self, stage: str) -> int:
-        """How many patches (and whole slices) the harness draws per step of `stage`."""
-        return self.batch_size
 
     @classmethod
     def ranges(cls) -> dict[str, Range | tuple[str, ...]]:
@@ -116,7 +94,8 @@ class MethodConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if name not in fields:
             close = difflib.get_close_matches(name, list(fields), n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}?" if close else f"its fields are {', '.join(fields)}."
+            hint = (f"did you mean {', '.join(close)}?" if close else f"its fields are {', '.join(fields)}." if fields
+                    else "it has no settings.")
             raise ValueError(f"no config field {name!r}; {hint}")
         f = fields[name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -134,7 +113,7 @@ class MethodConfig:
         return out
 
     @classmethod
-    def checked(cls, values: dict, where: str) -> MethodConfig:
+    def checked(cls, values: dict, where: str) -> Settings:
         """A config from values read elsewhere (a checkpoint's header, a manifest), each checked as `--set` checks
         it; the first bad one is one sentence naming `where`. Fields it does not know are left out."""
         known = {f.name for f in dataclasses.fields(cls)}
@@ -158,6 +137,37 @@ class MethodConfig:
         """(fields that change training, fields that change only inference) of `overrides`."""
         train = {k: v for k, v in overrides.items() if k not in cls.INFERENCE_FIELDS}
         return train, {k: v for k, v in overrides.items() if k in cls.INFERENCE_FIELDS}
+
+
+@dataclass
+class MethodConfig(Settings):
+    """Fields every learned method shares; subclasses add their own. Profiles override defaults."""
+
+    iterations: int = 1000
+    batch_size: int = 16
+    patch_size: int = 64
+    lr: float = 1e-4
+    val_every: int = 250
+    ema_decay: float = 0.0  # 0 disables EMA
+    # weight each (anatomy, dose) cell's loss by 1 / its input error (training.cell_weights); False trains
+    # on the papers' plain MSE
+    balance_cells: bool = True
+    # stop a stage once its best validation PSNR rose by less than this (dB) over the last fifth of its steps
+    # (`iterations` is then the cap); 0 trains every stage to its full budget
+    plateau_db: float = 0.0
+
+    RANGES: ClassVar[dict[str, Range | tuple[str, ...]]] = {
+        "iterations": Range(1, 1e8), "batch_size": Range(1, 4096), "patch_size": Range(0, 4096),  # 0: whole slices
+        "lr": Range(0, 1, open_low=True), "val_every": Range(1, 1e8), "ema_decay": Range(0, 1, open_high=True),
+        "plateau_db": Range(0, 100)}
+
+    def stage_iterations(self, stage: str) -> int:
+        """The iteration budget of training stage `stage`; methods with several stages give each its own."""
+        return self.iterations
+
+    def stage_batch_size(self, stage: str) -> int:
+        """How many patches (and whole slices) the harness draws per step of `stage`."""
+        return self.batch_size
 
 
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text", tuple: "a comma list"}
@@ -210,8 +220,10 @@ class Method:
     context: ClassVar[int] = 0  # adjacent slices per side the method reads
     learned: ClassVar[bool] = True
     stages: ClassVar[tuple[str, ...]] = ("main",)
+    # Why `--methods all` leaves the method out ('' to include it): said by `ldct-bench methods`; it runs when named.
+    too_slow_for_all: ClassVar[str] = ""
 
-    def __init__(self, config: MethodConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, config: Settings | None = None, device: str | torch.device = "cpu"):
         self.config = config if config is not None else self.Config.profile("quick")
         self.device = torch.device(device)
 
@@ -249,7 +261,7 @@ class Method:
 
     # -- building from outside values ---------------------------------------------------------------------
     @classmethod
-    def configure(cls, profile: str, overrides: dict | None = None, where: str = "--set") -> MethodConfig:
+    def configure(cls, profile: str, overrides: dict | None = None, where: str = "--set") -> Settings:
         """The config of `profile` with `overrides` on top, each value checked for type and range and the network it
         describes bounded in size (check_size), before anything is allocated."""
         base = cls.Config.profile(profile)
@@ -258,7 +270,7 @@ class Method:
         return config
 
     @classmethod
-    def check_size(cls, config: MethodConfig, where: str) -> int:
+    def check_size(cls, config: Settings, where: str) -> int:
         """The parameter count `config` asks for, counted on PyTorch's meta device (no memory is allocated); one
         sentence when it exceeds MAX_PARAMETERS or the networks cannot be built from it."""
         if not cls.learned:
@@ -464,10 +476,11 @@ def get_method(name: str) -> type[Method]:
 
 
 def resolve_methods(text: str) -> list[str]:
-    """'all' -> every registered method that runs out of the box, by name; 'a,b' -> those (validated)."""
+    """'all' -> every registered method that runs out of the box in a run's time budget, by name; 'a,b' -> those
+    (validated)."""
     reg = registry()
     if text.strip() == "all":
-        return sorted(n for n, c in reg.items() if not c.unavailable())
+        return sorted(n for n, c in reg.items() if not c.unavailable() and not c.too_slow_for_all)
     names = split_list(text)
     if not names:
         raise ValueError("no methods given; write e.g. --methods ldct,redcnn or --methods all.")

@@ -50,6 +50,7 @@ class EntryPlan:
     cells: tuple[Cell, ...]
     overrides: dict
     job: TrainJob | None  # None: the method learns nothing
+    profile: str = "quick"  # the config profile the overrides go on top of
 
     @property
     def learned(self) -> bool:
@@ -90,5 +91,6 @@ def resolve(config: RunConfig) -> RunPlan:
         training, _ = cls.Config.split_overrides(overrides)
         job = TrainJob(e.method, config.profile, tuple(e.seen_doses), tuple(config.protocol.trained_anatomies),
                        train.name, config.seed, training) if cls.learned else None
-        entries.append(EntryPlan(e.label, e.method, cls, tuple(e.seen_doses), tuple(e.cells), overrides, job))
+        entries.append(EntryPlan(e.label, e.method, cls, tuple(e.seen_doses), tuple(e.cells), overrides, job,
+                                 config.profile))
     return RunPlan(config, test, train, tuple(entries))

@@ -171,7 +171,8 @@ def for_inference(entry: EntryPlan, device: str, checkpoint: Path | None) -> Met
     """The entry's method ready to denoise: its checkpoint's weights with the run's overrides on top (a method that
     learns nothing is simply built)."""
     cls = entry.cls
-    method = cls.load(checkpoint, device, entry.overrides) if checkpoint else cls(None, device)
+    method = (cls.load(checkpoint, device, entry.overrides) if checkpoint
+              else cls(cls.configure(entry.profile, entry.overrides), device))
     return method.for_inference()
 
 
@@ -179,15 +180,31 @@ def describe(method: Method, source: str) -> dict:
     """A method as the manifest records it: where its weights came from, its size, its config and its training
     budget (from the checkpoint's own manifest)."""
     out = {"source": source, "parameters": method.n_parameters(), "description": method.description,
-           "config": method.config.to_dict() if method.learned else {}}
+           "config": method.config.to_dict(), "learned": method.learned}
     if method.learned and Path(source).is_file():  # which weights exactly, whether or not a manifest vouched for them
         out["sha256"] = sha256_file(Path(source))
     trained = Path(source).parent / "manifest.json" if method.learned else None
     if trained is not None and trained.is_file():
         m = json.loads(trained.read_text())
-        out["training"] = {k: m.get(k) for k in ("steps", "patches_seen", "training_flops", "wall_time_s",
-                                                 "plateaued", "hardware")}
+        out["training"] = {k: m.get(k) for k in ("steps", "patches_seen", "training_flops", "flops_per_step",
+                                                 "wall_time_s", "plateaued", "hardware")}
+        out["training"]["learning_curve"] = learning_curve(trained.parent / "train_log.csv")
     return out
+
+
+def learning_curve(log: Path) -> list[list]:
+    """[stage, step, elapsed_s, val_psnr] of every validated row of a training log (empty where there is none), for
+    the report's rankings at equal compute."""
+    if not log.is_file():
+        return []
+    try:
+        rows = pd.read_csv(log)
+    except (ValueError, OSError):
+        return []
+    if not {"stage", "step", "elapsed_s", "val_psnr"} <= set(rows.columns):
+        return []
+    rows = rows[pd.to_numeric(rows["val_psnr"], errors="coerce").notna()]
+    return [[str(r.stage), int(r.step), float(r.elapsed_s), float(r.val_psnr)] for r in rows.itertuples()]
 
 
 def domain_note(label: str, domain: dict | None, ds: LDCTDataset, resample: bool) -> str:

@@ -17,12 +17,14 @@ from .helpers import build
 
 
 def test_builtin_methods_are_registered():
-    assert {"ldct", "redcnn", "wganvgg", "wgan-mse", "corediff", "founddiff"} <= set(registry())
+    assert {"ldct", "redcnn", "wganvgg", "wgan-mse", "corediff", "founddiff", "bm3d", "nlm", "tv", "dncnn", "bilateral",
+            "restormer"} <= set(registry())
     assert "wganvgg" not in resolve_methods("all")  # no VGG19 weights here: its labelled variant runs instead
     assert "wgan-mse" in resolve_methods("all")
 
 
-@pytest.mark.parametrize("name", ["ldct", "redcnn", "wganvgg", "wgan-mse", "corediff", "founddiff"])
+@pytest.mark.parametrize("name", ["ldct", "tv", "nlm", "redcnn", "wganvgg", "wgan-mse", "corediff", "founddiff", "dncnn",
+                                  "bilateral", "restormer"])
 def test_save_load_round_trip_and_denoise_contract(name, tmp_path):
     method = build(name)
     method.train(False)
@@ -37,12 +39,12 @@ def test_save_load_round_trip_and_denoise_contract(name, tmp_path):
     assert torch.equal(again.denoise(x), out)
 
 
-@pytest.mark.parametrize("name", ["redcnn", "wgan-mse", "corediff", "founddiff"])
+@pytest.mark.parametrize("name", ["redcnn", "wgan-mse", "corediff", "founddiff", "dncnn", "restormer"])
 def test_channels_last_inference_equals_the_plain_layout(name):
     torch.manual_seed(0)
     method = build(name)
-    net, readout = {"founddiff": ("unet", "final_conv"), "corediff": ("net", "outc"),
-                    "redcnn": ("net", "dec.4")}.get(name, (None, None))
+    net, readout = {"founddiff": ("unet", "final_conv"), "corediff": ("net", "outc"), "redcnn": ("net", "dec.4"),
+                    "dncnn": ("net", "body.8"), "restormer": ("net", "output")}.get(name, (None, None))  # 8: TINY depth 4
     if net:  # its read-out starts at zero (output = input); give it a trained-like one
         torch.nn.init.normal_(getattr(method, net).get_submodule(readout).weight, std=0.1)
         if hasattr(method, "ema"):
@@ -72,6 +74,16 @@ def test_baselines_start_as_the_identity(name, flag, tol_hu):
         err = (method.denoise(x) - x[:, c:c + 1]).abs()
         errors[on] = err.max().item() if tol_hu < 1 else err.mean().item()
     assert errors[True] < tol_hu and errors[False] > 300, errors
+
+
+@pytest.mark.parametrize("name", ["dncnn", "restormer"])
+def test_the_new_networks_start_as_the_identity(name):
+    """Their read-out starts at zero (the deviation our networks share): an untrained one returns its input."""
+    torch.manual_seed(0)
+    method = build(name)
+    method.train(False)
+    x = torch.rand(2, 1, 40, 44) * 1400 - 1000  # not a multiple of 8: the transformer pads and crops back
+    assert (method.denoise(x) - x).abs().max().item() < 1e-2
 
 
 def test_identity_is_the_low_dose_centre_slice():

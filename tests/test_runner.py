@@ -131,7 +131,7 @@ def trained_log(tmp_path):
     (["--methods", "redcnn", "--set", "redcnn.iterations=2.5"], "iterations takes an integer"),
     (["--methods", "redcnn", "--set", "redcnn.balance_cells=maybe"], "balance_cells takes true or false"),
     (["--methods", "redcnn", "--set", "redcnn.iterations"], "write METHOD.FIELD=VALUE"),
-    (["--methods", "ldct", "--set", "ldct.iterations=5"], "'ldct' has no config to set"),
+    (["--methods", "ldct", "--set", "ldct.iterations=5"], "no config field 'iterations'; it has no settings"),
     (["--methods", "ldct", "--iq", "--executor", "local"], "--iq runs in this process"),
     (["--methods", "ldct", "--iq", "--iq-realisations", "4"], "--iq-realisations"),
 ])

@@ -1,0 +1,45 @@
+"""The training loop RED-CNN, DnCNN, the transformer and the trainable bilateral filter share: one network `net`,
+from the network's unit scale to the same, fitted to the full-dose patches by (cell-weighted) MSE with Adam and an
+exponentially decaying learning rate. A method built on it says only which network and which settings."""
+
+from __future__ import annotations
+
+import torch
+
+from ldct_bench.methods import Method
+from ldct_bench.toolkit import exponential_decay, hu_to_unit, unit_to_hu, weighted_mse
+
+
+class SupervisedMSE(Method):
+    net: torch.nn.Module
+
+    def modules(self):
+        return {"net": self.net}
+
+    def denoise(self, ld_hu):
+        with torch.inference_mode():
+            return unit_to_hu(self.net(hu_to_unit(ld_hu.to(self.device))))
+
+    def parameter_groups(self) -> list[dict]:
+        """What Adam optimises (one group at the config's rate; a method may give some parameters their own)."""
+        return [{"params": list(self.net.parameters())}]
+
+    def setup_training(self, stage):
+        self.opt = torch.optim.Adam(self.parameter_groups(), lr=self.config.lr)
+        self.sched = exponential_decay(self.opt, self.config)
+
+    def train_step(self, batch, step, stage):
+        pred = self.net(hu_to_unit(batch["ld"]))
+        loss = weighted_mse(pred, hu_to_unit(batch["fd"]), batch.get("weight"))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return {"loss": loss.item()}
+
+    def training_state(self):
+        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
+
+    def load_training_state(self, state):
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
