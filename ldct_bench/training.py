@@ -321,7 +321,8 @@ class Trainer:
         steps = {s: max([r["step"] for r in self.progress.log if r["stage"] == s], default=0) for s in self.method.stages}
         patches = {s: n * self.method.config.stage_batch_size(s) for s, n in steps.items()}
         flops = sum(self.progress.flops_per_step.get(s, 0) * n for s, n in steps.items())
-        return {"steps": steps, "patches_seen": patches, "training_flops": flops}
+        return {"steps": steps, "patches_seen": patches, "training_flops": flops,
+                "flops_per_step": {s: self.progress.flops_per_step.get(s, 0) for s in self.method.stages}}
 
 
 STATE_FILE, STATE_RECORD = "state.pt", "state.sha256.json"  # the resume state and the record of its sha256

@@ -12,7 +12,7 @@ from ..atomic import atomic_write_text
 from ..conventions import safe, specialist_of
 from ..environment import git_commit, versions
 from ..results import RunStore
-from . import figures, task
+from . import compute, figures, task
 from . import generalization as gen
 from .html import page
 from .leaderboard import build_leaderboard, cost_table, to_frame, to_latex, to_markdown
@@ -106,8 +106,12 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     general = gen.generalization(runs, metrics[0], window, reference)
     if general.table.empty:  # nothing held out of training: nothing to say about generalization
         general = None
+    # rankings at equal compute (one run: its methods' curves share one validation split)
+    equal = compute.equal_compute(manifests, boards[0].overall_rank) if len(stores) == 1 else None
     if "md" in formats:
         write("leaderboard.md", "\n".join(to_markdown(lb) for lb in boards))
+        if equal:
+            write("equal_compute.md", compute.to_markdown(equal))
         write("leaderboard_by_dose.md", "\n".join(to_markdown(lb) for lb in by_dose))
         if general:
             write("generalization.md", gen.to_markdown(general))
@@ -132,6 +136,10 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
         stem = figure(f"dose_curves_{m}")
         figures.dose_curves(table, stem, m, window)
         figs.append((f"{m.upper()} vs dose per method (shaded: unseen doses)", png(stem)))
+    if equal:
+        compute.learning_curve_figure(equal, fig_dir / "learning_curves")
+        figs.append(("validation PSNR against training FLOPs and wall time (the curves of the rankings at equal "
+                     "compute)", fig_dir / "learning_curves.png"))
     if general:
         figures.generalization_plot(general, fig_dir / "generalization")
         figs.append((general.caption(), fig_dir / "generalization.png"))
@@ -169,7 +177,7 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     written += sorted(fig_dir.glob("*"))
     if "html" in formats:
         write("report.html", page("ldct-bench report", by_dose + boards, figs, manifests, general,
-                                  task.to_html(tasks) if tasks else None))
+                                  [task.to_html(tasks) if tasks else "", compute.to_html(equal) if equal else ""]))
     # how this report was made: which stores, which options, which code (the stores' own manifests say how they were made)
     write("report_manifest.json", json.dumps({
         "command": "ldct-bench report " + " ".join(str(d) for d in run_dirs) + f" --out {out} --format {','.join(formats)}"

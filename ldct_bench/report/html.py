@@ -76,7 +76,9 @@ def image_tag(path: Path, alt: str) -> str:
 
 
 def page(title: str, boards: list[Leaderboard], figures: list[tuple[str, Path]], manifests: dict[str, dict],
-         general=None, task: str | None = None) -> str:
+         general=None, sections: list[str] = ()) -> str:
+    """The report's one self-contained page; `sections`: more HTML after the generalization table (task-based image
+    quality, rankings at equal compute)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
              "<p>Each table's caption says what its numbers are against, n, the CI and the test. <b>best</b>, "
@@ -86,8 +88,7 @@ def page(title: str, boards: list[Leaderboard], figures: list[tuple[str, Path]],
         from .generalization import to_html
 
         parts.append(to_html(general))
-    if task:
-        parts.append(task)
+    parts += [s for s in sections if s]
     parts.append("<h2>Figures</h2>")
     parts += [image_tag(p, caption) for caption, p in figures]
     parts.append("<h2>Run manifests</h2>")

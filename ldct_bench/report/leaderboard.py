@@ -127,7 +127,8 @@ def cost_table(manifests: dict[str, dict], table: pd.DataFrame, labelled: bool) 
             mine = table[(table["method"] == label) & (table["run"] == run)] if "run" in table else table[:0]
             slices = len(mine.drop_duplicates(["anatomy", "dose", "patient", "slice"]))
             seconds = manifest.get("timings", {}).get(f"{name}.denoise_s")
-            untrained = 0.0 if not info.get("config") else np.nan  # the input itself costs nothing to train
+            # a method that learns nothing (the input, the filters) costs nothing to train
+            untrained = 0.0 if info.get("learned") is False or not info.get("config") else np.nan
             rows[label] = {"parameters": info.get("parameters", np.nan),
                            "training_flops": info.get("training", {}).get("training_flops", untrained),
                            "ms_per_slice": 1000 * seconds / slices if seconds is not None and slices else np.nan}
