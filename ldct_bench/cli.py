@@ -192,17 +192,22 @@ def _weights_found(name: str) -> str:
             else f"trained weights: none committed in {where}; a run trains them (cached) or takes --checkpoint")
 
 
+def _count(parameters: int) -> str:
+    """Millions, or the number itself where it is small (the bilateral filter has nine)."""
+    return f"{parameters / 1e6:.2f}M" if parameters >= 10_000 else str(parameters)
+
+
 @main.command("methods")
 @friendly
 def methods_cmd():
     """List registered methods with a one-line description and parameter count."""
-    from .methods import registry
+    from .methods import left_out_of_all, registry
 
     for name, cls in sorted(registry().items()):
         n = cls(cls.Config.profile("quick")).n_parameters() if cls.learned else 0
         p = cls(cls.Config.profile("paper")).n_parameters() if cls.learned else 0
-        why = cls.unavailable() or cls.too_slow_for_all
-        size = f"{n / 1e6:.2f}M quick / {p / 1e6:.2f}M paper params" if cls.learned else "no parameters"
+        why = left_out_of_all(cls)
+        size = f"{_count(n)} quick / {_count(p)} paper params" if cls.learned else "no parameters"
         click.echo(f"{name:12s} {size:36s} {cls.description}" + (f"  [not in 'all': {why}]" if why else ""))
         settings = cls.Config.profile("quick").to_dict() if not cls.learned else {}
         if settings:  # a method that learns nothing is its settings: show the quick profile's

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import ldct_bench.methods as methods_mod
-from ldct_bench.checkpoints import TrainJob
-from ldct_bench.methods import get_method, registry, resolve_methods
+from ldct_bench.checkpoints import TrainJob, committed_checkpoints
+from ldct_bench.methods import get_method, left_out_of_all, registry, resolve_methods
 from ldct_bench.training import PatchSampler, fit
 
 from .helpers import build
@@ -21,6 +21,10 @@ def test_builtin_methods_are_registered():
             "restormer"} <= set(registry())
     assert "wganvgg" not in resolve_methods("all")  # no VGG19 weights here: its labelled variant runs instead
     assert "wgan-mse" in resolve_methods("all")
+    # learned, with no reference checkpoint committed: left out of 'all' (a run would train it from scratch), said so
+    for name in ("dncnn", "bilateral", "restormer"):
+        if not committed_checkpoints(name):
+            assert name not in resolve_methods("all") and "name it to train it" in left_out_of_all(get_method(name))
 
 
 @pytest.mark.parametrize("name", ["ldct", "tv", "nlm", "redcnn", "wganvgg", "wgan-mse", "corediff", "founddiff", "dncnn",
@@ -153,8 +157,8 @@ def test_wganvgg_finds_vgg19_where_torchvision_caches_it(tmp_path, monkeypatch):
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, cached)
     after = CliRunner().invoke(main, ["methods"]).output
     line = next(x for x in after.splitlines() if x.startswith("wganvgg"))
-    assert "not in 'all'" not in line and f"VGG19 ImageNet weights: {cached}" in after
-    assert "wganvgg" in resolve_methods("all")
+    assert "no VGG19" not in line and f"VGG19 ImageNet weights: {cached}" in after
+    assert get_method("wganvgg").unavailable() == ""  # it runs when named (no reference checkpoint: not in 'all')
     with pytest.raises(ValueError, match="is not a torchvision VGG19 state dict"):  # found, and checked when used
         build("wganvgg").setup_training("main")
 
