@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reference checkpoints that transfer (#30.3): every committed method trained as a generalist on the realistic
+# The reference checkpoints that transfer (#30.3, #31.2): every learned method trained as a generalist on the realistic
 # phantoms through every acquisition profile (pixels 0.55-1.37 mm, smooth/standard/sharp kernels, two geometries),
 # every anatomy, seen doses 10 and 50 %, quick profile, seed 0, each stage to its validation plateau or its cap.
 #
@@ -18,7 +18,7 @@ data="embedded@default,ge,smooth,sharp,dfov180,dfov140"
 log=results/checkpoints/train_reference.log
 say() { echo "$(date -u +%FT%TZ) $*" | tee -a "$log"; }
 say "start: deadline in $(( deadline - $(date +%s) )) s; data $data, realistic phantoms; extra args: $*"
-for m in ${METHODS:-redcnn corediff wgan-mse founddiff}; do
+for m in ${METHODS:-redcnn corediff wgan-mse founddiff bilateral dncnn restormer}; do
   left=$(( deadline - $(date +%s) - 20 ))
   if [ "$left" -lt 30 ]; then say "$m: no time left; run again to resume"; continue; fi
   say "$m: training with a budget of $left s"
