@@ -74,9 +74,11 @@ def run_labels(stores: list[RunStore]) -> list[str]:
 
 
 def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr", "ssim", "rmse"),
-                window: str = "founddiff", reference: str = "full_dose", unit: str = "patient") -> list[Path]:
+                window: str = "founddiff", reference: str = "full_dose", unit: str = "patient",
+                draw: bool = True) -> list[Path]:
     """Write leaderboards (per anatomy and dose, and per dose over all anatomies) and figures for `run_dirs` into
-    `out`, every score against `reference`, tests with `unit` as the statistical unit; returns the files written."""
+    `out`, every score against `reference`, tests with `unit` as the statistical unit; returns the files written.
+    draw=False writes the tables alone (the documentation remakes a committed report's tables in seconds)."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown report format {', '.join(bad)}; choose from {', '.join(FORMATS)}.")
@@ -132,6 +134,8 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
             write("task_based.csv", iq[0].to_csv(index=False))
     figs: list[tuple[str, Path]] = []
     fig_dir = out / "figures"
+    if not draw:
+        return written
     for m in metrics[:2]:
         stem = figure(f"dose_curves_{m}")
         figures.dose_curves(table, stem, m, window)
@@ -144,13 +148,13 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
         figures.generalization_plot(general, fig_dir / "generalization")
         figs.append((general.caption(), fig_dir / "generalization.png"))
     if iq:
-        for name, draw, data, caption in (
+        for name, plot, data, caption in (
                 ("iq_dprime", figures.iq_dprime, iq[0],
                  "CHO d′ of the CCT189-like disks vs dose (95 % CI; shaded: unseen doses; dashed: full-dose FBP)"),
                 ("iq_nps", figures.iq_nps, iq[1], "radial noise power spectra (dashed: full-dose FBP)"),
                 ("iq_ttf", figures.iq_ttf, iq[1],
                  "task transfer functions of the bone and polystyrene rods (dashed: full-dose FBP)")):
-            draw(data, fig_dir / name)
+            plot(data, fig_dir / name)
             figs.append((caption, fig_dir / f"{name}.png"))
     sized = with_pixel_mm(runs, manifests)
     compared = "ldct" in set(runs["method"]) and len(set(runs["method"]) - {"ldct"}) > 0

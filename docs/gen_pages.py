@@ -1,0 +1,122 @@
+"""Pages the docs build makes from the code and the results stores (run by mkdocs-gen-files): one page per committed
+report, its tables made again from its runs (ldct_bench.report.site) and its figures copied; one page per registered
+method, from its class and its committed checkpoints' manifests; the benchmark tables from results/bench. No number
+on these pages is typed by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import mkdocs_gen_files
+
+from ldct_bench.checkpoints import committed_checkpoints
+from ldct_bench.methods import left_out_of_all, registry
+from ldct_bench.report.site import RESULTS, ROOT, committed_reports
+
+TABLE_TITLES = {"leaderboard_by_dose.md": "Per dose, over every anatomy", "leaderboard.md": "Per anatomy and dose",
+                "generalization.md": "Generalization", "task_based.md": "Task-based image quality",
+                "equal_compute.md": "Rankings at equal compute"}
+
+
+def copy(source: Path, target: str) -> None:
+    with mkdocs_gen_files.open(target, "wb") as f:
+        f.write(source.read_bytes())
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def results_pages() -> None:
+    reports = committed_reports()
+    index = ["# Results", "", "Every committed run's report, its tables made again from the run stores when these "
+             "pages were built (the same code as `ldct-bench report`), its figures as the report drew them.", ""]
+    for report in reports:
+        slug = report.name.replace("/", "-")
+        index.append(f"- [{report.name}]({slug}.md): `{report.command}`")
+        page = [f"# {report.name}", "", "Made by", "", f"```\n{report.command}\n```", "",
+                "from the runs " + ", ".join(f"`{r.relative_to(ROOT)}`" for r in report.runs) + " (each run's "
+                "`manifest.json` holds the command, commit and hardware that made it).", ""]
+        for name, text in sorted(report.tables().items(), key=lambda kv: list(TABLE_TITLES).index(kv[0])
+                                 if kv[0] in TABLE_TITLES else 99):
+            body = text.split("\n", 2)[2] if text.startswith("## ") else text
+            page += [f"## {TABLE_TITLES.get(name, name)}", "", body, ""]
+        figures = report.figures()
+        if figures:
+            page += ["## Figures", ""]
+            for fig in figures:
+                target = f"results/{slug}/{fig.name}"
+                copy(fig, target)
+                page += [f"![{fig.stem}]({slug}/{fig.name})", ""]
+        with mkdocs_gen_files.open(f"results/{slug}.md", "w") as f:
+            f.write("\n".join(page))
+    with mkdocs_gen_files.open("results/index.md", "w") as f:
+        f.write("\n".join(index) + "\n")
+
+
+def checkpoint_rows(name: str) -> list[list]:
+    rows = []
+    for weights in committed_checkpoints(name):
+        m = json.loads((weights.parent / "manifest.json").read_text())
+        steps = ", ".join(f"{v} {k}" for k, v in (m.get("steps") or {}).items())
+        plateau = ", ".join(f"{k}: {'yes' if v else 'no (cap)'}" for k, v in (m.get("plateaued") or {}).items())
+        final = [v for _, _, v in m.get("validation_curve") or []]
+        rows.append([f"`{weights.parent.name}`", steps, plateau or "–",
+                     f"{max(final):.2f} / {m.get('val_psnr_ldct', float('nan')):.2f}" if final else "–",
+                     f"{m.get('wall_time_s', 0) / 60:.0f} min", f"{m.get('training_flops', 0):.2g}"])
+    return rows
+
+
+def method_pages() -> None:
+    nav = ["# Every method", "", "| method | what it is | in `--methods all` |", "|---|---|---|"]
+    for name, cls in sorted(registry().items()):
+        why = left_out_of_all(cls)
+        nav.append(f"| [{name}]({name}.md) | {cls.description} | {'no: ' + why if why else 'yes'} |")
+        module = __import__(cls.__module__, fromlist=["_"])
+        page = [f"# {name}", "", cls.description, "", f"Entry point: `{name} = \"{cls.__module__}:{cls.__name__}\"`.",
+                "", (module.__doc__ or "").strip(), ""]
+        quick, paper = cls.Config.profile("quick").to_dict(), cls.Config.profile("paper").to_dict()
+        if quick:
+            page += ["## Profiles", "", table(["field", "quick", "paper"], [[k, quick[k], paper[k]] for k in quick])]
+        if cls.learned:
+            n = {p: cls(cls.Config.profile(p)).n_parameters() for p in ("quick", "paper")}
+            page += [f"Parameters: {n['quick']:,} (quick), {n['paper']:,} (paper).", ""]
+            rows = checkpoint_rows(name)
+            page += ["## Committed checkpoint", ""] + ([table(
+                ["folder", "steps", "plateaued", "val PSNR / input (dB)", "wall time", "training FLOPs"], rows)]
+                if rows else ["None yet: a run trains it (cached) or takes `--checkpoint`.", ""])
+        if why:
+            page += [f"Left out of `--methods all`: {why}.", ""]
+        with mkdocs_gen_files.open(f"methods/{name}.md", "w") as f:
+            f.write("\n".join(page))
+    with mkdocs_gen_files.open("methods/all.md", "w") as f:
+        f.write("\n".join(nav) + "\n")
+
+
+def performance_page() -> None:
+    bench = RESULTS / "bench"
+    page = [(bench / "README.md").read_text().replace("# Benchmarks", "# Performance", 1), ""]
+    for path in sorted(bench.glob("**/*.csv")):
+        with path.open() as f:
+            rows = list(csv.reader(f))
+        if rows:
+            page += [f"## `{path.relative_to(RESULTS)}`", "", table(rows[0], rows[1:]), ""]
+    with mkdocs_gen_files.open("performance.md", "w") as f:
+        f.write("\n".join(page))
+
+
+def measured_figures() -> None:
+    """The validation figures the concept pages show, as the scripts that made them drew them."""
+    for source in ("iq_validation/iq_validation.png", "realism/realism.png", "realism/cranium_axes.png"):
+        if (RESULTS / source).is_file():
+            copy(RESULTS / source, f"figures/{Path(source).name}")
+
+
+results_pages()
+method_pages()
+performance_page()
+measured_figures()
