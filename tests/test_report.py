@@ -168,7 +168,24 @@ window.addEventListener('load', () => {
   const pre = document.createElement('pre');
   pre.id = 'layout-probe';
   const figures = [...document.images].map(im => im.complete && im.naturalWidth > 0 && im.width > 0);
-  pre.textContent = JSON.stringify({tables, figures, page: document.documentElement.scrollWidth,
+  // the grid figures' error-map block (their lower 40 %): the share of lit colour-map pixels (red above 100 and
+  // saturated: not the white background, not grey)
+  const errorMaps = [...document.images].filter(im => /visual comparison/.test(im.alt)).map(im => {
+    const c = document.createElement('canvas');
+    c.width = im.naturalWidth; c.height = im.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(im, 0, 0);
+    try {
+      const y0 = Math.floor(0.62 * c.height), d = g.getImageData(0, y0, Math.floor(0.9 * c.width), c.height - y0).data;
+      let bright = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        const hi = Math.max(d[i], d[i + 1], d[i + 2]), lo = Math.min(d[i], d[i + 1], d[i + 2]);
+        if (d[i] > 100 && hi - lo > 40) bright++;
+      }
+      return bright / (d.length / 4);
+    } catch (e) { return null; }
+  });
+  pre.textContent = JSON.stringify({tables, figures, errorMaps, page: document.documentElement.scrollWidth,
                                     viewport: document.documentElement.clientWidth});
   document.body.appendChild(pre);
 });
@@ -197,10 +214,14 @@ def test_the_report_reads_in_a_real_browser_at_1280_px(tmp_path):
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", f"<script>{LAYOUT_PROBE}</script></body>"))
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,4000",
-                          "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout
+                          "--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
     found = json.loads(html.unescape(re.search(r'<pre id="layout-probe">([^<]*)', dom).group(1)))
     assert len(found["figures"]) >= 10 and all(found["figures"]), found["figures"]
+    # the error maps are scaled to their own errors: not uniformly dark (3-11 % of the block lit; on the old
+    # 0-750 HU scale of the lung window, the chest's had none)
+    assert len(found["errorMaps"]) == 3 and all(share is not None and share > 0.02 for share in found["errorMaps"]), \
+        found["errorMaps"]
     assert found["page"] <= found["viewport"], "the page scrolls sideways"
     assert len(found["tables"]) >= 12
     for t in found["tables"]:
@@ -228,3 +249,13 @@ def test_grid_figure_titles_clear_the_dose_labels(tmp_path, monkeypatch):
         label = ax.title.get_window_extent(renderer)
         if ax.title.get_text():
             assert title.y0 >= label.y1 - 0.5, (ax.title.get_text(), title, label)
+
+
+def test_the_error_maps_colour_bar_is_the_99th_percentile_rounded_up():
+    from ldct_bench.report.figures import error_scale
+
+    errors = np.arange(1001, dtype=float) * 0.1  # 0 .. 100 HU: 99th percentile 99
+    assert error_scale(errors) == 100.0
+    assert error_scale(errors * 0.3) == 50.0  # 29.7 -> 50
+    assert error_scale(errors * 0.013) == 2.0  # 1.29 -> 2
+    assert error_scale(np.zeros(10)) == 1.0 and error_scale(np.array([])) == 1.0

@@ -173,7 +173,8 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
         for anatomy in sorted(table["anatomy"].unique()):
             stem = figure(f"grid_{anatomy}")
             figures.visual_grid(st, methods, anatomy, doses, stem)
-            figs.append((f"{anatomy}: visual comparison and |error| maps", png(stem)))
+            figs.append((f"{anatomy}: visual comparison, and |error| maps on one colour bar (its range in the title)",
+                         png(stem)))
         perception = st.perception()
         if perception is not None:
             figures.perception_plot(perception, fig_dir / "daclip_perception")

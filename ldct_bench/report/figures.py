@@ -89,11 +89,13 @@ def box_plots(table: pd.DataFrame, path: Path, metric: str = "psnr", window: str
 def visual_grid(store: RunStore, methods: list[str], anatomy: str, doses: list[float], path: Path,
                 zoom: float = 0.25) -> list[Path]:
     """Rows: full dose, low dose, each method; columns: doses; display window of the anatomy, zoomed inset,
-    and a second block of |method - full dose| error maps."""
+    and a second block of |method - full dose| error maps (inside the window) on one colour bar scaled to the
+    figure's own errors (error_scale), so that they are visible in any window."""
     w = WINDOWS[DISPLAY_WINDOW.get(anatomy, "abdomen")]
     rows = ["full dose", "low dose", *methods]
     n_rows = len(rows) + len(methods)
     fig, axes = plt.subplots(n_rows, len(doses), figsize=(2.2 * len(doses), 2.2 * n_rows), squeeze=False)
+    errors: dict[tuple[int, int], np.ndarray] = {}
     for j, dose in enumerate(doses):
         ref = store.examples("_input", anatomy, dose)
         if ref is None:
@@ -114,17 +116,38 @@ def visual_grid(store: RunStore, methods: list[str], anatomy: str, doses: list[f
             inset.set_yticks([])
             ax.add_patch(plt.Rectangle((x0, y0), size, size, fill=False, ec="yellow", lw=0.8))
         for k, name in enumerate(methods):
-            ax = axes[len(rows) + k][j]
-            ax.imshow(np.abs(images[name] - fd), cmap="magma", vmin=0, vmax=0.5 * w.width)
+            errors[(k, j)] = np.abs(np.clip(images[name], w.lo, w.hi) - np.clip(fd, w.lo, w.hi))
         for i, name in enumerate(rows + [f"|{m} - FD|" for m in methods]):
             axes[i][0].set_ylabel(name, fontsize=8)
         axes[0][j].set_title(f"{dose_label(dose)}", fontsize=9)
+    # one scale for every error map of the figure, so columns and methods compare: the 99th percentile of the
+    # errors drawn (inside the display window), rounded up to 1, 2 or 5 x 10^k HU
+    scale = error_scale(np.concatenate([e[np.isfinite(e)].ravel() for e in errors.values()])) if errors else 1.0
+    shown = None
+    for (k, j), error in errors.items():
+        shown = axes[len(rows) + k][j].imshow(error, cmap="magma", vmin=0, vmax=scale)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{anatomy}, window {w.name} [{w.lo:g}, {w.hi:g}] HU; error maps 0-{0.5 * w.width:g} HU", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title above the dose labels
+    fig.suptitle(f"{anatomy}, window {w.name} [{w.lo:g}, {w.hi:g}] HU; |error| maps 0-{scale:g} HU (colour bar)",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.93, 1 - 0.35 / fig.get_figheight()))  # room for the title and the colour bar
+    if shown is not None:
+        block = [axes[len(rows) + k][-1].get_position() for k in range(len(methods))]
+        bar = fig.add_axes((0.945, block[-1].y0, 0.012, block[0].y1 - block[-1].y0))
+        fig.colorbar(shown, cax=bar).set_label("|method - full dose| (HU)", fontsize=8)
+        bar.tick_params(labelsize=7)
     return save(fig, path, dpi=90)
+
+
+def error_scale(errors: np.ndarray) -> float:
+    """The top of the error maps' colour bar: the 99th percentile of `errors` (HU), rounded up to 1, 2 or 5 x 10^k
+    (a wide window's 750 HU would draw 30 HU errors black)."""
+    top = float(np.percentile(errors, 99)) if errors.size else 0.0
+    if not np.isfinite(top) or top <= 0:
+        return 1.0
+    base = 10.0 ** np.floor(np.log10(top))
+    return float(next(m * base for m in (1, 2, 5, 10) if m * base >= top))
 
 
 def perception_plot(perception: pd.DataFrame, path: Path) -> list[Path]:
