@@ -18,7 +18,7 @@ from ldct_bench.iq import score_iq
 from ldct_bench.metrics.task import channel_width, channelize, cho, crop, lg_channels, nps_2d, radial_nps, ttf_circular_edge
 
 IQ_DOSES = (0.1, 0.5)
-REALISATIONS = 48
+REALISATIONS = 32
 
 
 def test_cho_on_white_noise_matches_the_analytic_channelized_dprime():
@@ -79,8 +79,8 @@ def iq_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def iq_set(iq_cache) -> IQPhantomSet:
-    """The CCT189-like phantom through the default scanner, 48 realisations per class at 10 %, 50 % and full dose
-    (the same set `run --iq --iq-realisations 48` finds in this cache)."""
+    """The CCT189-like phantom through the default scanner, 32 realisations per class at 10 %, 50 % and full dose
+    (the same set `run --iq --iq-realisations 32` finds in this cache)."""
     return IQPhantomSet.build(IQConfig(realisations=REALISATIONS), IQ_DOSES, cache_dir=iq_cache, progress=False)
 
 
@@ -134,7 +134,7 @@ def test_ttf_of_the_ensemble_mean_is_the_noiseless_ttf(iq_set, ldct_scores):
 
 
 def test_run_iq_writes_the_task_metrics_and_the_report_shows_them(iq_set, iq_cache, tmp_path):
-    """The issue's must-show (head only, 48 realisations, to stay quick): ldct and the committed RED-CNN."""
+    """The issue's must-show (head only, 32 realisations, to stay quick): ldct and the committed RED-CNN."""
     out = tmp_path / "run"
     args = ["run", "--methods", "ldct,redcnn", "--doses", "10,50", "--anatomies", "head", "--iq", "--iq-realisations",
             str(REALISATIONS), "--out", str(out), "--cache-dir", str(iq_cache)]
