@@ -43,7 +43,7 @@ def test_noise_estimate_is_within_15_percent_of_the_simulators_sd_on_flat_region
             assert abs(np.mean(ratios) - 1) < 0.15, (anatomy, dose, ratios)
 
 
-@pytest.mark.parametrize("name", ["tv", "nlm"])
+@pytest.mark.parametrize("name", ["tv", "nlm", pytest.param("bm3d", marks=pytest.mark.slow)])  # bm3d: ~3 s a slice
 def test_training_free_methods_beat_their_input_at_5_and_10_percent(name, reference_sample):
     method = get_method(name)()
     for dose in (0.05, 0.1):
