@@ -61,7 +61,7 @@ class TotalVariation(SliceFilter):
 class NLMConfig(Settings):
     strength: float = 0.6  # NLM's h as a multiple of the slice's noise SD (results/tuning/classical.md)
     patch_size: int = 5
-    search_radius: int = 6
+    search_radius: int = 4  # as good as 6 on the validation split, 1.8x faster (results/tuning/classical.md)
 
     PROFILES: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {"patch_size": 7, "search_radius": 10}}
     RANGES: ClassVar[dict] = {"strength": Range(0, 100, open_low=True), "patch_size": Range(1, 31),

@@ -3,16 +3,17 @@ chosen on the validation split, never the test set.
 
     python scripts/tune_classical.py [--out results/tuning] [--phantoms realistic] [--methods tv,nlm,bm3d]
 
-Scores each strength of a small grid by the mean validation PSNR (the FoundDiff window, as training validates) over
+Scores each setting of a small grid by the mean validation PSNR (the FoundDiff window, as training validates) over
 the validation patients of every anatomy at the seen doses (10 and 50 %) through the default scanner, and writes
 classical.json (every score), classical.md (the table; the best of each method marked) and manifest.json (command,
-commit, versions). The chosen values are then written by hand into each method's config defaults in
-baselines/classical.py, where their comment points here.
+commit, versions); methods not named keep their rows from an earlier classical.json. The chosen values are then
+written by hand into each method's config defaults in baselines/classical.py, where their comment points here.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -23,8 +24,10 @@ from ldct_bench.environment import git_commit, versions
 from ldct_bench.methods import get_method
 from ldct_bench.training import validation_psnr
 
-GRID = {"tv": (0.3, 0.45, 0.6, 0.8, 1.0, 1.3), "nlm": (0.4, 0.6, 0.8, 1.0, 1.2),
-        "bm3d": (0.6, 0.8, 1.0, 1.25, 1.5)}
+# each method's settings tried (the strength; NLM's search radius too, which sets its cost)
+GRID = {"tv": [{"strength": s} for s in (0.3, 0.45, 0.6, 0.8, 1.0, 1.3)],
+        "nlm": [{"strength": s, "search_radius": r} for r in (4, 6) for s in (0.4, 0.6, 0.8, 1.0, 1.2)],
+        "bm3d": [{"strength": s} for s in (0.6, 0.8, 1.0, 1.25, 1.5)]}
 DOSES = (0.1, 0.5)
 
 
@@ -35,19 +38,22 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="tv,nlm,bm3d")
     args = parser.parse_args(argv)
     ds = LDCTDataset.embedded(PhantomConfig(anatomy_model=args.phantoms), doses=DOSES, splits=("val",))
-    rows = []
+    names = args.methods.split(",")
+    earlier = args.out / "classical.json"
+    rows = [r for r in (json.loads(earlier.read_text()) if earlier.is_file() else [])
+            if r["method"] not in names and r["method"] != "ldct"]
     for dose in DOSES:
         pairs = ds.pairs(ds.anatomies, (dose,), "val")
-        rows.append({"method": "ldct", "strength": None, "dose": dose, "val_psnr": validation_psnr(None, pairs)})
-        for name in args.methods.split(","):
+        rows.append({"method": "ldct", "setting": "", "dose": dose, "val_psnr": validation_psnr(None, pairs)})
+        for name in names:
             cls = get_method(name)
-            for strength in GRID[name]:
+            for setting in GRID[name]:
                 t = time.perf_counter()
-                method = cls(cls.Config.profile("quick", strength=strength))
-                psnr = validation_psnr(method, pairs)
-                rows.append({"method": name, "strength": strength, "dose": dose, "val_psnr": psnr,
+                psnr = validation_psnr(cls(cls.Config.profile("quick", **setting)), pairs)
+                text = ", ".join(f"{k}={v}" for k, v in setting.items())
+                rows.append({"method": name, "setting": text, "dose": dose, "val_psnr": psnr,
                              "s_per_slice": (time.perf_counter() - t) / len(pairs)})
-                print(f"{name} strength {strength} dose {dose:g}: {psnr:.3f} dB", flush=True)
+                print(f"{name} {text} dose {dose:g}: {psnr:.3f} dB", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "classical.json", rows)
     atomic_write_text(args.out / "classical.md", table(rows, len(pairs), ds.root.name))
@@ -57,22 +63,22 @@ def main(argv=None) -> int:
 
 
 def table(rows: list[dict], n_slices: int, dataset: str) -> str:
-    """Mean validation PSNR over the seen doses per (method, strength), the best of each method in bold."""
+    """Mean validation PSNR over the seen doses per (method, setting), the best of each method in bold."""
     means: dict[tuple, list] = {}
-    for r in rows:
-        means.setdefault((r["method"], r["strength"]), []).append(r["val_psnr"])
+    for r in sorted(rows, key=lambda r: (r["method"] != "ldct", r["method"], r["dose"])):
+        means.setdefault((r["method"], r["setting"]), []).append(r["val_psnr"])
     best = {}
     for (m, s), v in means.items():
         if m not in best or sum(v) > sum(means[(m, best[m])]):
             best[m] = s
     lines = [f"Made by `python scripts/tune_classical.py` on the validation split of {dataset} ({n_slices} slices per "
-             "dose, every anatomy): mean PSNR (dB, FoundDiff window) at 10 and 50 %, per strength (a multiple of each "
-             "slice's estimated noise SD). The chosen strength, in bold, is each method's config default.", "",
-             "| method | strength | PSNR 10 % | PSNR 50 % | mean |", "|---|---|---|---|---|"]
+             "dose, every anatomy): mean PSNR (dB, FoundDiff window) at 10 and 50 %, per setting (strength: a multiple of "
+             "each slice's estimated noise SD). The chosen setting, in bold, is each method's config default.", "",
+             "| method | setting | PSNR 10 % | PSNR 50 % | mean |", "|---|---|---|---|---|"]
     for (m, s), v in means.items():
         cells = [f"{x:.2f}" for x in v] + [f"{sum(v) / len(v):.2f}"]
         mark = "**" if best.get(m) == s and m != "ldct" else ""
-        lines.append(f"| {m} | {mark}{'–' if s is None else s}{mark} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m} | {mark}{s or '–'}{mark} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
