@@ -12,8 +12,9 @@ from pathlib import Path
 import mkdocs_gen_files
 
 from ldct_bench.checkpoints import committed_checkpoints
-from ldct_bench.methods import left_out_of_all, registry
+from ldct_bench.methods import registry
 from ldct_bench.report.site import RESULTS, ROOT, committed_reports
+from ldct_bench.selection import left_out_of_all
 
 TABLE_TITLES = {"leaderboard_by_dose.md": "Per dose, over every anatomy", "leaderboard.md": "Per anatomy and dose",
                 "generalization.md": "Generalization", "task_based.md": "Task-based image quality",

@@ -462,7 +462,7 @@ DEFAULT_STAGES = ("simulation", "metrics", "inference", "import", "iq", "acquisi
 def run_bench(size: int = 512, device: str = "cpu", methods: list[str] | None = None, end_to_end: bool = False,
               out: Path | None = None, cache_dir: Path | None = None, stages=DEFAULT_STAGES, profile: str = "quick",
               echo=print) -> pd.DataFrame:
-    from .methods import resolve_methods
+    from .selection import resolve_methods
 
     rows = []
     if end_to_end:  # first, while this process is small: a forked child starts out counting its parent's pages

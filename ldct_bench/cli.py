@@ -201,7 +201,8 @@ def _count(parameters: int) -> str:
 @friendly
 def methods_cmd():
     """List registered methods with a one-line description and parameter count."""
-    from .methods import left_out_of_all, registry
+    from .methods import registry
+    from .selection import left_out_of_all
 
     for name, cls in sorted(registry().items()):
         n = cls(cls.Config.profile("quick")).n_parameters() if cls.learned else 0
@@ -434,9 +435,9 @@ def _run_config(opts: dict):
         is_embedded,
         lacks_test_split,
     )
-    from .methods import resolve_methods
     from .metrics import DEFAULT_METRICS
     from .protocol import Protocol
+    from .selection import resolve_methods
 
     base = Protocol.preset(opts["preset"])
     methods = tuple(resolve_methods(opts["methods_spec"]))
@@ -567,7 +568,7 @@ def bench_cmd(device, size, methods_spec, profile, stages, end_to_end, out, cach
     from datetime import datetime
 
     from .bench import STAGES, run_bench
-    from .methods import resolve_methods
+    from .selection import resolve_methods
 
     chosen = tuple(split_list(stages))
     bad = [s for s in chosen if s not in STAGES]

@@ -473,31 +473,3 @@ def get_method(name: str) -> type[Method]:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown method {name!r}.{hint} Available: {', '.join(sorted(reg))}.")
     return reg[name]
-
-
-def left_out_of_all(cls: type[Method]) -> str:
-    """Why `--methods all` leaves `cls` out ('' when it runs): it cannot run here, it is too slow for a run's time
-    budget, or it learns and no reference checkpoint is committed for it (a run would first train it from scratch,
-    hours on a CPU). Named, it runs."""
-    if cls.unavailable() or cls.too_slow_for_all:
-        return cls.unavailable() or cls.too_slow_for_all
-    if cls.learned:
-        from .checkpoints import committed_checkpoints
-
-        if not committed_checkpoints(cls.name):
-            return "no reference checkpoint committed yet, so a run would train it from scratch; name it to train it"
-    return ""
-
-
-def resolve_methods(text: str) -> list[str]:
-    """'all' -> every registered method that runs out of the box in a run's time budget, by name; 'a,b' -> those
-    (validated)."""
-    reg = registry()
-    if text.strip() == "all":
-        return sorted(n for n, c in reg.items() if not left_out_of_all(c))
-    names = split_list(text)
-    if not names:
-        raise ValueError("no methods given; write e.g. --methods ldct,redcnn or --methods all.")
-    for n in names:
-        get_method(n)
-    return names

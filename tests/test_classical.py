@@ -10,9 +10,10 @@ from click.testing import CliRunner
 from scipy import ndimage
 
 from ldct_bench.cli import main
-from ldct_bench.methods import get_method, resolve_methods
+from ldct_bench.methods import get_method
 from ldct_bench.metrics.engine import score_batch
 from ldct_bench.metrics.windows import WINDOWS
+from ldct_bench.selection import resolve_methods
 from ldct_bench.toolkit import estimate_noise_sd
 
 CLASSICAL = ("tv", "nlm", "bm3d")

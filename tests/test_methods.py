@@ -10,7 +10,8 @@ import torch
 
 import ldct_bench.methods as methods_mod
 from ldct_bench.checkpoints import TrainJob, committed_checkpoints
-from ldct_bench.methods import get_method, left_out_of_all, registry, resolve_methods
+from ldct_bench.methods import get_method, registry
+from ldct_bench.selection import left_out_of_all, resolve_methods
 from ldct_bench.training import PatchSampler, fit
 
 from .helpers import build
