@@ -38,6 +38,7 @@ def test_two_gloo_processes_take_the_single_process_step(tiny_dataset, tmp_path)
     assert trained > 1e-4 and apart < 1e-6
 
 
+@pytest.mark.slow  # two more processes (~10 s); the DDP step itself is held by the test above
 def test_gan_critic_gradients_are_averaged_by_hand_under_torchrun(tiny_dataset, tmp_path):
     weights, said = _train(tiny_dataset, tmp_path / "gan", "wgan-mse", 2, tmp_path, iterations=2)
     assert all(torch.isfinite(v).all() for v in weights.values()) and said.count("complete") == 1

@@ -41,8 +41,7 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("page", ["index.html", "tutorial/index.html", "results/reference-report/index.html",
-                                  "methods/redcnn/index.html", "concepts/task-based/index.html"])
+@pytest.mark.parametrize("page", ["index.html", "tutorial/index.html", "results/reference-report/index.html"])
 def test_the_site_reads_in_a_real_browser_at_1280_px(site, page, tmp_path):
     browser = chromium()
     source = site / page
