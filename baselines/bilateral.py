@@ -94,10 +94,9 @@ class Bilateral(SupervisedMSE):
     description = "Trainable bilateral filter (Wagner et al., Med. Phys. 2022): 3 stacked filters, 9 learned widths"
     Config = BilateralConfig
 
-    def __init__(self, config=None, device="cpu"):
-        super().__init__(config, device)
+    def network(self):
         c = self.config
-        self.net = TrainableBilateral(c.layers, c.sigma_spatial_init, c.sigma_range_init, c.max_radius).to(self.device)
+        return TrainableBilateral(c.layers, c.sigma_spatial_init, c.sigma_range_init, c.max_radius)
 
     def for_inference(self):
         self.train(False)  # a filter of nine numbers: nothing to gain from the channels-last layout
@@ -110,7 +109,7 @@ class Bilateral(SupervisedMSE):
                 {"params": [p for n, p in named if "range" in n], "lr": self.config.lr_range}]
 
     def widths(self) -> list[dict[str, float]]:
-        """The learned widths of each layer (x, y in pixels; range in HU), for the methods table and the note."""
+        """The learned widths of each layer (x, y in pixels; range in HU)."""
         scale = unit_to_hu(torch.tensor(1.0)) - unit_to_hu(torch.tensor(0.0))
         return [{"sigma_x": float(layer.log_sigma_xy[0].detach().exp()),
                  "sigma_y": float(layer.log_sigma_xy[1].detach().exp()),

@@ -55,6 +55,5 @@ class DnCNN(SupervisedMSE):
     description = "DnCNN (Zhang et al., IEEE TIP 2017): blind residual CNN with batch norm, MSE"
     Config = DnCNNConfig
 
-    def __init__(self, config=None, device="cpu"):
-        super().__init__(config, device)
-        self.net = DnCNNNet(self.config.depth, self.config.features).to(self.device)
+    def network(self):
+        return DnCNNNet(self.config.depth, self.config.features)

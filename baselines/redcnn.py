@@ -66,6 +66,5 @@ class RedCNN(SupervisedMSE):
     description = "RED-CNN (Chen et al., IEEE TMI 2017): residual encoder-decoder CNN, MSE"
     Config = REDCNNConfig
 
-    def __init__(self, config=None, device="cpu"):
-        super().__init__(config, device)
-        self.net = REDCNN(self.config.filters, zero_readout=self.config.zero_readout).to(self.device)
+    def network(self):
+        return REDCNN(self.config.filters, zero_readout=self.config.zero_readout)

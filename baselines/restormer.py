@@ -163,10 +163,9 @@ class Restormer(SupervisedMSE):
     description = "Restormer (Zamir et al., CVPR 2022): U-shaped transformer, transposed (channel) attention, MSE"
     Config = RestormerConfig
 
-    def __init__(self, config=None, device="cpu"):
-        super().__init__(config, device)
+    def network(self):
         c = self.config
         problems = c.problems()
         if problems:
             raise ValueError(problems[0])
-        self.net = RestormerNet(c.dim, c.blocks, c.heads, c.refinement, c.expansion).to(self.device)
+        return RestormerNet(c.dim, c.blocks, c.heads, c.refinement, c.expansion)

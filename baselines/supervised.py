@@ -1,6 +1,6 @@
 """The training loop RED-CNN, DnCNN, the transformer and the trainable bilateral filter share: one network `net`,
 from the network's unit scale to the same, fitted to the full-dose patches by (cell-weighted) MSE with Adam and an
-exponentially decaying learning rate. A method built on it says only which network and which settings."""
+exponentially decaying learning rate. A method built on it says only which network (`network()`) and which settings."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ from ldct_bench.toolkit import exponential_decay, hu_to_unit, unit_to_hu, weight
 
 class SupervisedMSE(Method):
     net: torch.nn.Module
+
+    def __init__(self, config=None, device="cpu"):
+        super().__init__(config, device)
+        self.net = self.network().to(self.device)
+
+    def network(self) -> torch.nn.Module:
+        """The network `self.config` describes."""
+        raise NotImplementedError
 
     def modules(self):
         return {"net": self.net}
