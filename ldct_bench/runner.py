@@ -203,8 +203,10 @@ def learning_curve(log: Path) -> list[list]:
         return []
     if not {"stage", "step", "elapsed_s", "val_psnr"} <= set(rows.columns):
         return []
-    rows = rows[pd.to_numeric(rows["val_psnr"], errors="coerce").notna()]
-    return [[str(r.stage), int(r.step), float(r.elapsed_s), float(r.val_psnr)] for r in rows.itertuples()]
+    numbers = rows[["step", "elapsed_s", "val_psnr"]].apply(pd.to_numeric, errors="coerce")
+    keep = numbers.notna().all(axis=1) & numbers.abs().lt(float("inf")).all(axis=1)  # a log is input: numbers only
+    return [[str(stage), int(step), float(elapsed), float(psnr)] for stage, (step, elapsed, psnr)
+            in zip(rows.loc[keep, "stage"], numbers[keep].itertuples(index=False))]
 
 
 def domain_note(label: str, domain: dict | None, ds: LDCTDataset, resample: bool) -> str:

@@ -28,3 +28,13 @@ def test_each_method_is_read_at_the_largest_budget_every_one_reached():
     assert ec.table.loc["a", "rank_at_budget"] == 1 and ec.table.loc["a", "leaderboard_rank"] == 2  # the flip
     assert ec.table.loc["b", "final"] == 43.0
     assert "c" in ec.skipped and "ldct" not in ec.table.index
+
+
+def test_a_training_logs_rows_that_are_not_numbers_are_left_out_of_the_curve(tmp_path):
+    from ldct_bench.runner import learning_curve
+
+    log = tmp_path / "train_log.csv"
+    log.write_text("stage,step,elapsed_s,loss,val_psnr\nmain,5,1.0,0.1,40\nmain,x,2.0,0.1,41\nmain,10,inf,0.1,42\n"
+                   "main,15,3,0.1,\nmain,20,4,0.1,43\n")
+    assert learning_curve(log) == [["main", 5, 1.0, 40.0], ["main", 20, 4.0, 43.0]]
+    assert learning_curve(tmp_path / "absent.csv") == []
