@@ -72,6 +72,24 @@ def checkpoint_rows(name: str) -> list[list]:
     return rows
 
 
+# How the departures table of methods/index.md names each method (its first column), so each method's page repeats
+# the rows that concern it; "all learned" rows go on every learned method's page.
+DEPARTURE_NAMES = {"redcnn": ("RED-CNN",), "wganvgg": ("WGAN",), "wgan-mse": ("WGAN",), "corediff": ("CoreDiff",),
+                   "founddiff": ("FoundDiff",), "dncnn": ("DnCNN",), "bilateral": ("bilateral",),
+                   "restormer": ("Restormer",), "tv": ("TV",), "nlm": ("NLM",), "bm3d": ("BM3D",)}
+
+
+def departure_rows(name: str, learned: bool) -> list[list[str]]:
+    """The rows of the departures table (docs/methods/index.md) that concern `name`."""
+    text = (Path(__file__).parent / "methods" / "index.md").read_text()
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and line.count("|") >= 4]
+    rows = [r for r in rows if r[0] not in ("method", "name")]
+    keys = DEPARTURE_NAMES.get(name, ())
+    return [r[1:] for r in rows if (learned and r[0] == "all learned")
+            or any(k in r[0].replace(",", " ").replace("/", " ").split() or r[0].startswith(k) for k in keys)]
+
+
 def method_pages() -> None:
     nav = ["# Every method", "", "| method | what it is | in `--methods all` |", "|---|---|---|"]
     for name, cls in sorted(registry().items()):
@@ -90,6 +108,10 @@ def method_pages() -> None:
             page += ["## Committed checkpoint", ""] + ([table(
                 ["folder", "steps", "plateaued", "val PSNR / input (dB)", "wall time", "training FLOPs"], rows)]
                 if rows else ["None yet: a run trains it (cached) or takes `--checkpoint`.", ""])
+        departures = departure_rows(name, cls.learned)
+        if departures:
+            page += ["## Where it departs from the paper", "", table(["departure", "why"], departures),
+                     "The whole table, with the simulator's and the observers': [Methods](index.md).", ""]
         if why:
             page += [f"Left out of `--methods all`: {why}.", ""]
         with mkdocs_gen_files.open(f"methods/{name}.md", "w") as f:
