@@ -50,8 +50,11 @@ def estimate_noise_sd(hu: np.ndarray, levels: int = 2) -> float:
     what lies below a quarter of Nyquist. Donoho's finest-diagonal MAD (scikit-image's `estimate_sigma`) assumes
     white noise and reads FBP's ramp-shaped noise 13-30 % low, by an amount that varies with the body's size;
     two levels hold nearly all of a ramp spectrum, so no calibration constant is needed. Flat: smoothed HU in
-    -300..300, 3 px in from the region's edge, smoothed gradient below 1.5x its median there. Tested against the
-    simulator's known SD on flat regions (tests/test_classical.py)."""
+    -300..300, 3 px in from the region's edge, smoothed gradient below 1.5x its median there. Each band's energy
+    is a 3-sigma-clipped mean square (corrected for the clipping of a Gaussian), so that thin structures inside
+    soft tissue (fat between muscles, small vessels) are not read as noise: on the realistic phantoms the plain
+    mean square read chest 50 % 17 % high. Tested against the simulator's known SD on flat regions
+    (tests/test_classical.py)."""
     from scipy import ndimage
 
     x = np.asarray(hu, dtype=np.float64)
@@ -68,9 +71,19 @@ def estimate_noise_sd(hu: np.ndarray, levels: int = 2) -> float:
         flat = flat[0::2, 0::2] & flat[0::2, 1::2] & flat[1::2, 0::2] & flat[1::2, 1::2]
         details = ((a - b + c - d) / 2, (a + b - c - d) / 2, (a - b - c + d) / 2)
         if flat.any():
-            variance += 4.0 ** -level * sum(float(np.mean(band[flat] ** 2)) for band in details)
+            variance += 4.0 ** -level * sum(_clipped_energy(band[flat]) for band in details)
         x = (a + b + c + d) / 2
     return float(np.sqrt(variance))
+
+
+def _clipped_energy(values: np.ndarray, rounds: int = 3) -> float:
+    """The mean square of the Gaussian part of `values`: start from the MAD, then keep what lies within 3 SD and
+    divide its mean square by 0.9733 (what a Gaussian keeps of its variance inside +-3 SD), a few times."""
+    energy = (float(np.median(np.abs(values))) / 0.6745) ** 2
+    for _ in range(rounds):
+        kept = values[values**2 <= 9.0 * energy]
+        energy = float(np.mean(kept**2)) / 0.9733 if kept.size else 0.0
+    return energy
 
 
 # -------------------------------------------------------------------------------------------------- loss

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import torch
 from click.testing import CliRunner
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -344,3 +345,40 @@ def test_save_images_writes_dicom_series_with_the_source_headers(tmp_path):
     assert tenth.SeriesDescription.startswith("ldct-bench ldct") and "10%" in tenth.SeriesDescription
     np.testing.assert_allclose(read_hu(out / "images" / "ldct" / "abdomen_0.1000" / "L003" / "0000.dcm"),
                                ds.volume("abdomen", "L003", "d0.1000")[0].round(), atol=0.5)
+
+
+def test_doses_inserted_into_a_real_scan_are_fractions_of_its_own_flux(tiny_dataset, tmp_path):
+    """A scan noisier than the simulator's full dose had less flux: its flux is read from its noise (scan_flux, within
+    20 % of the flux it was made at) and recorded, and its 25 % is then as noisy, against its full dose, as a scan at
+    a quarter of that flux (within 15 %); a quieter scan keeps the simulator's flux."""
+    from ldct_bench.data.dicom_import import import_dataset, scan_flux
+    from ldct_bench.data.geometry import FanBeamGeometry
+    from ldct_bench.data.noise import NoiseModel
+    from ldct_bench.data.simulate import Simulator, dose_key
+    from ldct_bench.toolkit import estimate_noise_sd
+
+    truth = tiny_dataset.volume("abdomen", tiny_dataset.patients("abdomen", "test")[0], "truth")[1:3]
+    n = truth.shape[-1]
+    pixel = tiny_dataset.pixel_mm
+    geometry = FanBeamGeometry.covering(n, pixel * n)
+
+    images = [torch.from_numpy(t.copy()) for t in truth]
+    projected = [Simulator(geometry).reproject(t) for t in images]
+
+    def scanned(flux, dose=1.0):  # dose/(1+dose) of `flux` into the noiseless image: the noise of dose x flux
+        sim = Simulator(geometry, NoiseModel(i0=NoiseModel().i0 * flux))
+        return np.stack([sim.lower_dose(t, [dose / (1 + dose)], [i], p)[0].numpy()
+                         for i, (t, p) in enumerate(zip(images, projected))])
+
+    fd = scanned(1 / 8)
+    assert scan_flux(Simulator(geometry), scanned(1 / 2), 99) == pytest.approx(1 / 2, rel=0.2)
+    assert scan_flux(Simulator(geometry), scanned(4.0), 99) == 1.0
+    assert scan_flux(Simulator(geometry), truth, 99) == 1.0  # no noise at all: nothing to read
+    for i, s in enumerate(fd):
+        write_ct(tmp_path / "D" / f"{i}.dcm", np.round(s), "P", "1.2.5", z=i, spacing=pixel)
+    ds = import_dataset(tmp_path / "D", name="noisy", extra_doses=(0.25,), cache_dir=tmp_path / "c", anatomy="abdomen")
+    assert ds.manifest["flux"]["P"] == pytest.approx(1 / 8, rel=0.2)
+    full, quarter = (ds.volume("abdomen", "P", k) for k in ("full", dose_key(0.25)))
+    ratio = np.mean([estimate_noise_sd(q) / estimate_noise_sd(f) for q, f in zip(quarter, full)])
+    made = np.mean([estimate_noise_sd(q) / estimate_noise_sd(f) for q, f in zip(scanned(1 / 8, 0.25), fd)])
+    assert ratio == pytest.approx(made, rel=0.15) and ratio > 1.8  # about 2 (nested), more with electronic noise

@@ -11,8 +11,9 @@
 Pixels become HU with RescaleSlope/Intercept; slices are ordered and paired by
 ImagePositionPatient; patients are split train/val/test by sorted ID. Extra doses are
 simulated from the full-dose slices with the suite's simulator (reprojection + Yu et al.
-noise insertion). Bad files are counted and skipped with a reason; bad series raise one
-clear error.
+noise insertion) at the flux the scan's own noise implies (`scan_flux`): a dose is a fraction of
+that scan's dose. Bad files are counted and skipped with a reason; bad series raise one clear
+error.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import re
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
 from ..conventions import is_plain_name, safe
+from ..toolkit import estimate_noise_sd
 from .dataset import DATA_VERSION, SPLITS, LDCTDataset, default_cache_dir, sha256_file
 from .geometry import FanBeamGeometry
 from .simulate import Simulator, dose_key, noise_seed
@@ -364,6 +366,31 @@ def _anatomy(patient: str, records: list[SliceRecord], source: str, given: str |
                      "head, chest or abdomen (the README lists the header words that are read).")
 
 
+def scan_flux(sim: Simulator, volume: np.ndarray, seed: int, rounds: int = 3) -> float:
+    """A real scan's full-dose flux as a fraction of `sim`'s (at most 1), from its own noise. A dose is a fraction
+    of the scan's own dose, so inserting it needs that scan's flux (Yu et al. read it from the scanner; DICOM
+    seldom holds it). At the scan's flux, lowering it to 50 % adds its own noise variance again (nesting:
+    1/d - 1 = 1); the flux is corrected until it does on the middle slice (variances by toolkit.estimate_noise_sd,
+    compared at equal noise, where the estimator's bias cancels). A scan twice as noisy as the simulator's full dose
+    had a quarter of its flux. A quieter one (a smooth kernel, lossy compression, resampling) cannot say how much
+    more it had, and keeps the simulator's flux."""
+    mid = torch.from_numpy(np.ascontiguousarray(volume[len(volume) // 2], dtype=np.float32))
+    own = estimate_noise_sd(mid.numpy()) ** 2
+    if own <= 0:
+        return 1.0
+    p = sim.reproject(mid)
+    flux = 1.0
+    for _ in range(rounds):
+        at = replace(sim, noise=replace(sim.noise, i0=sim.noise.i0 * flux))
+        added = estimate_noise_sd(at.lower_dose(mid, [0.5], [seed], p)[0].numpy()) ** 2 - own
+        if added <= 0:
+            return 1.0
+        flux = min(1.0, flux * added / own)
+        if flux == 1.0:
+            return 1.0
+    return float(flux)
+
+
 def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_doses, size, seed, anatomy) -> None:
     """The arrays, sources and manifest of an import, written into `out`."""
     by_patient: dict[str, dict[str, list[SliceRecord]]] = defaultdict(lambda: defaultdict(list))
@@ -409,6 +436,9 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
             n = vol_full.shape[-1]
             pixel = full[0].pixel_mm * (full[0].shape[-1] / n)
             sim = Simulator(FanBeamGeometry.covering(n, pixel * n))
+            flux = scan_flux(sim, vol_full, noise_seed(seed, patient, "flux"))
+            manifest.setdefault("flux", {})[patient] = round(flux, 6)
+            sim = replace(sim, noise=replace(sim.noise, i0=sim.noise.i0 * flux))
             todo = [d for d in dict.fromkeys(extra_doses) if dose_key(d) not in arrays]
             # every dose of a slice from one reprojection and one base reconstruction
             slices = [sim.lower_dose(torch.from_numpy(s), todo, [noise_seed(seed, patient, i, d) for d in todo]).numpy()

@@ -54,17 +54,23 @@ class Simulator:
         """The line integrals `scan` reconstructs: (len(doses), V, C) float32."""
         return self._insert_doses(lambda: self.noise.transmit(p, 1.0, generator(full_seed)), doses, seeds)[1]
 
-    def lower_dose(self, full_dose_hu: torch.Tensor, doses: list[float], seeds: list[int]) -> torch.Tensor:
+    def lower_dose(self, full_dose_hu: torch.Tensor, doses: list[float], seeds: list[int],
+                   line_integrals: torch.Tensor | None = None) -> torch.Tensor:
         """Real full-dose image (H, W) HU -> (len(doses), H, W) HU at lower doses (Yu et al. 2012).
 
-        The image is reprojected, noise of the dose difference is added to the line integrals,
-        and the result reconstructed; the reconstruction error of reprojection itself is
-        cancelled by adding back (image - FBP(reprojection)).
+        The image is reprojected (or its `line_integrals` given: one image lowered at several fluxes), noise of the
+        dose difference is added to the line integrals, and the result reconstructed; the reconstruction error
+        of reprojection itself is cancelled by adding back (image - FBP(reprojection)).
         """
-        mu = hu_to_mu(full_dose_hu.double().clamp(min=-1000.0))
-        p, noisy = self._insert_doses(lambda: project_image(self.geometry, mu[None].float())[0].double(), doses, seeds)
+        p, noisy = self._insert_doses(lambda: self.reproject(full_dose_hu) if line_integrals is None
+                                      else line_integrals, doses, seeds)
         base, *low = self.reconstruct(torch.cat([p[None].float(), noisy]))  # one back-projection serves all
         return torch.stack(low) - base + full_dose_hu.float()
+
+    def reproject(self, hu: torch.Tensor) -> torch.Tensor:
+        """The line integrals (V, C) float64 of an image (H, W) HU, air below -1000 HU clipped."""
+        mu = hu_to_mu(hu.double().clamp(min=-1000.0))
+        return project_image(self.geometry, mu[None].float())[0].double()
 
     def _insert_doses(self, full_scan, doses: list[float], seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """`full_scan()`'s full-dose line integrals (V, C), and each dose made from them by noise insertion (noise from
