@@ -318,7 +318,7 @@ def _trees(seed: int, side: int) -> np.ndarray:
             segments.append((*p, *q, rad, kind))
             if rad < (0.4 if kind == 0 else 1.0) or np.linalg.norm(q) >= 0.96:
                 continue
-            normal = np.cross(d, r.normal(size=3))
+            normal = _cross(d, r.normal(size=3))
             normal /= np.linalg.norm(normal)
             share = r.uniform(0.35, 0.65)
             for f, sign in ((share, 1), (1 - share, -1)):
@@ -329,6 +329,14 @@ def _trees(seed: int, side: int) -> np.ndarray:
     out = np.array(segments, dtype=np.float64)
     out[:, [0, 3]] *= -side  # the hilum is medial: mirror the tree of each side
     return out
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.cross of two 3-vectors, the same products and differences without its per-call overhead (a third of the
+    trees' time)."""
+    a0, a1, a2 = a.tolist()
+    b0, b1, b2 = b.tolist()
+    return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
 
 
 def _lung(items, tissue, xs, x, y, seed, z) -> np.ndarray:
