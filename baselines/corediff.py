@@ -130,6 +130,8 @@ class CoreDiff(Method):
         self.ema = EMA(self.net, cfg.ema_decay)
         self.ema.shadow.to(self.device)
 
+    averaged = {"ema": "net"}  # the weights file keeps the EMA only (what inference uses)
+
     def modules(self):
         return {"net": self.net, "ema": self.ema.shadow}
 

@@ -102,6 +102,8 @@ class FoundDiff(Method):
         self.stage = "dadiff"
         self.train(False)
 
+    averaged = {"unet_ema": "unet"}  # the weights file keeps DA-Diff's EMA only (what sampling uses)
+
     def modules(self):
         return {"daclip": self.daclip, "unet": self.unet, "unet_ema": self.ema.shadow}
 

@@ -222,6 +222,9 @@ class Method:
     stages: ClassVar[tuple[str, ...]] = ("main",)
     # Why `--methods all` leaves the method out ('' to include it): said by `ldct-bench methods`; it runs when named.
     too_slow_for_all: ClassVar[str] = ""
+    # Networks whose weights file keeps only their running average, {average: network} (modules() names): inference
+    # uses the average, and loading restores the network from it; training resumes from its state, which holds both.
+    averaged: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: Settings | None = None, device: str | torch.device = "cpu"):
         self.config = config if config is not None else self.Config.profile("quick")
@@ -311,7 +314,16 @@ class Method:
         return {f"{k}.{n}": t.detach().cpu().contiguous() for k, m in self.modules().items()
                 for n, t in bare(m).state_dict().items()}
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        """What the weights file holds: the state dict less the networks kept as their average (`averaged`)."""
+        drop = tuple(f"{net}." for net in self.averaged.values())
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(drop)}
+
     def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        for average, net in self.averaged.items():  # a weights file: the network starts from its average
+            if not any(k.startswith(f"{net}.") for k in state):
+                state = {**state, **{f"{net}.{k[len(average) + 1:]}": v for k, v in state.items()
+                                     if k.startswith(f"{average}.")}}
         own = self.state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
@@ -333,7 +345,7 @@ class Method:
 
         meta = {"method": self.name, "config": json.dumps(self.config.to_dict()), **(extra or {})}
         with atomic_path(path) as tmp:
-            save_file(self.state_dict(), str(tmp), metadata={k: str(v) for k, v in meta.items()})
+            save_file(self.weights(), str(tmp), metadata={k: str(v) for k, v in meta.items()})
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu", overrides: dict | None = None) -> Method:
