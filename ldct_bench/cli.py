@@ -244,7 +244,8 @@ def _cli_args() -> dict:
 @click.option("--protocol", "training", type=click.Choice(["generalist", "specialist"]), default="generalist",
               show_default=True, help="One model for all seen cells, or one per (anatomy, dose) cell.")
 @click.option("--iterations", type=click.IntRange(min=1), default=None, help="Override the profile's iteration budget.")
-@click.option("--time-budget", type=float, default=None, help="Stop (resumably) after this many seconds.")
+@click.option("--time-budget", type=float, default=None,
+              help="Stop (resumably) after this many seconds of this call; a resume gets its own budget.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default: the cache).")

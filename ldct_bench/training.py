@@ -186,7 +186,8 @@ class Trainer:
         """Train every stage not yet done (within the time budget); returns the manifest written to out_dir."""
         if resume:
             self.restore()
-        self.t_start = time.perf_counter() - self.progress.elapsed_s
+        self.t_start = time.perf_counter() - self.progress.elapsed_s  # the training's own clock, across resumes
+        self.t_invoked = time.perf_counter()  # the time budget counts from here: each resume gets its own
         self.method.train(True)
         if self.val_pairs is not None and self.world.main:
             self.input_psnr = validation_psnr(None, self.val_pairs)
@@ -271,10 +272,11 @@ class Trainer:
         return row
 
     def out_of_time(self) -> bool:
-        """Past the time budget, as rank 0 sees it (every rank must stop at the same step)."""
+        """Past the time budget of this call (not of the training so far: a resume with --time-budget T trains T
+        seconds more), as rank 0 sees it (every rank must stop at the same step)."""
         if self.time_budget_s is None:
             return False
-        return distributed.agree(time.perf_counter() - self.t_start > self.time_budget_s, self.world)
+        return distributed.agree(time.perf_counter() - self.t_invoked > self.time_budget_s, self.world)
 
     def checkpoint(self, stage_index: int, step: int) -> None:
         """Everything needed to resume at (stage_index, step). Rank 0 writes; every rank leaves once it is on disk."""

@@ -203,6 +203,26 @@ def test_redcnn_quick_training_beats_the_low_dose_input(tiny_dataset, tmp_path):
     assert log[0].startswith("stage,step,elapsed_s") and len(log) == 3
 
 
+def test_a_resume_gets_its_own_time_budget(tiny_dataset, tmp_path, monkeypatch):
+    """`--time-budget T` trains T seconds more on every resume, however long the training has run before (the
+    budget counted the training's whole clock, so a resumed reference training stopped as soon as it started)."""
+    from ldct_bench.training import Trainer
+
+    job = TrainJob("redcnn", "quick", (0.1,), ("chest",), tiny_dataset.root.name, seed=0)
+    assert not fit(build("redcnn", iterations=6, val_every=3), tiny_dataset, job, tmp_path / "ck", time_budget_s=0.0,
+                   progress=False)["complete"]
+    restore = Trainer.restore
+
+    def after_days(self):  # as if it had already trained for days
+        restore(self)
+        self.progress.elapsed_s += 1e6
+
+    monkeypatch.setattr(Trainer, "restore", after_days)
+    man = fit(build("redcnn", iterations=6, val_every=3), tiny_dataset, job, tmp_path / "ck", time_budget_s=120.0,
+              progress=False)
+    assert man["complete"] and man["final"]["elapsed_s"] > 1e6
+
+
 @pytest.mark.parametrize("name", ["redcnn", "wgan-mse"])  # wgan-mse: two optimisers and their schedules
 def test_resume_continues_and_refuses_a_changed_config(name, tiny_dataset, tmp_path):
     job = TrainJob(name, "quick", (0.1,), ("chest",), tiny_dataset.root.name, seed=0)
