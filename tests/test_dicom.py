@@ -382,3 +382,18 @@ def test_doses_inserted_into_a_real_scan_are_fractions_of_its_own_flux(tiny_data
     ratio = np.mean([estimate_noise_sd(q) / estimate_noise_sd(f) for q, f in zip(quarter, full)])
     made = np.mean([estimate_noise_sd(q) / estimate_noise_sd(f) for q, f in zip(scanned(1 / 8, 0.25), fd)])
     assert ratio == pytest.approx(made, rel=0.15) and ratio > 1.8  # about 2 (nested), more with electronic noise
+
+
+def test_padding_outside_the_reconstruction_circle_is_read_as_air(tmp_path):
+    """PixelPaddingValue (-2000 here) is no CT number: the import reads it as -1024 HU, in the full dose and in every
+    dose made from it, so no model meets a cliff at the circle's rim."""
+    yy, xx = np.mgrid[:64, :64]
+    hu = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 30**2, np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 20**2, 40.0,
+                                                                     -1000.0), -2000.0)
+    for i in range(2):  # stored with a -3024 intercept, so that -2000 can be written
+        write_ct(tmp_path / "D" / f"{i}.dcm", hu + 2000, "P", "1.2.6", z=i, spacing=2.0, RescaleIntercept=-3024)
+    assert read_hu(tmp_path / "D" / "0.dcm").min() == -2000
+    ds = import_dataset(tmp_path / "D", name="padded", extra_doses=(0.25,), cache_dir=tmp_path / "c", anatomy="head")
+    full = ds.volume("head", "P", "full")
+    assert full.min() == -1024 and np.all(full[:, hu < -1024] == -1024) and np.all(full[:, hu == 40] == 40)
+    assert ds.volume("head", "P", "d0.2500").min() > -1500  # no -2000 cliff survives into the lower dose

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
-from ..conventions import is_plain_name, safe
+from ..conventions import CT_MIN_HU, is_plain_name, safe
 from ..toolkit import estimate_noise_sd
 from .dataset import DATA_VERSION, SPLITS, LDCTDataset, default_cache_dir, sha256_file
 from .geometry import FanBeamGeometry
@@ -275,12 +275,15 @@ def _pixels(path: str, mtime_ns: int, size: int) -> np.ndarray:
 
 def read_volume(records: list[SliceRecord], size: int | None = None) -> np.ndarray:
     """One series' slices in HU, (S, H, W) in the records' order (resampled to `size` where given); one sentence
-    when its slices differ in size."""
+    when its slices differ in size. Values below -1024 HU are no CT number (nothing attenuates less than air): they
+    are the padding outside the reconstruction circle (PixelPaddingValue: -2000, -3024, ...) and are read as air,
+    -1024, so that no model meets a cliff there that no scanner's image has inside it (pydicom's 693_J2KI.dcm: 28 %
+    of its pixels at -3995; RED-CNN's error at 50 % sat on that circle's rim)."""
     shapes = sorted({r.shape for r in records})
     if len(shapes) > 1:
         raise ValueError(f"series {records[0].series} of patient {records[0].patient} mixes slice sizes {shapes}; "
                          "import one size per series (or resample them first).")
-    vol = np.stack([read_hu(r.path, r.frame, r.rescale) for r in records])
+    vol = np.maximum(np.stack([read_hu(r.path, r.frame, r.rescale) for r in records]), np.float32(CT_MIN_HU))
     if size and vol.shape[-1] != size:
         shrink = size < vol.shape[-1]
         vol = F.interpolate(torch.from_numpy(vol)[:, None], size=(size, size), mode="area" if shrink else "bilinear",
