@@ -133,10 +133,12 @@ def test_ttf_of_the_ensemble_mean_is_the_noiseless_ttf(iq_set, ldct_scores):
         assert value(ldct_scores[1.0], rod.name, "ttf50") == pytest.approx(truth.ttf50, rel=0.05), rod.name
 
 
-def test_run_iq_writes_the_task_metrics_and_the_report_shows_them(iq_set, iq_cache, tmp_path):
-    """The issue's must-show (head only, 32 realisations, to stay quick): ldct and the committed RED-CNN."""
+def test_run_iq_writes_the_task_metrics_and_the_report_shows_them(iq_set, iq_cache, tiny_dataset, tmp_path):
+    """The issue's must-show (head only, 32 realisations, to stay quick): ldct and the committed RED-CNN (its matrix
+    on the tiny phantoms, which are simulated already; the image-quality phantom goes through the default scanner)."""
     out = tmp_path / "run"
-    args = ["run", "--methods", "ldct,redcnn", "--doses", "10,50", "--anatomies", "head", "--iq", "--iq-realisations",
+    args = ["run", "--methods", "ldct,redcnn", "--doses", "10,50", "--anatomies", "head", "--data",
+            str(tiny_dataset.root), "--train-data", "embedded", "--iq", "--iq-realisations",
             str(REALISATIONS), "--out", str(out), "--cache-dir", str(iq_cache)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
