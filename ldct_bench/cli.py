@@ -64,9 +64,9 @@ def main():
 # ---------------------------------------------------------------------------------------------- data
 def _phantoms_option(fn):
     return click.option("--phantoms", "anatomy_model", type=click.Choice(["ellipses", "realistic"]),
-                        default="ellipses", show_default=True,
-                        help="The embedded patients' anatomy: ellipses, or realistic (non-elliptic outlines, power-law "
-                             "texture, trabecular bone, lung vessel trees: data/detail.py).")(fn)
+                        default="realistic", show_default=True,
+                        help="The embedded patients' anatomy: realistic (non-elliptic outlines, power-law texture, "
+                             "trabecular bone, lung vessel trees: data/detail.py), or the older ellipses.")(fn)
 
 
 @main.group()
@@ -220,8 +220,9 @@ def methods_cmd():
 # ------------------------------------------------------------------------------------- train and run
 def _data_options(fn):
     fn = click.option("--data", "data_spec", default="embedded", show_default=True,
-                      help="embedded (the phantoms), embedded@ACQUISITION (through another scanner, kernel or display "
-                           "field: `ldct-bench data acquisitions`), or an imported dataset's name or folder.")(fn)
+                      help="embedded (the phantoms; to train on, through every acquisition profile), "
+                           "embedded@ACQUISITION (through one scanner, kernel or display field: `ldct-bench data "
+                           "acquisitions`), or an imported dataset's name or folder.")(fn)
     fn = click.option("--cache-dir", type=click.Path(path_type=Path), default=None)(fn)
     return _phantoms_option(fn)
 
@@ -260,15 +261,16 @@ def train_cmd(**opts):
     """Train a method through the shared harness (resumes an interrupted run)."""
     from .checkpoints import TrainJob
     from .data.dataset import PhantomConfig
-    from .data.resolve import open_dataset
+    from .data.resolve import open_dataset, training_spec
     from .distributed import from_env, local_device
     from .protocol import Protocol
     from .training import train_method
 
     name, seen, anatomies = opts["method_name"], opts["doses"] or Protocol().seen_doses, opts["anatomies"]
     overrides = _train_overrides(name, opts)
-    ds = open_dataset(opts["data_spec"], seen, anatomies, ("train", "val"), cache_dir=opts["cache_dir"],
-                      phantoms=PhantomConfig(anatomy_model=opts["anatomy_model"]))
+    phantoms = PhantomConfig(anatomy_model=opts["anatomy_model"])
+    ds = open_dataset(training_spec(opts["data_spec"], phantoms), seen, anatomies, ("train", "val"),
+                      cache_dir=opts["cache_dir"], phantoms=phantoms)
     cells = [(anatomies, seen)] if opts["training"] == "generalist" else [((a,), (d,)) for a in anatomies for d in seen]
     dev = local_device(resolve_device(opts["device"]))  # under torchrun: this rank's GPU
     for anats, doses in cells:
@@ -317,10 +319,11 @@ def _train_overrides(name: str, opts: dict) -> dict:
 @click.option("--acquisitions", default=None,
               help="Evaluate the embedded phantoms through each of these acquisition profiles (comma list, or 'all'): "
                    "one run per profile in --out/PROFILE, the methods trained once (on --train-data or "
-                   "--train-acquisitions; default the default profile); `ldct-bench report OUT` reads them together.")
+                   "--train-acquisitions; default every profile); `ldct-bench report OUT` reads them together.")
 @click.option("--train-data", default=None,
               help="Train on this dataset and evaluate on every patient of --data (default: --data's own training "
-                   "split); rows are marked seen_data=False.")
+                   "split; plain 'embedded' trains through every acquisition profile); rows are marked "
+                   "seen_data=False.")
 @click.option("--profile", type=click.Choice(PROFILES), default="quick", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from .conventions import specialist_label
 from .data.dataset import SPLITS, PhantomConfig
-from .data.resolve import data_family, open_dataset
+from .data.resolve import data_family, open_dataset, training_spec
 from .methods import get_method
 from .metrics import DEFAULT_METRICS, get_metric
 from .protocol import Cell, Protocol
@@ -130,7 +130,9 @@ class RunConfig:
 
     @property
     def trained_on(self) -> str:
-        return self.train_data or self.data
+        """What the methods train on: --train-data, else --data; plain 'embedded' is every acquisition profile (unless
+        the phantoms have a scanner of their own)."""
+        return training_spec(self.train_data or self.data, self.phantoms)
 
     @property
     def seen_data(self) -> bool:

@@ -4,8 +4,8 @@
                                     [--methods ldct,redcnn,...] [--cranium PATH] [--cranium-slices 16]
 
 Real CT: the three slices pydicom ships (CT_small.dcm 0.66 mm, 693_J2KI.dcm 0.48 mm, J2K_pixelrep_mismatch.dcm
-0.43 mm) and, where `bash scripts/fetch_cranium.sh` installed it, `--cranium-slices` evenly spaced slices of the
-Debian head volume Cranium.inv3 (0.96 mm), written as a DICOM series. Each is imported with 5, 10, 25 and 50 %
+0.43 mm) and, where `bash scripts/fetch_cranium.sh` installed it, `--cranium-slices` adjacent slices at the middle of
+the Debian head volume Cranium.inv3 (0.96 mm), written as a DICOM series. Each is imported with 5, 10, 25 and 50 %
 inserted (`ldct-bench data import --doses 50,25,10,5`) and scored by every committed learned checkpoint beside the
 input (`ldct-bench run --train-data SPEC`: the training data of the committed checkpoints, so that they are the
 ones found). The slices are a test, never a tuning set: nothing is chosen on them.
@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pydicom.data import get_testdata_file
 
@@ -55,8 +54,8 @@ def sources(work: Path, cranium: Path | None, n_slices: int) -> dict[str, tuple[
         out[name] = (folder, anatomy)
     if cranium is not None and cranium.is_file():
         volume, spacing = read_inv3(cranium)
-        picks = np.linspace(20, len(volume) - 9, n_slices).round().astype(int)  # brain and skull, not the neck
-        write_dicom(volume[picks], spacing, work / "dicom" / "cranium")
+        start = max(0, (len(volume) - n_slices) // 2)  # adjacent slices (CoreDiff and FoundDiff read neighbours)
+        write_dicom(volume[start:start + n_slices], spacing, work / "dicom" / "cranium")
         out["Cranium.inv3"] = (work / "dicom" / "cranium", "head")
     return out
 
@@ -72,9 +71,9 @@ def embedded_gain_at_5(results: Path) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("results/transfer"))
-    ap.add_argument("--methods", default="ldct,redcnn,corediff,wgan-mse,founddiff")
+    ap.add_argument("--methods", default="ldct,redcnn,corediff,wgan-mse,founddiff,dncnn,bilateral")
     ap.add_argument("--train-data", default="embedded")
-    ap.add_argument("--phantoms", default="ellipses", choices=("ellipses", "realistic"))
+    ap.add_argument("--phantoms", default="realistic", choices=("ellipses", "realistic"))
     ap.add_argument("--cranium", type=Path, default=Path(os.environ.get("LDCT_BENCH_CACHE", default_cache_dir()))
                     / "real" / "Cranium.inv3")
     ap.add_argument("--cranium-slices", type=int, default=16)

@@ -54,8 +54,9 @@ acquisition() {  # acquisition axis: the reference checkpoints through every sca
 }
 
 acquisition-loao() {  # acquisition axis, unseen: trained on every profile but the 0.55 mm field (dfov140)
-  fresh acquisition-loao
+  fresh acquisition-loao   # (both networks trained afresh, 2 000 steps, as for loao-abdomen)
   step ldct-bench run --methods ldct,redcnn,corediff --train-acquisitions default,ge,smooth,sharp,dfov180 \
+    --set redcnn.iterations=2000 --set corediff.iterations=2000 \
     --acquisitions default,dfov180,dfov140 --out results/runs/acquisition-loao
   step ldct-bench report results/runs/acquisition-loao --out results/runs/acquisition-loao/report --format md,csv
 }

@@ -8,8 +8,8 @@
 # One prepared script for a lent GPU, and the same on the CPU in the background across sessions: each method trains
 # in the cache (resumable bit for bit) with what is left of DEADLINE_S as its --time-budget, in turn (two trainings
 # sharing 2 cores each run ~10x slower); a method that completes is copied into results/checkpoints/<method>/<key>
-# (weights, manifest, train_log.csv; not state.pt), kept in results/retrain/ until every method has one. Every step is logged, with the time, to
-# results/checkpoints/train_reference.log.
+# (weights, manifest, train_log.csv; not state.pt), where the default run, `denoise` and the tests find it. Every
+# step is logged, with the time, to results/checkpoints/train_reference.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deadline=$(( $(date +%s) + ${1:-540} ))
@@ -34,7 +34,8 @@ print(training_dir(TrainJob(sys.argv[1], "quick", (0.1, 0.5), ("head", "chest", 
 PY
 )
   if [ -f "$dir/weights.safetensors" ]; then
-    dest="results/retrain/$m/$(basename "$dir")"  # into results/checkpoints with the switch of the default
+    dest="results/checkpoints/$m/$(basename "$dir")"
+    rm -rf "results/checkpoints/$m" # one committed checkpoint a method
     mkdir -p "$dest" && cp "$dir"/weights.safetensors "$dir"/manifest.json "$dir"/train_log.csv "$dest"/
     say "$m: complete; copied to $dest"
   else

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ldct_bench.data.dataset import PhantomConfig
 from ldct_bench.data.geometry import FanBeamGeometry
 from ldct_bench.data.simulate import Simulator
@@ -9,6 +11,8 @@ from ldct_bench.methods import get_method
 
 TINY_GEOMETRY = FanBeamGeometry(image_size=128, n_views=360, n_channels=368, det_pitch_mm=1.2858 * 2)
 TINY_DOSES = (0.05, 0.1, 0.25, 0.5)
+# the real head CT volume, where `bash scripts/fetch_cranium.sh` (and .ci/run) installed it
+CRANIUM = Path.home() / ".cache" / "ldct-bench" / "real" / "Cranium.inv3"
 
 # Tiny configs so every method builds and runs in a second or two on CPU.
 TINY = {

@@ -15,7 +15,7 @@ from ldct_bench.cli import main
 from ldct_bench.data.acquisition import ACQUISITIONS, SHARP, SMOOTH, STANDARD, acquisition_of
 from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
 from ldct_bench.data.projector import ellipse_sinogram, hu_to_mu
-from ldct_bench.data.resolve import phantoms_for
+from ldct_bench.data.resolve import REFERENCE_TRAINING, phantoms_for, training_spec
 from ldct_bench.data.simulate import Simulator
 from ldct_bench.metrics.task import nps_2d, radial_nps, ttf_circular_edge
 
@@ -34,9 +34,15 @@ def noiseless(sim: Simulator, rows: torch.Tensor) -> np.ndarray:
 
 
 def test_the_default_profile_is_todays_simulator_and_keeps_every_cache_key():
+    from .helpers import tiny_config
+
     assert ACQUISITIONS["default"].simulator(256).to_dict() == Simulator().to_dict()
     assert phantoms_for("embedded@default", PhantomConfig()) == PhantomConfig()
-    assert PhantomConfig().dataset_name == "embedded-1041366e77c8"  # the committed checkpoints' dataset key
+    assert PhantomConfig().dataset_name == "embedded-4f8819536c14"  # the realistic phantoms: the default since #30
+    assert PhantomConfig(anatomy_model="ellipses").dataset_name == "embedded-1041366e77c8"  # the old key, kept
+    assert REFERENCE_TRAINING == "embedded@" + ",".join(ACQUISITIONS) and training_spec("embedded") == REFERENCE_TRAINING
+    assert training_spec("embedded@sharp") == "embedded@sharp" and training_spec("mayo2016") == "mayo2016"
+    assert training_spec("embedded", tiny_config()) == "embedded"  # phantoms through a scanner of their own
     assert {acquisition_of(a.simulator(128).to_dict()) for a in ACQUISITIONS.values()} == set(ACQUISITIONS)
     assert len({phantoms_for(f"embedded@{n}").dataset_name for n in ACQUISITIONS}) == len(ACQUISITIONS)
 
@@ -171,7 +177,7 @@ def test_run_acquisitions_makes_one_run_per_profile_all_trained_once(tmp_path):
             "executor": None, "gpus_per_job": 0, "sets": (), "cache_dir": tmp_path / "c", "anatomy_model": "ellipses"}
     configs = _run_configs({**base, "acquisitions": "default,dfov140"})
     assert [(c.out.name, c.data, c.trained_on) for c in configs] == [
-        ("default", "embedded@default", "embedded"), ("dfov140", "embedded@dfov140", "embedded")]
+        ("default", "embedded@default", REFERENCE_TRAINING), ("dfov140", "embedded@dfov140", REFERENCE_TRAINING)]
     loao = _run_configs({**base, "acquisitions": "all", "train_acquisitions": "default,ge,smooth,sharp,dfov180"})
     assert [c.out.name for c in loao] == list(ACQUISITIONS)
     assert {c.trained_on for c in loao} == {"embedded@default,ge,smooth,sharp,dfov180"}
@@ -199,20 +205,22 @@ def test_a_checkpoint_knows_its_training_domain_and_denoise_names_a_series_outsi
     domain = json.loads(trained.read_text())["domain"]  # recorded by the harness: the tiny scanner's 2.73 mm
     assert domain["pixel_mm"] == [pytest.approx(350 / 128)] * 2 and domain["acquisitions"] == ["custom"]
     committed = training_domain(next((REFERENCE_DIR / "redcnn").glob("*/weights.safetensors")))
-    assert committed == {"pixel_mm": [350 / 256] * 2, "acquisitions": ["default"], "kernels": ["standard"]}
-    assert outside_domain(committed, 1.5) == "" and "0.48 mm pixels, outside the 1.37 mm" in outside_domain(committed, 0.48)
+    assert committed["pixel_mm"] == [pytest.approx(140 / 256), pytest.approx(350 / 256)]  # every profile, #30
+    assert sorted(committed["acquisitions"]) == sorted(ACQUISITIONS)
+    assert sorted(committed["kernels"]) == ["sharp", "smooth", "standard"]
+    assert outside_domain(committed, 0.8) == "" and "0.30 mm pixels, outside the 0.55" in outside_domain(committed, 0.3)
     yy, xx = np.mgrid[:64, :64]
     body = np.where((yy - 32) ** 2 + (xx - 32) ** 2 < 26**2, 40.0, -1000.0)
     for i in range(2):
-        write_ct(tmp_path / "D" / f"{i}.dcm", body, "P", "1.2.4", z=i, spacing=0.48)
+        write_ct(tmp_path / "D" / f"{i}.dcm", body, "P", "1.2.4", z=i, spacing=0.30)
     said = CliRunner().invoke(main, ["denoise", "--method", "redcnn", "--in", str(tmp_path / "D"), "--out",
                                      str(tmp_path / "O")])
-    assert said.exit_code == 0 and "0.48 mm pixels, outside the 1.37 mm it was trained at" in said.output, said.output
+    assert said.exit_code == 0 and "0.30 mm pixels, outside the 0.55" in said.output, said.output
     again = CliRunner().invoke(main, ["denoise", "--method", "redcnn", "--in", str(tmp_path / "D"), "--out",
                                       str(tmp_path / "R"), "--resample"])
-    assert again.exit_code == 0 and "run at 1.37 mm and resampled back" in again.output, again.output
+    assert again.exit_code == 0 and "run at 0.55 mm and resampled back" in again.output, again.output
     record = json.loads(next((tmp_path / "R").rglob(".ldct-bench-series.json")).read_text())
-    assert record["resampled_to_mm"] == pytest.approx(350 / 256)
+    assert record["resampled_to_mm"] == pytest.approx(140 / 256)  # the nearest pixel size it trained at
 
 
 def test_resampling_runs_the_method_at_the_ratio_and_returns_the_input_size():

@@ -41,9 +41,10 @@ def test_a_patient_is_its_seed_and_neighbouring_slices_are_neighbours():
 
 
 def test_the_ellipse_model_is_untouched():
-    assert PhantomConfig().dataset_name == "embedded-1041366e77c8"
-    assert "anatomy_model" not in PhantomConfig().to_dict()
-    assert PhantomConfig(anatomy_model="realistic").dataset_name != PhantomConfig().dataset_name
+    ellipses = PhantomConfig(anatomy_model="ellipses")
+    assert ellipses.dataset_name == "embedded-1041366e77c8"
+    assert "anatomy_model" not in ellipses.to_dict()
+    assert PhantomConfig().anatomy_model == "realistic" and PhantomConfig().dataset_name != ellipses.dataset_name
     with pytest.raises(ValueError, match="anatomy_model='voxels'"):
         PhantomConfig(anatomy_model="voxels")
     plain = phantom_slice("chest", 2, 0.1)

@@ -14,6 +14,7 @@ from ldct_bench.checkpoints import REFERENCE_DIR, find_checkpoint
 from ldct_bench.cli import main
 from ldct_bench.config import Override, RunConfig, parse_overrides
 from ldct_bench.data.dataset import PhantomConfig
+from ldct_bench.data.resolve import REFERENCE_TRAINING, dataset_name
 from ldct_bench.data.simulate import Simulator
 from ldct_bench.methods import get_method
 from ldct_bench.plan import resolve
@@ -103,7 +104,7 @@ def test_overrides_that_change_training_name_their_own_checkpoint_and_inference_
         return resolve(config).entry("founddiff").job
 
     plain = job()
-    assert plain.key == f"quick-{PhantomConfig().dataset_name}-seen10+50-abdomen+chest+head-s0"
+    assert plain.key == f"quick-{dataset_name(REFERENCE_TRAINING)}-seen10+50-abdomen+chest+head-s0"
     assert job("founddiff.sampling_steps=4").key == plain.key  # inference only: the trained weights serve
     longer, other = job("founddiff.dadiff_iterations=10"), job("founddiff.dadiff_iterations=11")
     assert longer.key.startswith(plain.key + "-set") and len({plain.key, longer.key, other.key}) == 3
@@ -138,7 +139,8 @@ def test_old_caches_and_the_committed_checkpoints_are_still_found():
     del old["filter_window"]
     assert Simulator.from_dict(old).filter_window == "shepp-logan"
     config = RunConfig(methods=("redcnn", "corediff", "wgan-mse", "founddiff"), out=Path("x"))
-    data = f"embedded-{PhantomConfig().digest()}"
+    data = dataset_name(REFERENCE_TRAINING)  # the realistic phantoms through every acquisition profile (#30)
+    assert PhantomConfig().digest() == "4f8819536c14" and data.startswith("embedded-4f8819536c14+")
     for name in config.methods:
         found = find_checkpoint(resolve(config).entry(name).job)
         assert found is not None and found.parent.parent == REFERENCE_DIR / name
@@ -177,5 +179,5 @@ def test_a_run_is_resolved_once_and_the_runner_reads_the_plan(monkeypatch):
     plan = plan_module.resolve(config)
     assert [e.label for e in plan.entries] == ["ldct", "redcnn", "corediff", "redcnn@5%", "redcnn@25%",
                                                "corediff@5%", "corediff@25%"]
-    assert calls == {"method": len(plan.entries), "data": 1}  # the training data is the evaluated data
+    assert calls == {"method": len(plan.entries), "data": 2}  # the evaluated data, and the training data
     assert plan.entry("redcnn@5%").job.doses == (0.05,) and plan.entry("ldct").job is None

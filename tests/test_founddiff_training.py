@@ -21,7 +21,7 @@ DOSES = (0.05, 0.1, 0.25, 0.5)  # the default protocol: 10 % and 50 % seen, 25 %
 
 
 def test_daclip_of_the_reference_checkpoint_orders_doses(reference_sample):
-    """The committed quick-profile FoundDiff (trained by results/checkpoints/make.sh) on patients it never saw,
+    """The committed quick-profile FoundDiff (trained by scripts/train_reference.sh) on patients it never saw,
     simulated here afresh."""
     weights = sorted((REFERENCE_DIR / "founddiff").glob("*/weights.safetensors"))
     assert weights, "the reference FoundDiff checkpoint is missing"

@@ -19,7 +19,7 @@ from pydicom.data import get_testdata_file
 from ldct_bench.data.invesalius import read_inv3, write_dicom
 from ldct_bench.metrics.realism import body_mask, gradient_percentiles, measure, soft_tissue_rois, spectral_slope
 
-CRANIUM = Path.home() / ".cache" / "ldct-bench" / "real" / "Cranium.inv3"
+from .helpers import CRANIUM
 
 
 def power_law_field(n: int, pixel_mm: float, beta: float, seed: int = 0) -> np.ndarray:

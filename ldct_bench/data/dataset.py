@@ -64,7 +64,7 @@ class PhantomConfig:
     seed: int = 0
     texture: bool = True
     simulator: dict = field(default_factory=lambda: Simulator().to_dict())
-    anatomy_model: str = "ellipses"  # or "realistic": the ellipses' anatomy with data/detail.py's layer on top
+    anatomy_model: str = "realistic"  # the ellipses' anatomy with data/detail.py's layer on top; or "ellipses"
 
     def __post_init__(self):
         for name in ("image_size", "slices_per_patient", "train_patients", "val_patients", "test_patients"):

@@ -13,16 +13,27 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..conventions import ANATOMIES, dose_labels, split_list
-from .acquisition import DEFAULT_ACQUISITION, acquisition_of, get_acquisition
+from .acquisition import ACQUISITIONS, DEFAULT_ACQUISITION, acquisition_of, get_acquisition
 from .dataset import DatasetUnion, LDCTDataset, PhantomConfig, default_cache_dir
 
 IMPORTABLE = ("mayo2016", "mayo2020")
 EMBEDDED = "embedded"
+# What plain `embedded` means as training data: the phantoms through every acquisition profile, so the reference
+# checkpoints (and a user's `denoise`) have seen pixels of 0.55-1.37 mm and every kernel, not one scanner (#30).
+REFERENCE_TRAINING = EMBEDDED + "@" + ",".join(ACQUISITIONS)
 
 
 def is_embedded(spec: str | None) -> bool:
     """Whether `spec` names the simulated phantoms (through the default acquisition or `embedded@NAME`)."""
     return spec is not None and (spec == EMBEDDED or spec.startswith(EMBEDDED + "@"))
+
+
+def training_spec(spec: str, phantoms: PhantomConfig | None = None) -> str:
+    """The data a method trains on when `spec` is its training data: plain 'embedded' through the default scanner is
+    every acquisition profile (REFERENCE_TRAINING); phantoms through a scanner of their own, a named profile, a list
+    of them or an imported dataset are themselves."""
+    custom = acquisition_of((phantoms or PhantomConfig()).simulator) != DEFAULT_ACQUISITION
+    return REFERENCE_TRAINING if spec == EMBEDDED and not custom else spec
 
 
 def embedded_acquisitions(spec: str) -> list[str]:
