@@ -148,9 +148,9 @@ def test_the_committed_checkpoints_beat_the_input_on_every_seen_cell_of_fresh_pa
     """The floor of the reference run, on patients simulated here afresh: each committed learned method, loaded
     and run by this code, beats the low-dose input in PSNR and SSIM in every seen (anatomy, dose) cell against the
     truth, and against the noisy full-dose scan too, except WGAN-MSE, whose adversarial term trades the full-dose
-    scan's noise texture for its own (reference run, chest 50 %: -0.24 dB against the full dose, +3.22 dB against
-    the truth), and the bilateral filter (chest 50 %: -1.83 dB against the full dose, +1.49 against the truth). SHORTFALL names the one cell where a committed checkpoint is measured below its input against the
-    truth; it must stay below there (a checkpoint that recovers shortens the list)."""
+    scan's noise texture for its own, and the bilateral filter (fresh chest 50 %: -1.83 dB against the full dose,
+    +1.49 against the truth). `shortfall` names the one cell where a committed checkpoint is measured below its
+    input against the truth; it must stay below there (a checkpoint that recovers shortens the list)."""
     from ldct_bench.checkpoints import REFERENCE_DIR
     from ldct_bench.evaluate import score_rows
     from ldct_bench.methods import get_method
