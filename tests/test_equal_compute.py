@@ -16,7 +16,10 @@ def _manifests():
                                "flops_per_step": {"clip": 1e9, "diff": 2e10},
                                "learning_curve": [["diff", 25, 30.0, 41.0], ["diff", 50, 60.0, 43.0]]}}
     return {"run": {"methods": {"a": one_stage, "b": two_stages, "ldct": {"config": {}},
-                                "c": {"training": {"steps": {"main": 5}, "training_flops": 1e9}}}}}
+                                "c": {"training": {"steps": {"main": 5}, "training_flops": 1e9}},
+                                "filter": {"training": {"steps": {"main": 5}, "training_flops": 0,  # element-wise
+                                                        "flops_per_step": {"main": 0},
+                                                        "learning_curve": [["main", 5, 1.0, 44.0]]}}}}}
 
 
 def test_each_method_is_read_at_the_largest_budget_every_one_reached():
@@ -28,6 +31,7 @@ def test_each_method_is_read_at_the_largest_budget_every_one_reached():
     assert ec.table.loc["a", "rank_at_budget"] == 1 and ec.table.loc["a", "leaderboard_rank"] == 2  # the flip
     assert ec.table.loc["b", "final"] == 43.0
     assert "c" in ec.skipped and "ldct" not in ec.table.index
+    assert "element-wise" in ec.skipped["filter"] and "filter" not in ec.table.index  # not a budget of 0 for all
 
 
 def test_a_training_logs_rows_that_are_not_numbers_are_left_out_of_the_curve(tmp_path):

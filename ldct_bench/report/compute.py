@@ -60,6 +60,10 @@ def learning_curves(manifests: dict[str, dict]) -> tuple[pd.DataFrame, dict[str,
             if not isinstance(curve, list) or not curve or not per_step:
                 skipped[name] = "its checkpoint recorded no learning curve or no FLOPs per step"
                 continue
+            if not any(_number(v) for v in per_step.values()):  # a budget of 0 would leave every other method at 0
+                skipped[name] = ("its training is element-wise work, which torch's FLOP formulas (matrix products, "
+                                 "convolutions, attention) do not count")
+                continue
             before, offset = 0.0, {}
             for stage, n in steps.items():
                 offset[stage] = before

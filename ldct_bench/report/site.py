@@ -2,7 +2,7 @@
 made again from the runs it read, with the options and the command its report_manifest.json records. The docs build
 (docs/gen_pages.py) and the README's leaderboard both come from here, and a test holds the README to it.
 
-    python -m ldct_bench.report.site      # rewrite the README's generated leaderboard from the stores
+    python -m ldct_bench.report.site      # rewrite the README's generated tables from the stores
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from . import make_report
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 README_START, README_END = "<!-- generated: reference leaderboard -->", "<!-- end generated -->"
+# the README's other generated blocks: marker name -> (committed report, its Markdown file)
+README_TABLES = {"equal compute": ("reference/report", "equal_compute.md"),
+                 "dose generalization": ("reference/report", "generalization.md"),
+                 "anatomy generalization": ("loao-abdomen/report", "generalization.md")}
 
 
 @dataclass(frozen=True)
@@ -86,19 +90,33 @@ def readme_leaderboard(results: Path = RESULTS) -> str:
     return first_table(report.tables()["leaderboard_by_dose.md"])
 
 
-def readme_block(readme: str, table: str) -> str:
-    """`readme` with the text between its generated markers replaced by `table`."""
-    if README_START not in readme or README_END not in readme:
-        raise ValueError(f"the README lacks its generated-block markers {README_START} ... {README_END}.")
-    head, rest = readme.split(README_START, 1)
-    return head + README_START + "\n" + table + README_END + rest.split(README_END, 1)[1]
+def readme_tables(results: Path = RESULTS) -> dict[str, str]:
+    """Every generated block of the README (marker name -> text), from the stores."""
+    reports = {r.name: r for r in committed_reports(results)}
+    out = {"reference leaderboard": readme_leaderboard(results)}
+    for block, (report, table) in README_TABLES.items():
+        text = reports[report].tables()[table]
+        out[block] = first_table(text.split("\n", 2)[2] if text.startswith("## ") else text)
+    return out
+
+
+def readme_block(readme: str, table: str, name: str = "reference leaderboard") -> str:
+    """`readme` with the text between the markers of its generated block `name` replaced by `table`."""
+    start = f"<!-- generated: {name} -->"
+    if start not in readme or README_END not in readme.split(start, 1)[1]:
+        raise ValueError(f"the README lacks its generated-block markers {start} ... {README_END}.")
+    head, rest = readme.split(start, 1)
+    return head + start + "\n" + table + README_END + rest.split(README_END, 1)[1]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Rewrite the README's generated leaderboard from the stores.")
+    parser = argparse.ArgumentParser(description="Rewrite the README's generated tables from the stores.")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = parser.parse_args(argv)
-    atomic_write_text(args.readme, readme_block(args.readme.read_text(), readme_leaderboard()))
+    readme = args.readme.read_text()
+    for name, table in readme_tables().items():
+        readme = readme_block(readme, table, name)
+    atomic_write_text(args.readme, readme)
     return 0
 
 
