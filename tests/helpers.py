@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ldct_bench.checkpoints import REFERENCE_DIR, committed_checkpoints
 from ldct_bench.data.dataset import PhantomConfig
 from ldct_bench.data.geometry import FanBeamGeometry
 from ldct_bench.data.simulate import Simulator
@@ -37,6 +38,11 @@ def tiny_config(**kw) -> PhantomConfig:
     base = dict(image_size=128, slices_per_patient=4, train_patients=3, val_patients=1, test_patients=1,
                 simulator=Simulator(TINY_GEOMETRY).to_dict(), anatomy_model="ellipses")
     return PhantomConfig(**{**base, **kw})
+
+
+def committed_methods() -> tuple[str, ...]:
+    """The methods with a committed reference checkpoint under results/checkpoints, sorted."""
+    return tuple(sorted(p.name for p in REFERENCE_DIR.iterdir() if committed_checkpoints(p.name)))
 
 
 def build(name, **kw):

@@ -15,15 +15,14 @@ import pytest
 from click.testing import CliRunner
 from pydicom.data import get_testdata_file
 
-from ldct_bench.checkpoints import REFERENCE_DIR
 from ldct_bench.cli import main
 from ldct_bench.data.invesalius import read_inv3, write_dicom
 
-from .helpers import CRANIUM
+from .helpers import CRANIUM, committed_methods
 
 SOURCES = {"CT_small.dcm": "abdomen", "693_J2KI.dcm": "head", "J2K_pixelrep_mismatch.dcm": "head",
            "Cranium.inv3": "head"}
-LEARNED = sorted(p.name for p in REFERENCE_DIR.iterdir() if any(p.glob("*/weights.safetensors")))
+LEARNED = list(committed_methods())
 # (source, method, dose, metric) -> the gain measured there (below 0: the target does not hold in that cell yet)
 # (measured with the committed checkpoints of #30; all at 50 %, where the quiet real scans get the least noise and a
 # model trained on phantoms removes real texture with it)

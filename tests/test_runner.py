@@ -18,7 +18,7 @@ from ldct_bench.protocol import Protocol
 from ldct_bench.runner import run_matrix
 
 from .conftest import TRAINED_ANATOMIES
-from .helpers import TINY_DOSES, tiny_config, tiny_overrides
+from .helpers import TINY_DOSES, committed_methods, tiny_config, tiny_overrides
 
 PROTO = Protocol((0.1, 0.25), (0.1,), TRAINED_ANATOMIES)
 
@@ -151,15 +151,15 @@ def test_the_committed_checkpoints_beat_the_input_on_every_seen_cell_of_fresh_pa
     scan's noise texture for its own, and the bilateral filter (fresh chest 50 %: -1.83 dB against the full dose,
     +1.49 against the truth). `shortfall` names the one cell where a committed checkpoint is measured below its
     input against the truth; it must stay below there (a checkpoint that recovers shortens the list)."""
-    from ldct_bench.checkpoints import REFERENCE_DIR
+    from ldct_bench.checkpoints import committed_checkpoints
     from ldct_bench.evaluate import score_rows
     from ldct_bench.methods import get_method
 
-    learned = tuple(sorted(p.name for p in REFERENCE_DIR.iterdir() if any(p.glob("*/weights.safetensors"))))
+    learned = committed_methods()
     assert {"corediff", "founddiff", "redcnn", "wgan-mse"} <= set(learned), learned
     scores = []
     for name in ("ldct", *learned):
-        found = sorted((REFERENCE_DIR / name).glob("*/weights.safetensors")) if name != "ldct" else [None]
+        found = committed_checkpoints(name) if name != "ldct" else [None]
         assert len(found) == 1, f"{name}: expected one committed checkpoint, found {found}"
         cls = get_method(name)
         method = (cls.load(found[0]) if found[0] else cls()).for_inference()

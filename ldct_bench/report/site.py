@@ -1,6 +1,6 @@
 """The documentation's numbers, made from the results stores and never typed: every committed report's tables are
 made again from the runs it read, with the options and the command its report_manifest.json records. The docs build
-(docs/gen_pages.py) and the README's leaderboard both come from here, and a test holds the README to it.
+(docs/gen_pages.py) and the README's generated tables both come from here, and a test holds the README to them.
 
     python -m ldct_bench.report.site      # rewrite the README's generated tables from the stores
 """
@@ -20,8 +20,9 @@ from . import make_report
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 README_START, README_END = "<!-- generated: reference leaderboard -->", "<!-- end generated -->"
-# the README's other generated blocks: marker name -> (committed report, its Markdown file)
-README_TABLES = {"equal compute": ("reference/report", "equal_compute.md"),
+# the README's generated blocks: marker name -> (committed report, its Markdown file)
+README_TABLES = {"reference leaderboard": ("reference/report", "leaderboard_by_dose.md"),
+                 "equal compute": ("reference/report", "equal_compute.md"),
                  "dose generalization": ("reference/report", "generalization.md"),
                  "anatomy generalization": ("loao-abdomen/report", "generalization.md")}
 
@@ -84,18 +85,15 @@ def first_table(markdown: str) -> str:
     return "\n\n".join(blocks[max(0, table - 1):table + 1]) + "\n"
 
 
-def readme_leaderboard(results: Path = RESULTS) -> str:
-    """The README's one leaderboard: the reference run's PSNR per dose over every anatomy, from its store."""
-    report = next(r for r in committed_reports(results) if r.name == "reference/report")
-    return first_table(report.tables()["leaderboard_by_dose.md"])
-
-
 def readme_tables(results: Path = RESULTS) -> dict[str, str]:
-    """Every generated block of the README (marker name -> text), from the stores."""
+    """Every generated block of the README (marker name -> its first caption and table), from the stores; each
+    report's tables are made once. The reference leaderboard is the reference run's PSNR per dose over every
+    anatomy."""
     reports = {r.name: r for r in committed_reports(results)}
-    out = {"reference leaderboard": readme_leaderboard(results)}
+    made = {name: reports[name].tables() for name in {report for report, _ in README_TABLES.values()}}
+    out = {}
     for block, (report, table) in README_TABLES.items():
-        text = reports[report].tables()[table]
+        text = made[report][table]
         out[block] = first_table(text.split("\n", 2)[2] if text.startswith("## ") else text)
     return out
 
