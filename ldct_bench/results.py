@@ -119,6 +119,14 @@ class RunStore:
             np.savez_compressed(tmp, images=images.astype(np.float32), patient=meta["patient"].to_numpy().astype(str),
                                 slice=meta["slice"].to_numpy())
 
+    def images(self, method: str, anatomy: str, dose: float) -> dict[str, np.ndarray] | None:
+        """What write_images wrote for a cell (images, patient, slice), or None where --save-images was not given."""
+        path = self.root / "images" / safe(method) / f"{cell_name(anatomy, dose)}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return {k: z[k] for k in ("images", "patient", "slice")}
+
     def images_dir(self, method: str, anatomy: str, dose: float) -> Path:
         """Where --save-images puts a cell's DICOM series (one folder per patient)."""
         return self.root / "images" / safe(method) / cell_name(anatomy, dose)

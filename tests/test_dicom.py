@@ -345,6 +345,12 @@ def test_save_images_writes_dicom_series_with_the_source_headers(tmp_path):
     assert tenth.SeriesDescription.startswith("ldct-bench ldct") and "10%" in tenth.SeriesDescription
     np.testing.assert_allclose(read_hu(out / "images" / "ldct" / "abdomen_0.1000" / "L003" / "0000.dcm"),
                                ds.volume("abdomen", "L003", "d0.1000")[0].round(), atol=0.5)
+    # and as float32 arrays, read back by the store, indexed by patient and slice
+    from ldct_bench.results import RunStore
+    saved = RunStore(out).images("ldct", "abdomen", 0.1)
+    assert RunStore(out).images("ldct", "abdomen", 0.5) is None
+    rows = np.flatnonzero(saved["patient"] == "L003")
+    np.testing.assert_array_equal(saved["images"][rows], ds.volume("abdomen", "L003", "d0.1000")[saved["slice"][rows]])
 
 
 def test_doses_inserted_into_a_real_scan_are_fractions_of_its_own_flux(tiny_dataset, tmp_path):
