@@ -10,9 +10,11 @@ inserted (`ldct-bench data import --doses 50,25,10,5`) and scored by every commi
 input (`ldct-bench run --train-data SPEC`: the training data of the committed checkpoints, so that they are the
 ones found). The slices are a test, never a tuning set: nothing is chosen on them.
 
-Writes real.csv (PSNR and SSIM per slice, method and dose, founddiff window, against the real full dose), real.md
-(gain over the input per source, dose and method; the worst gain of each method; the mean gain at 5 % against the
-embedded test set's, from results/runs/reference) and manifest.json (every command, commit, versions).
+Writes real.csv (PSNR and SSIM per slice, method and dose, founddiff window, against the real full dose), regions.csv
+(the squared error inside the patient and outside it: air, couch, head holder), real.md (gain over the input per
+source, dose and method; the worst gain of each method; where the 50 % gain is lost, inside the patient or outside;
+the mean gain at 5 % against the embedded test set's, from results/runs/reference) and manifest.json (every command,
+commit, versions).
 """
 
 from __future__ import annotations
@@ -26,13 +28,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydicom.data import get_testdata_file
 
 from ldct_bench.atomic import atomic_write_json, atomic_write_text
-from ldct_bench.data.dataset import default_cache_dir
+from ldct_bench.data.dataset import LDCTDataset, default_cache_dir
 from ldct_bench.data.invesalius import read_inv3, write_dicom
 from ldct_bench.environment import git_commit, versions
+from ldct_bench.metrics import WINDOWS
+from ldct_bench.metrics.realism import body_mask
+from ldct_bench.results import RunStore
 
 SLICES = {"CT_small.dcm": "abdomen", "693_J2KI.dcm": "head", "J2K_pixelrep_mismatch.dcm": "head"}
 DOSES = "50,25,10,5"
@@ -60,9 +66,25 @@ def sources(work: Path, cranium: Path | None, n_slices: int) -> dict[str, tuple[
     return out
 
 
-def embedded_gain_at_5(results: Path) -> dict[str, float]:
+def by_region(run: Path, dataset: LDCTDataset, anatomy: str, methods: list[str]) -> pd.DataFrame:
+    """Mean squared error (founddiff window, against the real full dose) inside the patient (realism.body_mask of the
+    full dose) and outside it (air, couch, head holder, cushions: hardware the phantoms do not have), per method and
+    dose, from the slices `run --save-images` kept: where a method's gain is lost."""
+    window, store, rows = WINDOWS["founddiff"], RunStore(run), []
+    for dose in map(float, DOSES.split(",")):
+        for method in methods:
+            saved = store.images(method, anatomy, dose / 100)
+            full = np.stack([dataset.volume(anatomy, str(p), "full")[i] for p, i in zip(saved["patient"], saved["slice"])])
+            error = (np.clip(saved["images"], window.lo, window.hi) - np.clip(full, window.lo, window.hi)) ** 2
+            inside = np.stack([body_mask(f) for f in full])
+            rows += [{"method": method, "dose": dose / 100, "region": region, "mse": float(error[mask].mean()),
+                      "pixels": float(mask.mean())} for region, mask in (("patient", inside), ("outside", ~inside))]
+    return pd.DataFrame(rows)
+
+
+def embedded_gain_at_5(reference: Path) -> dict[str, float]:
     """Mean PSNR gain over the input at 5 % (founddiff window, full dose) of each method on the reference run."""
-    t = pd.read_parquet(results / "runs" / "reference" / "results.parquet")
+    t = pd.read_parquet(reference / "results.parquet")
     t = t[(t.window == "founddiff") & (t.reference == "full_dose") & (t.metric == "psnr") & (t.dose == 0.05)]
     means = t.groupby("method")["value"].mean()
     return {m: float(v - means["ldct"]) for m, v in means.items() if m != "ldct"}
@@ -71,16 +93,19 @@ def embedded_gain_at_5(results: Path) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("results/transfer"))
-    ap.add_argument("--methods", default="ldct,redcnn,corediff,wgan-mse,founddiff,dncnn,bilateral")
+    ap.add_argument("--methods", default="ldct,redcnn,corediff,wgan-mse,founddiff,dncnn,bilateral,restormer")
     ap.add_argument("--train-data", default="embedded")
     ap.add_argument("--phantoms", default="realistic", choices=("ellipses", "realistic"))
     ap.add_argument("--cranium", type=Path, default=Path(os.environ.get("LDCT_BENCH_CACHE", default_cache_dir()))
                     / "real" / "Cranium.inv3")
     ap.add_argument("--cranium-slices", type=int, default=16)
+    ap.add_argument("--reference", type=Path, default=Path("results/runs/reference"),
+                    help="the embedded run whose gain at 5 %% the real gain is set against")
     args = ap.parse_args()
+    embedded = embedded_gain_at_5(args.reference)  # read first: a missing run stops the script before its long part
     work = Path(tempfile.mkdtemp(prefix="ldct-real-"))
     commands: list[str] = []
-    frames = []
+    frames, regions = [], []
     try:
         for name, (folder, anatomy) in sources(work, args.cranium, args.cranium_slices).items():
             dataset = f"real-{folder.name}"
@@ -88,7 +113,9 @@ def main() -> None:
                  "--doses", DOSES, "--cache-dir", work / "cache", log=commands)
             out = work / "runs" / folder.name
             ldct("run", "--methods", args.methods, "--data", dataset, "--train-data", args.train_data, "--phantoms",
-                 args.phantoms, "--out", out, "--cache-dir", work / "cache", log=commands)
+                 args.phantoms, "--out", out, "--cache-dir", work / "cache", "--save-images", log=commands)
+            regions.append(by_region(out, LDCTDataset(work / "cache" / dataset), anatomy, args.methods.split(","))
+                           .assign(source=name))
             t = pd.read_parquet(out / "results.parquet")
             t = t[(t.window == "founddiff") & (t.reference == "full_dose") & t.metric.isin(["psnr", "ssim"])]
             pixel = json.loads((out / "manifest.json").read_text())["dataset"]["pixel_mm"]
@@ -100,6 +127,8 @@ def main() -> None:
                                                   "dose", "metric", "value"]]
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "real.csv", table.to_csv(index=False))
+    region = pd.concat(regions, ignore_index=True)
+    atomic_write_text(args.out / "regions.csv", region.to_csv(index=False))
     means = table.groupby(["source", "pixel_mm", "dose", "metric", "method"])["value"].mean().unstack("method")
     gain = means.drop(columns="ldct").sub(means["ldct"], axis=0)
     lines = ["| source | pixel (mm) | dose | method | PSNR gain (dB) | SSIM gain |", "|---|---|---|---|---|---|"]
@@ -111,8 +140,16 @@ def main() -> None:
     lines += ["", "Worst gain over every source and dose (at or above 0: the target holds):", "",
               "| method | worst PSNR gain (dB) | worst SSIM gain |", "|---|---|---|"]
     lines += [f"| {m} | {worst.loc['psnr', m]:+.2f} | {worst.loc['ssim', m]:+.4f} |" for m in gain.columns]
+    mse = region[region.dose == 0.5].set_index(["source", "region", "method"])["mse"].unstack("method")
+    region_gain = 10 * np.log10(mse.drop(columns="ldct").rdiv(mse["ldct"], axis=0))
+    lines += ["", "Where the 50 % gain is lost: PSNR gain (dB) inside the patient and outside it (air, couch, head holder;",
+              "the share of pixels in brackets), from the same slices:", "",
+              "| source | region | " + " | ".join(region_gain.columns) + " |",
+              "|---|---|" + "---|" * len(region_gain.columns)]
+    share = region[(region.dose == 0.5) & (region.method == "ldct")].set_index(["source", "region"])["pixels"]
+    lines += [f"| {src} | {where} ({share[src, where]:.0%}) | " + " | ".join(f"{v:+.2f}" for v in row) + " |"
+              for (src, where), row in region_gain.iterrows()]
     real5 = gain.xs(("psnr", 0.05), level=("metric", "dose")).mean()
-    embedded = embedded_gain_at_5(Path("results"))
     lines += ["", "Mean PSNR gain at 5 % on the real sources against the embedded test set (reference run):", "",
               "| method | real (dB) | embedded (dB) | ratio |", "|---|---|---|---|"]
     lines += [f"| {m} | {real5[m]:+.2f} | {embedded.get(m, float('nan')):+.2f} | "
