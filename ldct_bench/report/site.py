@@ -24,7 +24,8 @@ README_START, README_END = "<!-- generated: reference leaderboard -->", "<!-- en
 README_TABLES = {"reference leaderboard": ("reference/report", "leaderboard_by_dose.md"),
                  "equal compute": ("reference/report", "equal_compute.md"),
                  "dose generalization": ("reference/report", "generalization.md"),
-                 "anatomy generalization": ("loao-abdomen/report", "generalization.md")}
+                 "anatomy generalization": ("loao-abdomen/report", "generalization.md"),
+                 "acquisition generalization": ("acquisition-loao/report", "generalization.md")}
 
 
 @dataclass(frozen=True)
