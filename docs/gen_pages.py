@@ -55,8 +55,25 @@ def results_pages() -> None:
                 page += [f"![{fig.stem}]({slug}/{fig.name})", ""]
         with mkdocs_gen_files.open(f"results/{slug}.md", "w") as f:
             f.write("\n".join(page))
+    index.append("- [Real CT](real-ct.md): every committed checkpoint on the real slices pydicom ships and on Debian's "
+                 "real head volume, with doses inserted (`python scripts/real_transfer.py`)")
     with mkdocs_gen_files.open("results/index.md", "w") as f:
         f.write("\n".join(index) + "\n")
+
+
+def transfer_page() -> None:
+    """The real-CT transfer tables scripts/real_transfer.py wrote (results/transfer/), after the realistic phantoms
+    and before them, each under the command its manifest records."""
+    page = ["# Real CT", "", "Every committed checkpoint on real CT with 50, 25, 10 and 5 % inserted, scored against "
+            "the real full dose in the FoundDiff window. The real slices are a test, never a tuning set.", ""]
+    for folder, title in (("after-realistic", "Trained on the realistic phantoms (the committed checkpoints)"),
+                          ("before-realistic", "Before: trained on the ellipse phantoms")):
+        run = RESULTS / "transfer" / folder
+        if (run / "real.md").is_file():
+            command = json.loads((run / "real_manifest.json").read_text())["command"]
+            page += [f"## {title}", "", f"Made by `{command}`.", "", (run / "real.md").read_text(), ""]
+    with mkdocs_gen_files.open("results/real-ct.md", "w") as f:
+        f.write("\n".join(page))
 
 
 def checkpoint_rows(name: str) -> list[list]:
@@ -140,6 +157,7 @@ def measured_figures() -> None:
 
 
 results_pages()
+transfer_page()
 method_pages()
 performance_page()
 measured_figures()
