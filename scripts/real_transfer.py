@@ -71,12 +71,22 @@ def by_region(run: Path, dataset: LDCTDataset, anatomy: str, methods: list[str])
     full dose) and outside it (air, couch, head holder, cushions: hardware the phantoms do not have), per method and
     dose, from the slices `run --save-images` kept: where a method's gain is lost."""
     window, store, rows = WINDOWS["founddiff"], RunStore(run), []
+    # each patient's full-dose volume read once and each slice's body mask made once, for every method and dose
+    volumes: dict[str, np.ndarray] = {}
+    masks: dict[tuple[str, int], np.ndarray] = {}
     for dose in map(float, DOSES.split(",")):
         for method in methods:
             saved = store.images(method, anatomy, dose / 100)
-            full = np.stack([dataset.volume(anatomy, str(p), "full")[i] for p, i in zip(saved["patient"], saved["slice"])])
+            keys = [(str(p), int(i)) for p, i in zip(saved["patient"], saved["slice"])]
+            for p, _ in keys:
+                if p not in volumes:
+                    volumes[p] = dataset.volume(anatomy, p, "full")
+            full = np.stack([volumes[p][i] for p, i in keys])
             error = (np.clip(saved["images"], window.lo, window.hi) - np.clip(full, window.lo, window.hi)) ** 2
-            inside = np.stack([body_mask(f) for f in full])
+            for k, f in zip(keys, full):
+                if k not in masks:
+                    masks[k] = body_mask(f)
+            inside = np.stack([masks[k] for k in keys])
             rows += [{"method": method, "dose": dose / 100, "region": region, "mse": float(error[mask].mean()),
                       "pixels": float(mask.mean())} for region, mask in (("patient", inside), ("outside", ~inside))]
     return pd.DataFrame(rows)
