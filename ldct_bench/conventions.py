@@ -8,6 +8,7 @@ import hashlib
 from urllib.parse import quote
 
 ANATOMIES = ("head", "chest", "abdomen")
+ANATOMY_MODELS = ("ellipses", "realistic", "clinical")  # the embedded patients' models (data/dataset.py)
 
 # CT numbers are stored in 12 bits with an intercept of -1024: an image holds values in [-1024, 3071] HU.
 CT_MIN_HU = -1024

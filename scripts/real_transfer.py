@@ -33,6 +33,7 @@ import pandas as pd
 from pydicom.data import get_testdata_file
 
 from ldct_bench.atomic import atomic_write_json, atomic_write_text
+from ldct_bench.conventions import ANATOMY_MODELS
 from ldct_bench.data.dataset import LDCTDataset, default_cache_dir
 from ldct_bench.data.invesalius import read_inv3, write_dicom
 from ldct_bench.environment import git_commit, versions
@@ -105,7 +106,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results/transfer"))
     ap.add_argument("--methods", default="ldct,redcnn,corediff,wgan-mse,founddiff,dncnn,bilateral,restormer")
     ap.add_argument("--train-data", default="embedded")
-    ap.add_argument("--phantoms", default="realistic", choices=("ellipses", "realistic"))
+    ap.add_argument("--phantoms", default="realistic", choices=ANATOMY_MODELS)
     ap.add_argument("--cranium", type=Path, default=Path(os.environ.get("LDCT_BENCH_CACHE", default_cache_dir()))
                     / "real" / "Cranium.inv3")
     ap.add_argument("--cranium-slices", type=int, default=16)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ldct_bench.atomic import atomic_write_json, atomic_write_text
+from ldct_bench.conventions import ANATOMY_MODELS
 from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
 from ldct_bench.environment import git_commit, versions
 from ldct_bench.methods import get_method
@@ -34,7 +35,7 @@ DOSES = (0.1, 0.5)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/tuning"))
-    parser.add_argument("--phantoms", default="realistic", choices=("ellipses", "realistic"))
+    parser.add_argument("--phantoms", default="realistic", choices=ANATOMY_MODELS)
     parser.add_argument("--methods", default="tv,nlm,bm3d")
     args = parser.parse_args(argv)
     ds = LDCTDataset.embedded(PhantomConfig(anatomy_model=args.phantoms), doses=DOSES, splits=("val",))

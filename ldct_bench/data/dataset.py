@@ -30,17 +30,17 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
-from ..conventions import ANATOMIES, is_plain_name
+from ..conventions import ANATOMIES, ANATOMY_MODELS, CT_MIN_HU, is_plain_name
 from .detail import detail_layer
 from .geometry import FanBeamGeometry
 from .phantoms import phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
 from .projector import ellipse_sinogram
 from .simulate import Simulator, dose_key, key_dose, noise_seed
+from .support import patient_support, support_sinogram
 
 # 2: structures nested so that additive HU equals painted HU; 3: lower doses nested in the full dose (noise
 # insertion), truth = noiseless reconstruction, 8/2/6 patients of 4 slices
 DATA_VERSION = 3
-ANATOMY_MODELS = ("ellipses", "realistic")
 SPLITS = ("train", "val", "test")
 
 
@@ -64,7 +64,9 @@ class PhantomConfig:
     seed: int = 0
     texture: bool = True
     simulator: dict = field(default_factory=lambda: Simulator().to_dict())
-    anatomy_model: str = "realistic"  # the ellipses' anatomy with data/detail.py's layer on top; or "ellipses"
+    # "realistic": the ellipses' anatomy with data/detail.py's layer on top; "clinical": that anatomy on the scanner's
+    # table (data/support.py), reconstructed inside the scanner's circle; "ellipses": the first model
+    anatomy_model: str = "realistic"
 
     def __post_init__(self):
         for name in ("image_size", "slices_per_patient", "train_patients", "val_patients", "test_patients"):
@@ -422,21 +424,24 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
     out = {k: np.empty((n, config.image_size, config.image_size), np.float32) for k in keys}
     # the texture's grain is 1.2 pixels of a 350 mm field at this matrix: a smaller display field magnifies it
     zoom = FanBeamGeometry().fov_mm / sim.geometry.fov_mm
-    realistic = config.anatomy_model == "realistic"
+    realistic, table = config.anatomy_model != "ellipses", config.anatomy_model == "clinical"
     tex = texture_volume(seed, n, config.image_size, 1.2 * zoom) if config.texture and not realistic else None
+    if table:  # the table's hardware is the same at every slice: one sinogram serves them all
+        support = patient_support(anatomy, seed)
+        hardware = support_sinogram(sim.geometry, support)
     per_call = max(1, _IMAGES_PER_RECONSTRUCTION // len(keys))
     order = ["truth"] * ("truth" in out) + scans  # each slice's images in a reconstruction, in turn
     for s0 in range(0, n, per_call):
         sinograms, textures = [], []
         for s in range(s0, min(n, s0 + per_call)):
-            items = phantom_slice(anatomy, seed, float(zs[s]), realistic)
+            items = phantom_slice(anatomy, seed, float(zs[s]), realistic, table)
             rows = to_additive(items)
             if realistic:  # its own texture among the rest of the detail
-                textures.append(detail_layer(anatomy, seed, float(zs[s]), items, sim))
+                textures.append(detail_layer(anatomy, seed, float(zs[s]), items, sim, support if table else None))
             else:
                 textures.append(tex[s] * texture_amplitude(rasterize(rows, sim.geometry).numpy()) if tex is not None
                                 else 0.0)
-            p = ellipse_sinogram(sim.geometry, rows)
+            p = ellipse_sinogram(sim.geometry, rows) + (hardware if table else 0.0)
             if "truth" in out:  # kept as float32, which is what reconstruct() takes them to
                 sinograms.append(p[None].float())
             if scans:
@@ -445,6 +450,9 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
         for s, texture, imgs in zip(range(s0, n), textures, images):
             for name, img in zip(order, imgs):
                 out[name][s] = img + texture
+    if table:  # nothing is reconstructed outside the scanner's circle (the value DICOM import gives padding)
+        for image in out.values():
+            image[:, sim.geometry.outside_circle().numpy()] = CT_MIN_HU
     return out
 
 

@@ -50,8 +50,10 @@ _DEFORMED = {"fat", "muscle", "liver", "spleen", "kidney", "lung", "blood", "gre
 _MARROW_HU, _TRABECULA_HU, _BONE_FRACTION = 40.0, 950.0, 0.24
 
 
-def detail_layer(anatomy: str, seed: int, z: float, items: list[Ellipse], sim) -> np.ndarray:
-    """The (H, W) HU increments of one slice's detail on `sim`'s grid, blurred as `sim` would (system_blur)."""
+def detail_layer(anatomy: str, seed: int, z: float, items: list[Ellipse], sim, support=None) -> np.ndarray:
+    """The (H, W) HU increments of one slice's detail on `sim`'s grid, blurred as `sim` would (system_blur). Where
+    the patient's `support` (data/support.py) lies, nothing is added: a body outline pushed out meets the cushion
+    and stops there, as soft tissue does."""
     xs = fine_grid(sim.geometry)  # sample columns; rows at y = -xs
     x, y = np.meshgrid(xs, -xs)
     owner = owner_map(items, xs)
@@ -68,6 +70,8 @@ def detail_layer(anatomy: str, seed: int, z: float, items: list[Ellipse], sim) -
     if anatomy == "chest":
         layer += _lung(items, tissue, xs, x, y, seed, z)
     layer += _calcifications(anatomy, items, xs, seed, z)
+    if support is not None:
+        layer[support.covers(x, y)] = 0.0
     n = sim.geometry.image_size
     return system_blur(sim, layer.reshape(n, SUPERSAMPLE, n, SUPERSAMPLE).mean(axis=(1, 3)))
 

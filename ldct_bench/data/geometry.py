@@ -85,6 +85,12 @@ class FanBeamGeometry:
         y, x = torch.meshgrid(-c, c, indexing="ij")
         return x, y
 
+    def outside_circle(self) -> torch.Tensor:
+        """(H, W) True where a pixel's centre lies outside the reconstruction circle, the disc the display field's
+        square is drawn round: scanners fill it with a padding value that DICOM import reads as -1024 HU."""
+        x, y = self.pixel_centres()
+        return torch.hypot(x, y) > self.fov_mm / 2
+
 
 @lru_cache(maxsize=4)
 def ray_lines(geom: FanBeamGeometry, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -37,6 +37,12 @@ TISSUE_HU = {
 }
 
 
+# the outermost ellipse's semi-axes (mm) before a patient's scale: the skull's (the scalp lies SCALP_MM outside it)
+# at the head's widest slice, the body's in the trunk
+HEAD_AXES, SCALP_MM = (92.0, 115.0), 8.0
+TRUNK_AXES = {"chest": (160.0, 112.0), "abdomen": (165.0, 120.0)}
+
+
 @dataclass
 class Ellipse:
     cx: float
@@ -57,9 +63,10 @@ class Ellipse:
 class _Builder:
     """Collects painted ellipses for one slice."""
 
-    def __init__(self, realistic: bool = False):
+    def __init__(self, realistic: bool = False, table: bool = False):
         self.items: list[Ellipse] = []
         self.realistic = realistic  # thin cortical shells and a skull with diploe (data/detail.py adds the rest)
+        self.table = table  # lying on the table: a trunk deep enough behind its spine to lie on (_trunk_wall)
 
     def add(self, cx, cy, a, b, phi, tissue, hu=None):
         self.items.append(Ellipse(float(cx), float(cy), float(a), float(b), float(phi),
@@ -72,8 +79,8 @@ def _rng(seed: int, *keys) -> np.random.Generator:
 
 def _head(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, phase: float):
     k = 1.0 - 0.25 * z * z  # head narrows away from the mid-ventricular level
-    A, B = 92 * sx * k, 115 * sy * k
-    b.add(0, 0, A + 8, B + 8, 0, "muscle", 30)  # scalp
+    A, B = HEAD_AXES[0] * sx * k, HEAD_AXES[1] * sy * k
+    b.add(0, 0, A + SCALP_MM, B + SCALP_MM, 0, "muscle", 30)  # scalp
     b.add(0, 0, A, B, 0, "cortical_bone")  # skull
     if b.realistic:  # outer table, diploe (trabecular in detail.py), inner table
         b.add(0, 0, A - 1.8, B - 1.8, 0, "diploe")
@@ -95,10 +102,8 @@ def _head(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, p
 
 
 def _chest(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, phase: float):
-    A, B = 160 * sx, 112 * sy
-    b.add(0, 0, A, B, 0, "fat")
-    b.add(0, 0, A - 10, B - 9, 0, "muscle")
-    b.add(0, -3, A - 22, B - 20, 0, "fat", -80)
+    A, B = TRUNK_AXES["chest"][0] * sx, TRUNK_AXES["chest"][1] * sy
+    _trunk_wall(b, A, B, [(0, 0, 0, "fat", None), (10, 9, 0, "muscle", None), (22, 20, -3, "fat", -80)])
     heart = 0.75 + 0.25 * math.sin(1.2 * z + phase)
     lx = 0.5 * A
     for side in (-1, 1):
@@ -128,10 +133,8 @@ def _chest(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, 
 
 
 def _abdomen(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, phase: float):
-    A, B = 165 * sx, 120 * sy
-    b.add(0, 0, A, B, 0, "fat")
-    b.add(0, 0, A - 13, B - 11, 0, "muscle")
-    b.add(0, 0, A - 24, B - 21, 0, "fat", -90)
+    A, B = TRUNK_AXES["abdomen"][0] * sx, TRUNK_AXES["abdomen"][1] * sy
+    _trunk_wall(b, A, B, [(0, 0, 0, "fat", None), (13, 11, 0, "muscle", None), (24, 21, 0, "fat", -90)])
     liv = 0.85 + 0.15 * math.sin(z + phase)
     lcx, lcy, la, lb = -0.33 * A, 0.2 * B, 0.42 * A * liv, 0.42 * B * liv
     b.add(lcx, lcy, la, lb, 20, "liver")
@@ -164,6 +167,25 @@ def _abdomen(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float
               60 + r.choice([-1, 1]) * r.uniform(10, 30))
 
 
+BACK_MM = 32.0  # how much further the realistic trunk's back reaches behind the ellipse model's
+
+
+def _trunk_wall(b: _Builder, A: float, B: float, layers: list[tuple]):
+    """The body wall: subcutaneous fat, muscle and the fat inside it, each layer (shrink of a, shrink of b, centre y,
+    tissue, HU) an ellipse. The ellipse model's back is too thin for its spine, whose spinal canal and spinous
+    process stick out into the air behind the patient; the realistic model moves the two outer layers' backs
+    BACK_MM further back (paraspinal muscle and the fat over it, 9-11 mm) and the inner fat's to 0.5 mm under the
+    vertebral body (at -B + 13), so that the canal and the spinous process lie in muscle, as they do (the clinical
+    model's, whose patients lie on a couch: nothing may stick out below their backs). The front does not move;
+    phantom_slice centres the deeper trunk."""
+    for k, (da, db, cy, tissue, hu) in enumerate(layers):
+        a, half_b = A - da, B - db
+        if b.table:
+            back = BACK_MM if k < len(layers) - 1 else (B - 12.5) - (half_b - cy)  # how far the back moves
+            cy, half_b = cy - back / 2, half_b + back / 2
+        b.add(0, cy, a, half_b, 0, tissue, hu)
+
+
 def _spine(b: _Builder, x0: float, y0: float):
     shell = 1.5 if b.realistic else 4.0  # a vertebral body's cortex is 0.5-2 mm
     b.add(x0, y0, 21, 19, 0, "cortical_bone", 700)
@@ -176,21 +198,40 @@ def _spine(b: _Builder, x0: float, y0: float):
 _BUILDERS = {"head": _head, "chest": _chest, "abdomen": _abdomen}
 
 
-def phantom_slice(anatomy: str, patient_seed: int, z: float, realistic: bool = False) -> list[Ellipse]:
-    """Ellipses (absolute HU, painter's order) of one slice; z in [-1, 1] spans the patient's stack. `realistic`:
-    the ellipses of the realistic anatomy model (thin cortices, diploe), to which data/detail.py adds its layer."""
-    if anatomy not in _BUILDERS:
-        raise ValueError(f"unknown anatomy {anatomy!r}; choose from {', '.join(ANATOMIES)}.")
+def patient_shape(patient_seed: int) -> tuple[float, float, float, float]:
+    """A patient's build, the same at every slice: x and y scale, the phase of the organs' motion along z, and the
+    tilt (degrees) of the whole body on the table."""
     pr = _rng(patient_seed, 0)
     sx, sy = pr.uniform(0.85, 1.12, size=2)
     phase = pr.uniform(0, 2 * math.pi)
-    rot = pr.uniform(-5, 5)
-    b = _Builder(realistic)
+    return float(sx), float(sy), float(phase), float(pr.uniform(-5, 5))
+
+
+def outline(anatomy: str, patient_seed: int) -> tuple[float, float]:
+    """Semi-axes (mm) of the clinical model's patient's outermost ellipse at its widest slice, centred on the isocentre
+    before the patient's tilt: what data/support.py fits the table's hardware to."""
+    sx, sy = patient_shape(patient_seed)[:2]
+    if anatomy == "head":
+        return HEAD_AXES[0] * sx + SCALP_MM, HEAD_AXES[1] * sy + SCALP_MM
+    return TRUNK_AXES[anatomy][0] * sx, TRUNK_AXES[anatomy][1] * sy + BACK_MM / 2
+
+
+def phantom_slice(anatomy: str, patient_seed: int, z: float, realistic: bool = False,
+                  table: bool = False) -> list[Ellipse]:
+    """Ellipses (absolute HU, painter's order) of one slice; z in [-1, 1] spans the patient's stack. `realistic`:
+    the ellipses of the realistic anatomy model (thin cortices, diploe), to which data/detail.py adds its layer;
+    `table`: the clinical model's, whose trunk lies on a couch (a deeper back, _trunk_wall)."""
+    if anatomy not in _BUILDERS:
+        raise ValueError(f"unknown anatomy {anatomy!r}; choose from {', '.join(ANATOMIES)}.")
+    sx, sy, phase, rot = patient_shape(patient_seed)
+    b = _Builder(realistic, table)
     # the per-slice generator is seeded by patient only, so random structures persist across
     # slices and move smoothly with z (their positions depend on z explicitly)
     _BUILDERS[anatomy](b, _rng(patient_seed, 1), z, sx, sy, phase)
+    lift = BACK_MM / 2 if table and anatomy != "head" else 0.0  # the realistic trunk's deeper back, centred
     c, s = math.cos(math.radians(rot)), math.sin(math.radians(rot))
     for e in b.items:
+        e.cy += lift
         e.cx, e.cy = c * e.cx - s * e.cy, s * e.cx + c * e.cy
         e.phi_deg += rot
     return nest(b.items)
