@@ -42,7 +42,7 @@ from ldct_bench.environment import git_commit, versions
 from ldct_bench.metrics.realism import body_mask, measure, radial_power
 
 SLICES = {"CT_small.dcm": "neck-thorax", "693_J2KI.dcm": "head", "J2K_pixelrep_mismatch.dcm": "skull base"}
-PHANTOMS = [(model, acq) for model in ("ellipses", "realistic") for acq in ("default", "dfov180")]
+PHANTOMS = [(model, acq) for model in ("ellipses", "realistic", "clinical") for acq in ("default", "dfov180")]
 
 
 def real_sets(cranium: Path | None) -> dict[str, tuple[list[np.ndarray], float]]:
