@@ -305,7 +305,8 @@ def _train_overrides(name: str, opts: dict) -> dict:
 
 
 @main.command("run")
-@click.option("--methods", "methods_spec", default="all", show_default=True, help="'all' or a comma list.")
+@click.option("--methods", "methods_spec", default="all", show_default=True,
+              help="'all', 'every' ('all' and the methods too slow for it) or a comma list.")
 @click.option("--doses", default=None, callback=_doses, help="Doses to evaluate (default 5,10,25,50; paper preset: eight).")
 @click.option("--train-doses", default=None, callback=_doses, help="Seen doses (default 10,50; paper: 1/2,1/4,1/6,1/10).")
 @click.option("--preset", type=click.Choice(["default", "paper"]), default="default", show_default=True,

@@ -1,5 +1,6 @@
 """Which methods `--methods` names: 'all' is every registered method that runs out of the box within a run's time
-budget (`left_out_of_all` says why any other is left out; named, it runs), 'a,b' those methods, checked."""
+budget (`left_out_of_all` says why any other is left out; named, it runs), 'every' adds those left out only for
+their speed, 'a,b' those methods, checked."""
 
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ def left_out_of_all(cls: type[Method]) -> str:
 
 
 def resolve_methods(text: str) -> list[str]:
-    """'all' -> every registered method that runs out of the box in a run's time budget, by name; 'a,b' -> those
-    (validated)."""
+    """'all' -> every registered method that runs out of the box in a run's time budget, by name; 'every' -> those
+    and the ones left out of 'all' only for their speed (what runs here at all, as the reference run has it);
+    'a,b' -> those (validated)."""
     reg = registry()
     if text.strip() == "all":
         return sorted(n for n, c in reg.items() if not left_out_of_all(c))
+    if text.strip() == "every":
+        return sorted(n for n, c in reg.items() if not c.unavailable() and (not c.learned or committed_checkpoints(n)))
     names = split_list(text)
     if not names:
         raise ValueError("no methods given; write e.g. --methods ldct,redcnn or --methods all.")

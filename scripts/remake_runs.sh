@@ -21,14 +21,9 @@ step() {  # one command, logged with its wall time
 }
 fresh() { rm -rf "results/runs/$1"; }
 formats="--format md,csv,html,latex"
-every_method() {  # 'all' and the methods left out of it only for their speed, as a comma list
-  python -c 'from ldct_bench.methods import registry; from ldct_bench.selection import resolve_methods as r
-print(",".join(sorted(set(r("all")) | {n for n, c in registry().items() if c.too_slow_for_all and not c.unavailable()})))'
-}
-
-reference() {  # every method that runs here: 'all' and the two too slow for it on a CPU (BM3D, Restormer); WGAN-VGG
+reference() {  # every method that runs here ('every': 'all' and the two too slow for it on a CPU, BM3D and Restormer); WGAN-VGG
   fresh reference  # needs VGG19 weights that cannot be downloaded here
-  step ldct-bench run --methods "$(every_method)" --doses 5,10,25,50 --out results/runs/reference --iq
+  step ldct-bench run --methods every --doses 5,10,25,50 --out results/runs/reference --iq
   step ldct-bench report results/runs/reference --out results/runs/reference/report $formats
 }
 

@@ -28,6 +28,9 @@ def test_builtin_methods_are_registered():
             assert name not in resolve_methods("all") and "name it to train it" in left_out_of_all(get_method(name))
     # too slow for the default run's budget on a CPU, checkpoint or not: said with its time, and it runs when named
     assert "restormer" not in resolve_methods("all") and "s a slice" in left_out_of_all(get_method("restormer"))
+    # 'every' (the reference run's list): 'all' and what only its speed keeps out of it, never what cannot run here
+    every = resolve_methods("every")
+    assert set(resolve_methods("all")) | {"bm3d", "restormer"} <= set(every) and "wganvgg" not in every
 
 
 @pytest.mark.parametrize("name", ["ldct", "tv", "nlm", "redcnn", "wganvgg", "wgan-mse", "corediff", "founddiff", "dncnn",
