@@ -136,49 +136,52 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     fig_dir = out / "figures"
     if not draw:
         return written
-    for m in metrics[:2]:
-        stem = figure(f"dose_curves_{m}")
-        figures.dose_curves(table, stem, m, window)
-        figs.append((f"{m.upper()} vs dose per method (shaded: unseen doses)", png(stem)))
-    if equal:
-        compute.learning_curve_figure(equal, fig_dir / "learning_curves")
-        figs.append(("validation PSNR against training FLOPs and wall time (the curves of the rankings at equal "
-                     "compute)", fig_dir / "learning_curves.png"))
-    if general:
-        figures.generalization_plot(general, fig_dir / "generalization")
-        figs.append((general.caption(), fig_dir / "generalization.png"))
-    if iq:
-        for name, plot, data, caption in (
-                ("iq_dprime", figures.iq_dprime, iq[0],
-                 "CHO d′ of the CCT189-like disks vs dose (95 % CI; shaded: unseen doses; dashed: full-dose FBP)"),
-                ("iq_nps", figures.iq_nps, iq[1], "radial noise power spectra (dashed: full-dose FBP)"),
-                ("iq_ttf", figures.iq_ttf, iq[1],
-                 "task transfer functions of the bone and polystyrene rods (dashed: full-dose FBP)")):
-            plot(data, fig_dir / name)
-            figs.append((caption, fig_dir / f"{name}.png"))
-    sized = with_pixel_mm(runs, manifests)
-    compared = "ldct" in set(runs["method"]) and len(set(runs["method"]) - {"ldct"}) > 0
-    if compared and sized["pixel_mm"].round(3).nunique() > 1:  # several pixel sizes: the acquisition shift
-        figures.gain_vs_pixel(sized[sized["value"].notna()], fig_dir / "gain_vs_pixel", metrics[0], window)
-        figs.append((f"{metrics[0].upper()} gain over the input against pixel size, per dose (mean over slices)",
-                     fig_dir / "gain_vs_pixel.png"))
-    scored = table[table["value"].notna()]  # a NaN score is a '–' in the tables and no point in a figure
-    if not scored[(scored["metric"] == "psnr") & (scored["window"] == window)].empty:
-        figures.box_plots(scored, fig_dir / "box_psnr", "psnr", window)
-        figs.append(("per-slice PSNR by anatomy, seen vs unseen doses", fig_dir / "box_psnr.png"))
-    if len(stores) == 1:
-        st = stores[0]
-        methods = [m for m in boards[0].mean.index if m != "ldct"]
-        doses = sorted(table["dose"].unique())
-        for anatomy in sorted(table["anatomy"].unique()):
-            stem = figure(f"grid_{anatomy}")
-            figures.visual_grid(st, methods, anatomy, doses, stem)
-            figs.append((f"{anatomy}: visual comparison, and |error| maps on one colour bar (its range in the title)",
-                         png(stem)))
-        perception = st.perception()
-        if perception is not None:
-            figures.perception_plot(perception, fig_dir / "daclip_perception")
-            figs.append(("DA-CLIP: estimated vs true dose, and its dose embedding", fig_dir / "daclip_perception.png"))
+    # PDF twins of the figures only where a LaTeX report will include them
+    with figures.written_as("png", "pdf") if "latex" in formats else figures.written_as("png"):
+        for m in metrics[:2]:
+            stem = figure(f"dose_curves_{m}")
+            figures.dose_curves(table, stem, m, window)
+            figs.append((f"{m.upper()} vs dose per method (shaded: unseen doses)", png(stem)))
+        if equal:
+            compute.learning_curve_figure(equal, fig_dir / "learning_curves")
+            figs.append(("validation PSNR against training FLOPs and wall time (the curves of the rankings at equal "
+                         "compute)", fig_dir / "learning_curves.png"))
+        if general:
+            figures.generalization_plot(general, fig_dir / "generalization")
+            figs.append((general.caption(), fig_dir / "generalization.png"))
+        if iq:
+            for name, plot, data, caption in (
+                    ("iq_dprime", figures.iq_dprime, iq[0],
+                     "CHO d′ of the CCT189-like disks vs dose (95 % CI; shaded: unseen doses; dashed: full-dose FBP)"),
+                    ("iq_nps", figures.iq_nps, iq[1], "radial noise power spectra (dashed: full-dose FBP)"),
+                    ("iq_ttf", figures.iq_ttf, iq[1],
+                     "task transfer functions of the bone and polystyrene rods (dashed: full-dose FBP)")):
+                plot(data, fig_dir / name)
+                figs.append((caption, fig_dir / f"{name}.png"))
+        sized = with_pixel_mm(runs, manifests)
+        compared = "ldct" in set(runs["method"]) and len(set(runs["method"]) - {"ldct"}) > 0
+        if compared and sized["pixel_mm"].round(3).nunique() > 1:  # several pixel sizes: the acquisition shift
+            figures.gain_vs_pixel(sized[sized["value"].notna()], fig_dir / "gain_vs_pixel", metrics[0], window)
+            figs.append((f"{metrics[0].upper()} gain over the input against pixel size, per dose (mean over slices)",
+                         fig_dir / "gain_vs_pixel.png"))
+        scored = table[table["value"].notna()]  # a NaN score is a '–' in the tables and no point in a figure
+        if not scored[(scored["metric"] == "psnr") & (scored["window"] == window)].empty:
+            figures.box_plots(scored, fig_dir / "box_psnr", "psnr", window)
+            figs.append(("per-slice PSNR by anatomy, seen vs unseen doses", fig_dir / "box_psnr.png"))
+        if len(stores) == 1:
+            st = stores[0]
+            methods = [m for m in boards[0].mean.index if m != "ldct"]
+            doses = sorted(table["dose"].unique())
+            for anatomy in sorted(table["anatomy"].unique()):
+                stem = figure(f"grid_{anatomy}")
+                figures.visual_grid(st, methods, anatomy, doses, stem)
+                figs.append((f"{anatomy}: visual comparison, and |error| maps on one colour bar (its range in the "
+                             "title)", png(stem)))
+            perception = st.perception()
+            if perception is not None:
+                figures.perception_plot(perception, fig_dir / "daclip_perception")
+                figs.append(("DA-CLIP: estimated vs true dose, and its dose embedding",
+                             fig_dir / "daclip_perception.png"))
     written += sorted(fig_dir.glob("*"))
     if "html" in formats:
         write("report.html", page("ldct-bench report", by_dose + boards, figs, manifests, general,

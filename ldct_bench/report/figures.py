@@ -1,7 +1,9 @@
-"""Figures from the results store (matplotlib/seaborn), written as PNG and PDF."""
+"""Figures from the results store (matplotlib/seaborn), written as PNG, and as PDF too for a LaTeX report."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import matplotlib
@@ -16,11 +18,24 @@ from ..conventions import dose_label
 from ..metrics.windows import DISPLAY_WINDOW, WINDOWS
 from ..results import RunStore
 
+_EXTENSIONS: ContextVar[tuple[str, ...]] = ContextVar("figure_extensions", default=("png", "pdf"))
+
+
+@contextmanager
+def written_as(*extensions: str):
+    """Within the block, `save` writes these formats: a report asked for no LaTeX needs no PDF twin of each figure
+    (a sixth of the reference report's time)."""
+    token = _EXTENSIONS.set(extensions)
+    try:
+        yield
+    finally:
+        _EXTENSIONS.reset(token)
+
 
 def save(fig, path: Path, dpi: int = 100) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     out = []
-    for ext in ("png", "pdf"):
+    for ext in _EXTENSIONS.get():
         p = path.parent / f"{path.name}.{ext}"  # `path` is a stem; names from table values may hold dots
         # no creation date in the PDF, so a report rebuilt from the same store is byte-identical
         fig.savefig(p, dpi=dpi, metadata={"CreationDate": None} if ext == "pdf" else None)
