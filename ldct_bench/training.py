@@ -122,10 +122,12 @@ class Progress:
 
 def plateau_gain(curve: list[tuple[int, float]], step: int) -> float | None:
     """How much the best validation PSNR of `curve` [(step, psnr)] rose over the last fifth of `step` steps (None
-    while no validation lies in the first four fifths)."""
+    while no validation lies in the first four fifths, or fewer than two in the last fifth: one noisy validation is
+    no plateau; it stopped RED-CNN at 2 500 steps, 43.60 dB on the validation split, on the clinical phantoms, where
+    its curve on the realistic ones climbed on to 46.6)."""
     before = [v for s, v in curve if s <= 0.8 * step]
     after = [v for s, v in curve if 0.8 * step < s <= step]
-    if not before or not after:
+    if not before or len(after) < 2:
         return None
     return max(after) - max(before)
 
@@ -254,8 +256,8 @@ class Trainer:
         return losses
 
     def plateaued(self, stage: str, step: int) -> bool:
-        """The stage's best validation PSNR rose by less than `plateau_db` over its last fifth, judged from the fifth
-        validation on (rank 0 decides)."""
+        """The stage's best validation PSNR rose by less than `plateau_db` over its last fifth, judged once that
+        fifth holds two validations (from the sixth on; rank 0 decides)."""
         cfg = self.method.config
         curve = [(r["step"], r["val_psnr"]) for r in self.progress.log if r["stage"] == stage and "val_psnr" in r]
         gain = plateau_gain(curve, step) if cfg.plateau_db > 0 and step >= 5 * cfg.val_every else None
