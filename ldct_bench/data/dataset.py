@@ -451,8 +451,9 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
             for name, img in zip(order, imgs):
                 out[name][s] = img + texture
     if table:  # nothing is reconstructed outside the scanner's circle (the value DICOM import gives padding)
+        outside = sim.geometry.outside_circle().numpy()
         for image in out.values():
-            image[:, sim.geometry.outside_circle().numpy()] = CT_MIN_HU
+            image[:, outside] = CT_MIN_HU
     return out
 
 

@@ -167,17 +167,16 @@ def _abdomen(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float
               60 + r.choice([-1, 1]) * r.uniform(10, 30))
 
 
-BACK_MM = 32.0  # how much further the realistic trunk's back reaches behind the ellipse model's
+BACK_MM = 32.0  # how much further the clinical trunk's back reaches behind the other models'
 
 
 def _trunk_wall(b: _Builder, A: float, B: float, layers: list[tuple]):
     """The body wall: subcutaneous fat, muscle and the fat inside it, each layer (shrink of a, shrink of b, centre y,
-    tissue, HU) an ellipse. The ellipse model's back is too thin for its spine, whose spinal canal and spinous
-    process stick out into the air behind the patient; the realistic model moves the two outer layers' backs
-    BACK_MM further back (paraspinal muscle and the fat over it, 9-11 mm) and the inner fat's to 0.5 mm under the
-    vertebral body (at -B + 13), so that the canal and the spinous process lie in muscle, as they do (the clinical
-    model's, whose patients lie on a couch: nothing may stick out below their backs). The front does not move;
-    phantom_slice centres the deeper trunk."""
+    tissue, HU) an ellipse. The first models' back is too thin for its spine, whose spinal canal and spinous
+    process stick out into the air behind the patient. The clinical model, whose patients lie on a couch (nothing may
+    stick out below their backs), moves the two outer layers' backs BACK_MM further back (paraspinal muscle and the
+    fat over it, 9-11 mm) and the inner fat's to 0.5 mm under the vertebral body (at -B + 13), so that the canal and
+    the spinous process lie in muscle, as they do. The front does not move; phantom_slice centres the deeper trunk."""
     for k, (da, db, cy, tissue, hu) in enumerate(layers):
         a, half_b = A - da, B - db
         if b.table:
@@ -228,7 +227,7 @@ def phantom_slice(anatomy: str, patient_seed: int, z: float, realistic: bool = F
     # the per-slice generator is seeded by patient only, so random structures persist across
     # slices and move smoothly with z (their positions depend on z explicitly)
     _BUILDERS[anatomy](b, _rng(patient_seed, 1), z, sx, sy, phase)
-    lift = BACK_MM / 2 if table and anatomy != "head" else 0.0  # the realistic trunk's deeper back, centred
+    lift = BACK_MM / 2 if table and anatomy != "head" else 0.0  # the clinical trunk's deeper back, centred
     c, s = math.cos(math.radians(rot)), math.sin(math.radians(rot))
     for e in b.items:
         e.cy += lift

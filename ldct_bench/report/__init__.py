@@ -137,7 +137,7 @@ def make_report(run_dirs: list[Path], out: Path, formats=FORMATS, metrics=("psnr
     if not draw:
         return written
     # PDF twins of the figures only where a LaTeX report will include them
-    with figures.written_as("png", "pdf") if "latex" in formats else figures.written_as("png"):
+    with figures.written_as(*(("png", "pdf") if "latex" in formats else ("png",))):
         for m in metrics[:2]:
             stem = figure(f"dose_curves_{m}")
             figures.dose_curves(table, stem, m, window)
