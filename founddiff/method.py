@@ -131,8 +131,9 @@ class FoundDiff(Method):
         return out
 
     def kernels(self, training=False):
-        names = {"mamba": "mamba-ssm kernel", "torch": "parallel PyTorch scan", "numba": "numba kernel"}
-        return f"selective scan: {names[scan_backend(self.device, training)]}"
+        names = {"mamba": "mamba-ssm kernel", "torch": "parallel PyTorch scan",
+                 "numba": "numba kernels, forward and adjoint" if training else "numba kernel"}
+        return f"selective scan: {names[scan_backend(self.device)]}"
 
     # -- inference ----------------------------------------------------------------------------------------
     def denoise(self, ld_hu):

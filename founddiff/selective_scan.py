@@ -9,13 +9,14 @@ channels split evenly among groups (SS2D uses one group per scan direction); D,
 delta_bias: (channels,).
 
 `selective_scan` uses mamba-ssm's fused CUDA kernel when it is importable and the inputs
-are on CUDA; for gradient-free CPU inference a numba kernel (one sequential pass, parallel
-over channels: the scan is memory-bound and this touches each element once); otherwise
-(training) a pure-PyTorch *parallel* scan (Hillis-Steele: log2(L) steps of the
-associative operator (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2); no Python loop over L and
-only products of numbers in (0, 1], so it is stable). Both read the same tensors, so one
-checkpoint serves both. `selective_scan_reference` is the naive sequential recurrence the
-tests compare against.
+are on CUDA; on the CPU numba kernels: for inference one sequential pass, parallel over
+channels (the scan is memory-bound and this touches each element once), for training a
+forward pass that keeps its states and a backward pass of the adjoint recurrence
+(`_NumbaScan`); otherwise (CUDA without mamba-ssm) a pure-PyTorch *parallel* scan
+(Hillis-Steele: log2(L) steps of the associative operator (a1, b1) o (a2, b2) =
+(a1 a2, a2 b1 + b2); no Python loop over L and only products of numbers in (0, 1], so it
+is stable). All read the same tensors, so one checkpoint serves all.
+`selective_scan_reference` is the naive sequential recurrence the tests compare against.
 """
 
 from __future__ import annotations
@@ -66,20 +67,21 @@ def mamba_available() -> bool:
     return _mamba_scan is not None and torch.cuda.is_available()
 
 
-def scan_backend(device: torch.device | str, needs_grad: bool) -> str:
-    """The backend `selective_scan(backend="auto")` takes: mamba-ssm's kernel on CUDA where installed, the numba kernel
-    for CPU inference, the parallel PyTorch scan otherwise."""
+def scan_backend(device: torch.device | str) -> str:
+    """The backend `selective_scan(backend="auto")` takes: mamba-ssm's kernel on CUDA where installed, the numba
+    kernels on the CPU, the parallel PyTorch scan otherwise."""
     on_cuda = torch.device(device).type == "cuda"
-    return "mamba" if (mamba_available() and on_cuda) else "torch" if (needs_grad or on_cuda) else "numba"
+    return "mamba" if (mamba_available() and on_cuda) else "torch" if on_cuda else "numba"
 
 
-def resolve_backend(backend: str, u: torch.Tensor, *others) -> str:
-    """`backend`, or for "auto" the one `scan_backend` picks for the scan's inputs: their device, and whether a
-    gradient must flow through any of them."""
-    if backend != "auto":
-        return backend
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, *others))
-    return scan_backend(u.device, needs_grad)
+def resolve_backend(backend: str, u: torch.Tensor) -> str:
+    """`backend`, or for "auto" the one `scan_backend` picks for the scan's inputs' device."""
+    return scan_backend(u.device) if backend == "auto" else backend
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether autograd must flow through any of `tensors` here (the numba scan then runs its training kernels)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _discretised_step(delta, delta_bias, delta_softplus):
@@ -222,6 +224,99 @@ def _numba_kernel():
     return _KERNEL
 
 
+class _NumbaScan(torch.autograd.Function):
+    """CPU training: the recurrence run once forward, keeping its states (b, d, N, L), and once backward in reverse
+    (the adjoint recurrence g_t = C_t gy_t + exp(delta_{t+1} A) g_{t+1}), each a numba kernel in float32 as
+    mamba-ssm's CUDA kernels compute. Linear work and one state tensor, where the parallel scan does log2(L) passes and
+    keeps each for autograd. `delta` arrives discretised: softplus and bias stay in PyTorch's autograd."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D):
+        f32 = [t.detach().to(torch.float32).contiguous() for t in (u, delta, A, B, C, D)]
+        nb, nd, nl = u.shape
+        h, y = f32[0].new_empty(nb, nd, A.shape[1], nl), torch.empty_like(f32[0])
+        _training_kernels()[0](*(t.numpy() for t in f32), h.numpy(), y.numpy())
+        ctx.save_for_backward(*f32, h)
+        ctx.dtypes = [t.dtype for t in (u, delta, A, B, C, D)]
+        return y.to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, gy):
+        u, delta, A, B, C, D, h = ctx.saved_tensors
+        gy = gy.to(torch.float32).contiguous()
+        gu, gdelta, gB, gC = (torch.zeros_like(t) for t in (u, delta, B, C))
+        gA = u.new_zeros(u.shape[0], *A.shape)  # per batch item: the jobs of different items never share a sum
+        _training_kernels()[1](*(t.numpy() for t in (u, delta, A, B, C, h, gy, gu, gdelta, gA, gB, gC)))
+        grads = (gu + D[None, :, None] * gy, gdelta, gA.sum(0), gB, gC, (gy * u).sum((0, 2)))
+        return tuple(g.to(dt) for g, dt in zip(grads, ctx.dtypes))
+
+
+def selective_scan_numba_autograd(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+    """The CPU training path: same arguments and result as the others, differentiable in every input."""
+    delta = _discretised_step(delta, delta_bias, delta_softplus)
+    return _NumbaScan.apply(u, delta, A, B, C, D if D is not None else u.new_zeros(u.shape[1]))
+
+
+_TRAINING_KERNELS = None
+
+
+def _training_kernels():
+    """(forward, backward) numba kernels of `_NumbaScan`, parallel over (batch item, group): a group's B and C
+    gradients are summed over its channels inside one job."""
+    global _TRAINING_KERNELS
+    if _TRAINING_KERNELS is None:
+        import math
+
+        import numba
+        import numpy as np
+
+        zero = np.float32(0.0)
+
+        @numba.njit(parallel=True, fastmath=True, cache=True)
+        def forward(u, delta, A, B, C, D, h, y):
+            nb, nd, nl = u.shape
+            ng, nn = B.shape[1], B.shape[2]
+            per = nd // ng
+            for job in numba.prange(nb * ng):
+                b, g = job // ng, job % ng
+                for c in range(g * per, (g + 1) * per):
+                    for t in range(nl):
+                        y[b, c, t] = D[c] * u[b, c, t]
+                    for n in range(nn):
+                        a, s = A[c, n], zero
+                        for t in range(nl):
+                            d = delta[b, c, t]
+                            s = math.exp(d * a) * s + d * u[b, c, t] * B[b, g, n, t]
+                            h[b, c, n, t] = s
+                            y[b, c, t] += C[b, g, n, t] * s
+
+        @numba.njit(parallel=True, fastmath=True, cache=True)
+        def backward(u, delta, A, B, C, h, gy, gu, gdelta, gA, gB, gC):
+            nb, nd, nl = u.shape
+            ng, nn = B.shape[1], B.shape[2]
+            per = nd // ng
+            for job in numba.prange(nb * ng):
+                b, g = job // ng, job % ng
+                for c in range(g * per, (g + 1) * per):
+                    for n in range(nn):
+                        a, carry, ga_sum = A[c, n], zero, zero
+                        for t in range(nl - 1, -1, -1):
+                            d, ut, bt = delta[b, c, t], u[b, c, t], B[b, g, n, t]
+                            gt = C[b, g, n, t] * gy[b, c, t] + carry  # dL/dh_t
+                            gC[b, g, n, t] += gy[b, c, t] * h[b, c, n, t]
+                            decay = math.exp(d * a)
+                            g_decay = gt * (h[b, c, n, t - 1] if t > 0 else zero) * decay  # through exp(d a)
+                            gdelta[b, c, t] += g_decay * a + gt * ut * bt
+                            ga_sum += g_decay * d
+                            gu[b, c, t] += gt * d * bt
+                            gB[b, g, n, t] += gt * d * ut
+                            carry = decay * gt
+                        gA[b, c, n] = ga_sum
+
+        _TRAINING_KERNELS = (forward, backward)
+    return _TRAINING_KERNELS
+
+
 def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
     """Sequential recurrence, one step per position: slow, obviously right."""
     dA, dBu = _discretise(u, delta, A, B, delta_bias, delta_softplus)
@@ -234,9 +329,10 @@ def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_s
 
 
 def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend: str = "auto"):
-    backend = resolve_backend(backend, u, delta, A, B, C, D, delta_bias)
+    backend = resolve_backend(backend, u)
     if backend == "numba":
-        return selective_scan_numba(u, delta, A, B, C, D, delta_bias, delta_softplus)
+        scan = selective_scan_numba_autograd if needs_grad(u, delta, A, B, C, D, delta_bias) else selective_scan_numba
+        return scan(u, delta, A, B, C, D, delta_bias, delta_softplus)
     if backend == "mamba":
         if _mamba_scan is None:
             raise RuntimeError("mamba-ssm is not installed; install the `cuda` extra or use backend='torch'.")

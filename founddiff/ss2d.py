@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .selective_scan import resolve_backend, scan_rows, selective_scan
+from .selective_scan import needs_grad, resolve_backend, scan_rows, selective_scan
 
 K_DIRECTIONS = 4
 SUBGRID_PARITIES = ((0, 0), (1, 0), (0, 1), (1, 1))  # (row, column) parity of interleaved_scan's sub-grids
@@ -83,8 +83,8 @@ class SS2D(nn.Module):
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
         hp, wp = x.shape[-2:]
-        backend = resolve_backend(self.scan_backend, x, self.x_proj_weight)
-        if backend == "numba":
+        backend = resolve_backend(self.scan_backend, x)
+        if backend == "numba" and not needs_grad(x, self.x_proj_weight):
             y = self._scan_in_place(x)
         else:
             xs = interleaved_scan(x)  # (b, k, d, l)

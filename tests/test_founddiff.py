@@ -11,6 +11,7 @@ from founddiff.selective_scan import (
     scan_rows,
     selective_scan,
     selective_scan_numba,
+    selective_scan_numba_autograd,
     selective_scan_reference,
     selective_scan_torch,
 )
@@ -83,6 +84,40 @@ def test_parallel_scan_gradients_match_the_recurrence():
     g1, = torch.autograd.grad(selective_scan_torch(u, delta, A, B, C, D, bias).sum(), u)
     g2, = torch.autograd.grad(selective_scan_reference(u, delta, A, B, C, D, bias).sum(), u)
     torch.testing.assert_close(g1, g2, rtol=0, atol=1e-8)
+
+
+def test_numba_training_scan_gives_the_recurrences_output_and_gradients():
+    """The CPU training kernels (a forward pass keeping its states, a backward pass of the adjoint recurrence, both in
+    float32): the float64 sequential recurrence's output and its autograd gradient in every input, to float32
+    rounding, under a loss that weighs each output differently."""
+    args = [a.requires_grad_(True) for a in scan_inputs(length=300)]
+    weight = torch.randn(2, 8, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    outs, grads = {}, {}
+    for name, scan in (("reference", selective_scan_reference), ("numba", selective_scan_numba_autograd)):
+        outs[name] = scan(*args)
+        grads[name] = torch.autograd.grad((outs[name] * weight).sum(), args)
+    assert outs["numba"].dtype == torch.float64
+    assert (outs["numba"] - outs["reference"]).abs().max() <= 1e-5 * outs["reference"].abs().max()
+    for which, fast, ref in zip(("u", "delta", "A", "B", "C", "D", "delta_bias"), grads["numba"], grads["reference"]):
+        assert (fast - ref).abs().max() <= 1e-5 * ref.abs().max(), which
+
+
+def test_ss2d_trains_through_the_numba_scan_as_through_the_torch_one():
+    """SS2D with autograd on: the numba training path (sequences scanned by the kernels, gradients by the adjoint)
+    and the torch path give the same output and the same gradient for every parameter."""
+    torch.manual_seed(0)
+    m = SS2D(8, 4, context_dim=4)
+    x, ctx = torch.randn(2, 9, 11, 8), torch.randn(2, 4)
+    outs, grads = {}, {}
+    for backend in ("numba", "torch"):
+        m.scan_backend = backend
+        m.zero_grad()
+        outs[backend] = m(x, ctx)
+        (outs[backend] * torch.linspace(-1, 1, 8)).sum().backward()
+        grads[backend] = {n: p.grad.clone() for n, p in m.named_parameters()}
+    torch.testing.assert_close(outs["numba"], outs["torch"], rtol=1e-5, atol=1e-5)
+    for name, g in grads["torch"].items():
+        torch.testing.assert_close(grads["numba"][name], g, rtol=1e-4, atol=1e-5, msg=name)
 
 
 @pytest.mark.gpu
