@@ -62,12 +62,13 @@ def results_pages() -> None:
 
 
 def transfer_page() -> None:
-    """The real-CT transfer tables scripts/real_transfer.py wrote (results/transfer/), after the realistic phantoms
-    and before them, each under the command its manifest records."""
+    """The real-CT transfer tables scripts/real_transfer.py wrote (results/transfer/), newest training data first,
+    each under the command its manifest records."""
     page = ["# Real CT", "", "Every committed checkpoint on real CT with 50, 25, 10 and 5 % inserted, scored against "
             "the real full dose in the FoundDiff window. The real slices are a test, never a tuning set.", ""]
-    for folder, title in (("after-realistic", "Trained on the realistic phantoms (the committed checkpoints)"),
-                          ("before-realistic", "Before: trained on the ellipse phantoms")):
+    for folder, title in (("after-clinical", "Trained on the clinical phantoms (the committed checkpoints)"),
+                          ("after-realistic", "Before: trained on the realistic phantoms, without the table"),
+                          ("before-realistic", "Before that: trained on the ellipse phantoms")):
         run = RESULTS / "transfer" / folder
         if (run / "real.md").is_file():
             command = json.loads((run / "real_manifest.json").read_text())["command"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from .config import PROFILES
-from .conventions import ANATOMIES, ANATOMY_MODELS, dose_labels, split_list
+from .conventions import ANATOMIES, ANATOMY_MODELS, DEFAULT_ANATOMY_MODEL, dose_labels, split_list
 from .environment import keep_freed_memory, resolve_device
 from .protocol import parse_anatomies, parse_doses
 
@@ -64,7 +64,7 @@ def main():
 # ---------------------------------------------------------------------------------------------- data
 def _phantoms_option(fn):
     return click.option("--phantoms", "anatomy_model", type=click.Choice(list(ANATOMY_MODELS)),
-                        default="realistic", show_default=True,
+                        default=DEFAULT_ANATOMY_MODEL, show_default=True,
                         help="The embedded patients' anatomy: realistic (non-elliptic outlines, power-law texture, "
                              "trabecular bone, lung vessel trees: data/detail.py), clinical (that anatomy on the "
                              "scanner's couch or head holder, inside the reconstruction circle: data/support.py), "

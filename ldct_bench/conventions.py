@@ -9,6 +9,8 @@ from urllib.parse import quote
 
 ANATOMIES = ("head", "chest", "abdomen")
 ANATOMY_MODELS = ("ellipses", "realistic", "clinical")  # the embedded patients' models (data/dataset.py)
+# the default since #30: the realistic anatomy on the scanner's table, the data every committed checkpoint saw
+DEFAULT_ANATOMY_MODEL = "clinical"
 
 # CT numbers are stored in 12 bits with an intercept of -1024: an image holds values in [-1024, 3071] HU.
 CT_MIN_HU = -1024

@@ -1,6 +1,6 @@
 """Do the committed checkpoints improve real CT? The measurement behind the realistic-anatomy issue's targets.
 
-    python scripts/real_transfer.py [--out results/transfer] [--train-data SPEC] [--phantoms realistic]
+    python scripts/real_transfer.py [--out results/transfer] [--train-data SPEC] [--phantoms clinical]
                                     [--methods ldct,redcnn,...] [--cranium PATH] [--cranium-slices 16]
 
 Real CT: the three slices pydicom ships (CT_small.dcm 0.66 mm, 693_J2KI.dcm 0.48 mm, J2K_pixelrep_mismatch.dcm
@@ -33,7 +33,7 @@ import pandas as pd
 from pydicom.data import get_testdata_file
 
 from ldct_bench.atomic import atomic_write_json, atomic_write_text
-from ldct_bench.conventions import ANATOMY_MODELS
+from ldct_bench.conventions import ANATOMY_MODELS, DEFAULT_ANATOMY_MODEL
 from ldct_bench.data.dataset import LDCTDataset, default_cache_dir
 from ldct_bench.data.invesalius import read_inv3, write_dicom
 from ldct_bench.environment import git_commit, versions
@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("results/transfer"))
     ap.add_argument("--methods", default="ldct,redcnn,corediff,wgan-mse,founddiff,dncnn,bilateral,restormer")
     ap.add_argument("--train-data", default="embedded")
-    ap.add_argument("--phantoms", default="realistic", choices=ANATOMY_MODELS)
+    ap.add_argument("--phantoms", default=DEFAULT_ANATOMY_MODEL, choices=ANATOMY_MODELS)
     ap.add_argument("--cranium", type=Path, default=Path(os.environ.get("LDCT_BENCH_CACHE", default_cache_dir()))
                     / "real" / "Cranium.inv3")
     ap.add_argument("--cranium-slices", type=int, default=16)

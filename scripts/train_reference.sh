@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The reference checkpoints that transfer (#30.3, #31.2): every learned method trained as a generalist on the realistic
-# phantoms through every acquisition profile (pixels 0.55-1.37 mm, smooth/standard/sharp kernels, two geometries),
-# every anatomy, seen doses 10 and 50 %, quick profile, seed 0, each stage to its validation plateau or its cap.
+# The reference checkpoints that transfer (#30.3, #31.2): every learned method trained as a generalist on the clinical
+# phantoms (the realistic anatomy on the scanner's table) through every acquisition profile (pixels 0.55-1.37 mm,
+# smooth/standard/sharp kernels, two geometries), every anatomy, seen doses 10 and 50 %, quick profile, seed 0, each
+# stage to its validation plateau or its cap.
 #
 #     bash scripts/train_reference.sh [DEADLINE_S] [--device cuda]   (default 540 s: one device command's limit)
 #
-# PHANTOMS picks the anatomy model (default realistic; clinical: on the scanner's table), METHODS the methods, DEST
+# PHANTOMS picks the anatomy model (default clinical, the default run's), METHODS the methods, DEST
 # where complete checkpoints go (default results/checkpoints: the ones the default run and `denoise` find).
 #
 # One prepared script for a lent GPU, and the same on the CPU in the background across sessions: each method trains
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 deadline=$(( $(date +%s) + ${1:-540} ))
 shift || true
 data="embedded@default,ge,smooth,sharp,dfov180,dfov140"
-phantoms=${PHANTOMS:-realistic}
+phantoms=${PHANTOMS:-clinical}
 dest_root=${DEST:-results/checkpoints}
 log=results/checkpoints/train_reference.log
 say() { echo "$(date -u +%FT%TZ) $*" | tee -a "$log"; }

@@ -38,7 +38,8 @@ def test_the_default_profile_is_todays_simulator_and_keeps_every_cache_key():
 
     assert ACQUISITIONS["default"].simulator(256).to_dict() == Simulator().to_dict()
     assert phantoms_for("embedded@default", PhantomConfig()) == PhantomConfig()
-    assert PhantomConfig().dataset_name == "embedded-4f8819536c14"  # the realistic phantoms: the default since #30
+    assert PhantomConfig().dataset_name == "embedded-9e665be07c6d"  # the clinical phantoms: the default since #30
+    assert PhantomConfig(anatomy_model="realistic").dataset_name == "embedded-4f8819536c14"  # its old key, kept
     assert PhantomConfig(anatomy_model="ellipses").dataset_name == "embedded-1041366e77c8"  # the old key, kept
     assert REFERENCE_TRAINING == "embedded@" + ",".join(ACQUISITIONS) and training_spec("embedded") == REFERENCE_TRAINING
     assert training_spec("embedded@sharp") == "embedded@sharp" and training_spec("mayo2016") == "mayo2016"

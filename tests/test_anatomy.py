@@ -44,7 +44,7 @@ def test_the_ellipse_model_is_untouched():
     ellipses = PhantomConfig(anatomy_model="ellipses")
     assert ellipses.dataset_name == "embedded-1041366e77c8"
     assert "anatomy_model" not in ellipses.to_dict()
-    assert PhantomConfig().anatomy_model == "realistic" and PhantomConfig().dataset_name != ellipses.dataset_name
+    assert PhantomConfig().anatomy_model == "clinical" and PhantomConfig().dataset_name != ellipses.dataset_name
     with pytest.raises(ValueError, match="anatomy_model='voxels'"):
         PhantomConfig(anatomy_model="voxels")
     plain = phantom_slice("chest", 2, 0.1)

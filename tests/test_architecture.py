@@ -139,8 +139,8 @@ def test_old_caches_and_the_committed_checkpoints_are_still_found():
     del old["filter_window"]
     assert Simulator.from_dict(old).filter_window == "shepp-logan"
     config = RunConfig(methods=("redcnn", "corediff", "wgan-mse", "founddiff"), out=Path("x"))
-    data = dataset_name(REFERENCE_TRAINING)  # the realistic phantoms through every acquisition profile (#30)
-    assert PhantomConfig().digest() == "4f8819536c14" and data.startswith("embedded-4f8819536c14+")
+    data = dataset_name(REFERENCE_TRAINING)  # the clinical phantoms through every acquisition profile (#30)
+    assert PhantomConfig().digest() == "9e665be07c6d" and data.startswith("embedded-9e665be07c6d+")
     for name in config.methods:
         found = find_checkpoint(resolve(config).entry(name).job)
         assert found is not None and found.parent.parent == REFERENCE_DIR / name

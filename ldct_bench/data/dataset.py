@@ -30,7 +30,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_save_npy, atomic_write_json
-from ..conventions import ANATOMIES, ANATOMY_MODELS, CT_MIN_HU, is_plain_name
+from ..conventions import ANATOMIES, ANATOMY_MODELS, CT_MIN_HU, DEFAULT_ANATOMY_MODEL, is_plain_name
 from .detail import detail_layer
 from .geometry import FanBeamGeometry
 from .phantoms import phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
@@ -66,7 +66,7 @@ class PhantomConfig:
     simulator: dict = field(default_factory=lambda: Simulator().to_dict())
     # "realistic": the ellipses' anatomy with data/detail.py's layer on top; "clinical": that anatomy on the scanner's
     # table (data/support.py), reconstructed inside the scanner's circle; "ellipses": the first model
-    anatomy_model: str = "realistic"
+    anatomy_model: str = DEFAULT_ANATOMY_MODEL
 
     def __post_init__(self):
         for name in ("image_size", "slices_per_patient", "train_patients", "val_patients", "test_patients"):
