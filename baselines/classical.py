@@ -59,7 +59,7 @@ class TotalVariation(SliceFilter):
 
 @dataclass
 class NLMConfig(Settings):
-    strength: float = 0.6  # NLM's h as a multiple of the slice's noise SD (results/tuning/classical.md)
+    strength: float = 0.8  # NLM's h as a multiple of the slice's noise SD (results/tuning/classical.md)
     patch_size: int = 5
     search_radius: int = 4  # as good as 6 on the validation split, 1.8x faster (results/tuning/classical.md)
 
@@ -86,7 +86,7 @@ class NonLocalMeans(SliceFilter):
 
 @dataclass
 class BM3DConfig(Settings):
-    strength: float = 0.8  # the sigma BM3D is told, as a multiple of the slice's noise SD (results/tuning/classical.md)
+    strength: float = 1.0  # the sigma BM3D is told, as a multiple of the slice's noise SD (results/tuning/classical.md)
     variant: str = "np"  # the bm3d package's profile: normal ('np'), refiltered, very noisy, high quality
 
     PROFILES: ClassVar[dict[str, dict]] = {"quick": {}, "paper": {}}
