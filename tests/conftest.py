@@ -49,9 +49,9 @@ def tiny_dataset(tmp_path_factory) -> LDCTDataset:
 
 @pytest.fixture(scope="session")
 def reference_sample(tmp_path_factory) -> LDCTDataset:
-    """Fresh test patients through the default scanner (256 x 256) at the default doses: 2 patients of 2 slices per
-    anatomy, where the committed reference checkpoints are checked."""
-    config = PhantomConfig(slices_per_patient=2, train_patients=1, val_patients=0, test_patients=2, seed=11)
+    """A fresh test patient per anatomy through the default scanner (256 x 256) at the default doses, 2 adjacent
+    slices (the contextual methods read their neighbour), where the committed reference checkpoints are checked."""
+    config = PhantomConfig(slices_per_patient=2, train_patients=1, val_patients=0, test_patients=1, seed=11)
     return LDCTDataset.embedded(config, doses=TINY_DOSES, splits=("test",), cache_dir=tmp_path_factory.mktemp("ref"),
                                 progress=False)
 

@@ -148,10 +148,10 @@ def test_the_committed_checkpoints_beat_the_input_on_every_seen_cell_of_fresh_pa
     """The floor of the reference run, on patients simulated here afresh: each committed learned method, loaded
     and run by this code, beats the low-dose input in PSNR and SSIM in every seen (anatomy, dose) cell against the
     truth, and against the noisy full-dose scan too, except WGAN-MSE, whose adversarial term trades the full-dose
-    scan's noise texture for its own, and the bilateral filter (fresh chest 50 %: -1.54 dB against the full dose,
-    +1.90 against the truth). `shortfall` names the cells where a committed checkpoint is measured below its input
+    scan's noise texture for its own, and the bilateral filter (fresh head 50 %: -1.96 dB against the full dose,
+    +1.47 against the truth). `shortfall` names the cells where a committed checkpoint is measured below its input
     against the truth; each must stay below there (a checkpoint that recovers shortens the list). None since the
-    clinical checkpoints: WGAN-MSE's chest 50 % went from -0.55 to +0.21 dB."""
+    clinical checkpoints; the closest is WGAN-MSE's chest 50 %, +1.00 dB."""
     from ldct_bench.checkpoints import committed_checkpoints
     from ldct_bench.evaluate import score_rows
     from ldct_bench.methods import get_method

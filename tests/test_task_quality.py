@@ -134,17 +134,18 @@ def test_ttf_of_the_ensemble_mean_is_the_noiseless_ttf(iq_set, ldct_scores):
 
 
 def test_run_iq_writes_the_task_metrics_and_the_report_shows_them(iq_set, iq_cache, tiny_dataset, tmp_path):
-    """The issue's must-show (head only, 32 realisations, to stay quick): ldct and the committed RED-CNN (its matrix
-    on the tiny phantoms, which are simulated already; the image-quality phantom goes through the default scanner)."""
+    """The issue's must-show (head only, 32 realisations, to stay quick): ldct and the committed DnCNN, the quickest
+    network that smooths (its matrix on the tiny phantoms, which are simulated already; the image-quality phantom
+    goes through the default scanner)."""
     out = tmp_path / "run"
-    args = ["run", "--methods", "ldct,redcnn", "--doses", "10,50", "--anatomies", "head", "--data",
+    args = ["run", "--methods", "ldct,dncnn", "--doses", "10,50", "--anatomies", "head", "--data",
             str(tiny_dataset.root), "--train-data", "embedded", "--iq", "--iq-realisations",
             str(REALISATIONS), "--out", str(out), "--cache-dir", str(iq_cache)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     iq = pd.read_parquet(out / "iq.parquet")
     metrics = {"cho_auc", "cho_dprime", "nps_fpeak", "nps_fmean", "nps_noise", "nps_fmean_shift", "ttf50", "ttf10"}
-    for method in ("ldct", "redcnn"):
+    for method in ("ldct", "dncnn"):
         for dose in IQ_DOSES:
             cell = iq[(iq["method"] == method) & (iq["dose"] == dose)]
             assert set(cell["metric"]) == metrics
@@ -153,13 +154,15 @@ def test_run_iq_writes_the_task_metrics_and_the_report_shows_them(iq_set, iq_cac
     ldct = iq[iq["method"] == "ldct"]
     assert value(ldct[ldct["dose"] == 0.5], "10mm/3HU", "cho_dprime") > value(ldct[ldct["dose"] == 0.1], "10mm/3HU",
                                                                                "cho_dprime")
-    redcnn = iq[iq["method"] == "redcnn"]
-    # smoothing coarsens the noise: the clinical RED-CNN shifts its NPS mean frequency by -0.019 (the realistic -0.02+)
-    assert value(redcnn[redcnn["dose"] == 0.1], "uniform", "nps_fmean_shift") < -0.01
-    assert value(redcnn[redcnn["dose"] == 0.1], "uniform", "nps_noise") < value(ldct[ldct["dose"] == 0.1], "uniform",
-                                                                                 "nps_noise") / 2
+    dncnn = iq[(iq["method"] == "dncnn") & (iq["dose"] == 0.1)]
+    print("DnCNN at 10 %: NPS mean-frequency shift", value(dncnn, "uniform", "nps_fmean_shift"), "noise",
+          value(dncnn, "uniform", "nps_noise"), "input noise", value(ldct[ldct["dose"] == 0.1], "uniform", "nps_noise"))
+    # smoothing coarsens the noise: the clinical DnCNN shifts its NPS mean frequency by -0.017 and halves its noise
+    # (17.6 against 36.1 HU)
+    assert value(dncnn, "uniform", "nps_fmean_shift") < -0.01
+    assert value(dncnn, "uniform", "nps_noise") < value(ldct[ldct["dose"] == 0.1], "uniform", "nps_noise") / 2
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["iq"]["config"]["realisations"] == REALISATIONS and "redcnn.iq_denoise_s" in manifest["timings"]
+    assert manifest["iq"]["config"]["realisations"] == REALISATIONS and "dncnn.iq_denoise_s" in manifest["timings"]
 
     again = CliRunner().invoke(main, args)  # resumes: nothing is left to do, nothing changes
     assert again.exit_code == 0 and "already done" in again.output
@@ -171,7 +174,7 @@ def test_run_iq_writes_the_task_metrics_and_the_report_shows_them(iq_set, iq_cac
     assert CliRunner().invoke(main, ["report", str(out), "--out", str(report)]).exit_code == 0
     md = (report / "task_based.md").read_text()
     assert "Low-contrast detectability (CHO d′)" in md and "Noise texture (NPS) and resolution (TTF)" in md
-    assert md.count("| redcnn |") == 4 and "| full dose | full dose |" in md
+    assert md.count("| dncnn |") == 4 and "| full dose | full dose |" in md
     for name in ("iq_dprime", "iq_nps", "iq_ttf"):
         assert (report / "figures" / f"{name}.png").stat().st_size > 10_000
     html = (report / "report.html").read_text()

@@ -39,6 +39,7 @@ from .geometry import FanBeamGeometry
 from .simulate import Simulator, dose_key, noise_seed
 
 MAYO2020_ANATOMY = {"L": ("abdomen", 0.25), "C": ("chest", 0.10), "N": ("head", 0.25)}
+REPROJECT_TOGETHER = 8  # slices per projector call where doses are inserted: ~55 MB of float64 sinograms at 512^2
 # A series' body region from its headers: BodyPartExamined (DICOM PS3.16 Annex L defined terms) first, then the
 # words of StudyDescription, ProtocolName and SeriesDescription. A header naming two regions ("CHEST ABDOMEN
 # PELVIS") says nothing; then the next one is read, and with none left the import asks for --anatomy.
@@ -443,9 +444,13 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
             manifest.setdefault("flux", {})[patient] = round(flux, 6)
             sim = replace(sim, noise=replace(sim.noise, i0=sim.noise.i0 * flux))
             todo = [d for d in dict.fromkeys(extra_doses) if dose_key(d) not in arrays]
-            # every dose of a slice from one reprojection and one base reconstruction
-            slices = [sim.lower_dose(torch.from_numpy(s), todo, [noise_seed(seed, patient, i, d) for d in todo]).numpy()
-                      for i, s in enumerate(vol_full)] if todo else []
+            # every dose of a slice from one reprojection and one base reconstruction; the slices reprojected
+            # several at a time, which share the projector's ray geometry (a third of the time for three)
+            slices = []
+            for i0 in range(0, len(vol_full) if todo else 0, REPROJECT_TOGETHER):
+                part = torch.from_numpy(vol_full[i0:i0 + REPROJECT_TOGETHER])
+                for i, (s, p) in enumerate(zip(part, sim.reproject(part)), i0):
+                    slices.append(sim.lower_dose(s, todo, [noise_seed(seed, patient, i, d) for d in todo], p).numpy())
             for k, d in enumerate(todo):
                 arrays[dose_key(d)] = np.stack([doses[k] for doses in slices])
         for key, arr in arrays.items():

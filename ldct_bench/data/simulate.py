@@ -68,9 +68,10 @@ class Simulator:
         return torch.stack(low) - base + full_dose_hu.float()
 
     def reproject(self, hu: torch.Tensor) -> torch.Tensor:
-        """The line integrals (V, C) float64 of an image (H, W) HU, air below -1000 HU clipped."""
+        """The line integrals (V, C) float64 of an image (H, W) HU, air below -1000 HU clipped; of images (B, H, W):
+        (B, V, C), each the same as alone."""
         mu = hu_to_mu(hu.double().clamp(min=-1000.0))
-        return project_image(self.geometry, mu[None].float())[0].double()
+        return project_image(self.geometry, mu.float()).double()[0 if hu.dim() == 2 else slice(None)]
 
     def _insert_doses(self, full_scan, doses: list[float], seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """`full_scan()`'s full-dose line integrals (V, C), and each dose made from them by noise insertion (noise from
