@@ -24,17 +24,19 @@ SOURCES = {"CT_small.dcm": "abdomen", "693_J2KI.dcm": "head", "J2K_pixelrep_mism
            "Cranium.inv3": "head"}
 LEARNED = list(committed_methods())
 # (source, method, dose, metric) -> the gain measured there (below 0: the target does not hold in that cell yet), all
-# at 50 %, where the quiet real scans get the least noise and a model trained on phantoms removes real texture with it.
-# Cranium: the clinical checkpoints (every other cell at or above its input; RED-CNN's -0.25 became +0.74). The
-# pydicom slices (--runslow): still the realistic checkpoints' cells, to be measured again with the clinical ones.
+# with the clinical checkpoints. Every shortfall is at 25 or 50 %, where the quiet real scans get the least noise and
+# a model trained on phantoms removes real texture with it; CT_small.dcm has none. The pydicom slices run under
+# --runslow. Against the realistic checkpoints, on 693_J2KI RED-CNN recovered (-2.19 -> +0.55 dB at 50 %) and DnCNN
+# nearly (-1.55 -> -0.13); WGAN-MSE and the bilateral filter lost more.
 SHORTFALLS: dict[tuple[str, str, float, str], float] = {
-    ("693_J2KI.dcm", "bilateral", 0.5, "psnr"): -0.69,
-    ("693_J2KI.dcm", "dncnn", 0.5, "psnr"): -1.55,
-    ("693_J2KI.dcm", "dncnn", 0.5, "ssim"): -0.0008,
-    ("693_J2KI.dcm", "redcnn", 0.5, "psnr"): -2.19,
-    ("693_J2KI.dcm", "redcnn", 0.5, "ssim"): -0.0009,
-    ("693_J2KI.dcm", "wgan-mse", 0.5, "psnr"): -2.15,
-    ("J2K_pixelrep_mismatch.dcm", "wgan-mse", 0.5, "psnr"): -1.77,
+    ("693_J2KI.dcm", "bilateral", 0.5, "psnr"): -1.62,
+    ("693_J2KI.dcm", "dncnn", 0.5, "psnr"): -0.13,
+    ("693_J2KI.dcm", "wgan-mse", 0.25, "psnr"): -0.84,
+    ("693_J2KI.dcm", "wgan-mse", 0.5, "psnr"): -4.25,
+    ("693_J2KI.dcm", "wgan-mse", 0.5, "ssim"): -0.0020,
+    ("J2K_pixelrep_mismatch.dcm", "bilateral", 0.5, "psnr"): -0.16,
+    ("J2K_pixelrep_mismatch.dcm", "wgan-mse", 0.25, "psnr"): -0.37,
+    ("J2K_pixelrep_mismatch.dcm", "wgan-mse", 0.5, "psnr"): -3.39,
     ("Cranium.inv3", "bilateral", 0.5, "psnr"): -3.53,
     ("Cranium.inv3", "wgan-mse", 0.5, "psnr"): -3.17,
 }
@@ -72,7 +74,7 @@ def test_every_committed_checkpoint_is_at_or_above_its_input_on_real_ct(source, 
     means = scored(source, tmp_path)
     assert sorted(means.index.get_level_values("dose").unique()) == pytest.approx([0.05, 0.1, 0.25, 0.5])
     gains = means[LEARNED].sub(means["ldct"], axis=0)
-    print(gains.round(4))  # the measurement SHORTFALLS is written from
+    print(gains.round(4).to_string())  # the measurement SHORTFALLS is written from
     short, recovered = [], []
     for (dose, metric), row in gains.iterrows():
         for method, gain in row.items():
