@@ -370,19 +370,21 @@ def _anatomy(patient: str, records: list[SliceRecord], source: str, given: str |
                      "head, chest or abdomen (the README lists the header words that are read).")
 
 
-def scan_flux(sim: Simulator, volume: np.ndarray, seed: int, rounds: int = 3) -> float:
+def scan_flux(sim: Simulator, volume: np.ndarray, seed: int, rounds: int = 3,
+              line_integrals: torch.Tensor | None = None) -> float:
     """A real scan's full-dose flux as a fraction of `sim`'s (at most 1), from its own noise. A dose is a fraction
     of the scan's own dose, so inserting it needs that scan's flux (Yu et al. read it from the scanner; DICOM
     seldom holds it). At the scan's flux, lowering it to 50 % adds its own noise variance again (nesting:
     1/d - 1 = 1); the flux is corrected until it does on the middle slice (variances by toolkit.estimate_noise_sd,
     compared at equal noise, where the estimator's bias cancels). A scan twice as noisy as the simulator's full dose
     had a quarter of its flux. A quieter one (a smooth kernel, lossy compression, resampling) cannot say how much
-    more it had, and keeps the simulator's flux."""
+    more it had, and keeps the simulator's flux. `line_integrals`: the middle slice's reprojection where the caller
+    has it (it does not depend on the flux)."""
     mid = torch.from_numpy(np.ascontiguousarray(volume[len(volume) // 2], dtype=np.float32))
     own = estimate_noise_sd(mid.numpy()) ** 2
     if own <= 0:
         return 1.0
-    p = sim.reproject(mid)
+    p = sim.reproject(mid) if line_integrals is None else line_integrals
     flux = 1.0
     for _ in range(rounds):
         at = replace(sim, noise=replace(sim.noise, i0=sim.noise.i0 * flux))
@@ -440,16 +442,21 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
             n = vol_full.shape[-1]
             pixel = full[0].pixel_mm * (full[0].shape[-1] / n)
             sim = Simulator(FanBeamGeometry.covering(n, pixel * n))
-            flux = scan_flux(sim, vol_full, noise_seed(seed, patient, "flux"))
+            todo = [d for d in dict.fromkeys(extra_doses) if dose_key(d) not in arrays]
+            # the slices reprojected several at a time, which share the projector's ray geometry (a third of the
+            # time for three); the middle slice's part first, as its line integrals also give the flux
+            mid, together = len(vol_full) // 2, REPROJECT_TOGETHER
+            first = mid - mid % together
+            projected = {first: sim.reproject(torch.from_numpy(vol_full[first:first + together]))} if todo else {}
+            flux = scan_flux(sim, vol_full, noise_seed(seed, patient, "flux"),
+                             line_integrals=projected[first][mid - first] if todo else None)
             manifest.setdefault("flux", {})[patient] = round(flux, 6)
             sim = replace(sim, noise=replace(sim.noise, i0=sim.noise.i0 * flux))
-            todo = [d for d in dict.fromkeys(extra_doses) if dose_key(d) not in arrays]
-            # every dose of a slice from one reprojection and one base reconstruction; the slices reprojected
-            # several at a time, which share the projector's ray geometry (a third of the time for three)
-            slices = []
-            for i0 in range(0, len(vol_full) if todo else 0, REPROJECT_TOGETHER):
-                part = torch.from_numpy(vol_full[i0:i0 + REPROJECT_TOGETHER])
-                for i, (s, p) in enumerate(zip(part, sim.reproject(part)), i0):
+            slices = []  # every dose of a slice from one reprojection and one base reconstruction
+            for i0 in range(0, len(vol_full) if todo else 0, together):
+                part = torch.from_numpy(vol_full[i0:i0 + together])
+                lines = projected.pop(i0) if i0 in projected else sim.reproject(part)
+                for i, (s, p) in enumerate(zip(part, lines), i0):
                     slices.append(sim.lower_dose(s, todo, [noise_seed(seed, patient, i, d) for d in todo], p).numpy())
             for k, d in enumerate(todo):
                 arrays[dose_key(d)] = np.stack([doses[k] for doses in slices])
