@@ -18,6 +18,7 @@ error.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -397,6 +398,36 @@ def scan_flux(sim: Simulator, volume: np.ndarray, seed: int, rounds: int = 3,
     return float(flux)
 
 
+def _reprojections(sim: Simulator, volume: np.ndarray):
+    """(first index, slices, their line integrals) of `volume` in parts of REPROJECT_TOGETHER slices, which share
+    the projector's ray geometry (a third of the time for three); the middle slice's part first, as its line
+    integrals also give the scan's flux."""
+    middle = len(volume) // 2
+    first = middle - middle % REPROJECT_TOGETHER
+    for i0 in [first, *(i for i in range(0, len(volume), REPROJECT_TOGETHER) if i != first)]:
+        part = torch.from_numpy(volume[i0:i0 + REPROJECT_TOGETHER])
+        yield i0, part, sim.reproject(part)
+
+
+def _inserted_doses(volume: np.ndarray, pixel_mm: float, doses: list[float], seed: int,
+                    patient: str) -> tuple[float, dict[str, np.ndarray]]:
+    """The scan's flux and each dose of `doses` inserted into the full-dose `volume`: every dose of a slice from one
+    reprojection and one base reconstruction, each slice's noise seeded by its index (so the order does not
+    matter)."""
+    n = volume.shape[-1]
+    sim = Simulator(FanBeamGeometry.covering(n, pixel_mm * n))
+    parts = _reprojections(sim, volume)
+    middle = next(parts)
+    flux = scan_flux(sim, volume, noise_seed(seed, patient, "flux"),
+                     line_integrals=middle[2][len(volume) // 2 - middle[0]])
+    sim = replace(sim, noise=replace(sim.noise, i0=sim.noise.i0 * flux))
+    by_slice = {}
+    for i0, part, lines in itertools.chain([middle], parts):  # one part's line integrals in memory at a time
+        for i, (s, p) in enumerate(zip(part, lines), i0):
+            by_slice[i] = sim.lower_dose(s, doses, [noise_seed(seed, patient, i, d) for d in doses], p).numpy()
+    return flux, {dose_key(d): np.stack([by_slice[i][k] for i in range(len(volume))]) for k, d in enumerate(doses)}
+
+
 def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_doses, size, seed, anatomy) -> None:
     """The arrays, sources and manifest of an import, written into `out`."""
     by_patient: dict[str, dict[str, list[SliceRecord]]] = defaultdict(lambda: defaultdict(list))
@@ -432,34 +463,18 @@ def _write_dataset(out: Path, rep: ScanReport, root: Path, source: str, extra_do
         pdir.mkdir(parents=True, exist_ok=True)
         vol_full = read_volume(full, size)
         arrays = {"full": vol_full}
-        manifest.setdefault("pixel_mm", {})[patient] = round(full[0].pixel_mm * full[0].shape[-1] / vol_full.shape[-1], 6)
+        pixel = full[0].pixel_mm * (full[0].shape[-1] / vol_full.shape[-1])  # after read_volume's resampling
+        manifest.setdefault("pixel_mm", {})[patient] = round(pixel, 6)
         manifest.setdefault("acquisition", {})[patient] = acquisition_headers(full[0].path)
         if low:
             vendor = 0.25 if source == "mayo2016" else MAYO2020_ANATOMY.get(patient[:1].upper(), (a, 0.25))[1]
             manifest["vendor_doses"][patient] = vendor
             arrays[dose_key(vendor)] = read_volume(low, size)
-        if extra_doses:
-            n = vol_full.shape[-1]
-            pixel = full[0].pixel_mm * (full[0].shape[-1] / n)
-            sim = Simulator(FanBeamGeometry.covering(n, pixel * n))
-            todo = [d for d in dict.fromkeys(extra_doses) if dose_key(d) not in arrays]
-            # the slices reprojected several at a time, which share the projector's ray geometry (a third of the
-            # time for three); the middle slice's part first, as its line integrals also give the flux
-            mid, together = len(vol_full) // 2, REPROJECT_TOGETHER
-            first = mid - mid % together
-            projected = {first: sim.reproject(torch.from_numpy(vol_full[first:first + together]))} if todo else {}
-            flux = scan_flux(sim, vol_full, noise_seed(seed, patient, "flux"),
-                             line_integrals=projected[first][mid - first] if todo else None)
+        todo = [d for d in dict.fromkeys(extra_doses) if dose_key(d) not in arrays]
+        if todo:
+            flux, simulated = _inserted_doses(vol_full, pixel, todo, seed, patient)
             manifest.setdefault("flux", {})[patient] = round(flux, 6)
-            sim = replace(sim, noise=replace(sim.noise, i0=sim.noise.i0 * flux))
-            slices = []  # every dose of a slice from one reprojection and one base reconstruction
-            for i0 in range(0, len(vol_full) if todo else 0, together):
-                part = torch.from_numpy(vol_full[i0:i0 + together])
-                lines = projected.pop(i0) if i0 in projected else sim.reproject(part)
-                for i, (s, p) in enumerate(zip(part, lines), i0):
-                    slices.append(sim.lower_dose(s, todo, [noise_seed(seed, patient, i, d) for d in todo], p).numpy())
-            for k, d in enumerate(todo):
-                arrays[dose_key(d)] = np.stack([doses[k] for doses in slices])
+            arrays.update(simulated)
         for key, arr in arrays.items():
             path = pdir / f"{key}.npy"
             atomic_save_npy(path, arr)
