@@ -8,8 +8,10 @@ J2K_pixelrep_mismatch.dcm, a 0.43 mm skull base) and the head volume of Debian's
 0.96 mm; `bash scripts/fetch_cranium.sh` fetches it; without it the script says so and measures the slices alone).
 They are a yardstick, never a tuning set: the anatomy's parameters come from the literature cited in
 data/detail.py, and this script only reports where the phantoms land. Phantoms: 3 patients x 3 anatomies x 2
-slices of each anatomy model through the default scanner (1.37 mm) and the 180 mm display field (0.70 mm; its heads
-alone too, the like-for-like comparison with real CT that is mostly heads).
+slices of each anatomy model through the default scanner (1.37 mm) and the 180 mm display field (0.70 mm); and
+their heads alone through a head field that holds the whole head (data/acquisition.py's HEAD_FIELD, 280 mm at 512^2,
+0.55 mm), the like-for-like comparison with real CT that is mostly heads: the 180 mm field cuts the phantoms' skulls,
+and the clinical model reconstructs nothing outside its circle, so there the body is the circle.
 
 Writes realism.json (every measure of every set), realism.md (the table, the real range and where each phantom set
 lands), realism.png (spectra, HU histograms, gradient distributions and example slices), cranium_axes.png (the
@@ -36,13 +38,17 @@ import pydicom
 from pydicom.data import get_testdata_file
 
 from ldct_bench.atomic import atomic_write_json, atomic_write_text
+from ldct_bench.data.acquisition import HEAD_FIELD
 from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
 from ldct_bench.data.resolve import phantoms_for
 from ldct_bench.environment import git_commit, versions
 from ldct_bench.metrics.realism import body_mask, measure, radial_power
 
 SLICES = {"CT_small.dcm": "neck-thorax", "693_J2KI.dcm": "head", "J2K_pixelrep_mismatch.dcm": "skull base"}
-PHANTOMS = [(model, acq) for model in ("ellipses", "realistic", "clinical") for acq in ("default", "dfov180")]
+MODELS = ("ellipses", "realistic", "clinical")
+PHANTOMS = [(model, acq) for model in MODELS for acq in ("default", "dfov180")]
+HEAD_FIELD_SIZE = 512
+HEADS = f"@ head field {HEAD_FIELD.geometry.fov_mm:g} mm, heads"
 
 
 def real_sets(cranium: Path | None) -> dict[str, tuple[list[np.ndarray], float]]:
@@ -66,12 +72,17 @@ def phantom_sets(cache: Path) -> dict[str, tuple[list[np.ndarray], float]]:
         ds = LDCTDataset.embedded(config, doses=[0.25], splits=("train", "test"), cache_dir=cache, progress=False)
         pairs = ds.pairs(list(ds.anatomies), [0.25], ("train", "test"), truth=True)
         pixel = float(ds.pixel_mm)
-        heads = (pairs.meta["anatomy"] == "head").to_numpy()
         for kind, images in (("truth", pairs.truth), ("full dose", pairs.fd)):
             sets[f"{model} {kind} @ {acq}"] = ([t[0].numpy().astype(np.float64) for t in images], pixel)
-            if acq == "dfov180":  # the real CT is mostly heads at 0.4-1 mm: the like-for-like comparison
-                sets[f"{model} {kind} @ {acq}, heads"] = (
-                    [t[0].numpy().astype(np.float64) for t, h in zip(images, heads) if h], pixel)
+    head_field = HEAD_FIELD.simulator(HEAD_FIELD_SIZE)
+    for model in MODELS:  # the real CT is mostly heads at 0.4-1 mm: the like-for-like comparison
+        config = replace(PhantomConfig.sized(HEAD_FIELD_SIZE, 2, 3), anatomy_model=model,
+                         simulator=head_field.to_dict())
+        ds = LDCTDataset.embedded(config, doses=[0.25], anatomies=["head"], splits=("train", "test"),
+                                  cache_dir=cache, progress=False)
+        pairs = ds.pairs(["head"], [0.25], ("train", "test"), truth=True)
+        for kind, images in (("truth", pairs.truth), ("full dose", pairs.fd)):
+            sets[f"{model} {kind} {HEADS}"] = ([t[0].numpy().astype(np.float64) for t in images], float(ds.pixel_mm))
     return sets
 
 
@@ -135,8 +146,7 @@ def figure(sets: dict, out: Path) -> None:
     ax[0, 2].set(xscale="log", xlim=(1, 3000), xlabel="|gradient| (HU/mm)", ylabel="cumulative share",
                  title="edge sharpness")
     ax[0, 2].legend(fontsize=7, loc="lower right")
-    picks = [n for n in sets if n.startswith("Cranium")][:1] + [f"{m} truth @ dfov180, heads"
-                                                               for m in ("ellipses", "realistic")]
+    picks = [n for n in sets if n.startswith("Cranium")][:1] + [f"{m} truth {HEADS}" for m in ("ellipses", "clinical")]
     for a, name in zip(ax[1], picks):
         images, _ = sets[name]
         a.imshow(images[len(images) // 2] if name.startswith("Cranium") else images[0], cmap="gray", vmin=-100,

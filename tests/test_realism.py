@@ -127,23 +127,39 @@ def test_the_real_head_volume_reads_as_an_axial_head_ct():
     assert len(rest) > 100 and rest[:, 0].mean() > 160  # posterior at the bottom: anterior up
 
 
-def test_realistic_phantoms_land_in_the_real_slices_body_spectrum_range(tmp_path):
-    """A fresh small sample: the realistic anatomy's noiseless heads at 0.70 mm have a body power-spectrum slope
-    within the range of the real head slices pydicom ships; the ellipse model's is above it (too smooth)."""
-    from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
-    from ldct_bench.data.resolve import phantoms_for
+def test_the_head_field_holds_every_phantom_head():
+    """The field realism compares heads through holds the widest head a patient seed makes (its outline, at its widest
+    slice, before the tilt, which turns it about the isocentre)."""
+    from ldct_bench.data.acquisition import HEAD_FIELD
+    from ldct_bench.data.phantoms import outline
 
-    real = []
-    for name in ("693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm"):
+    reach = max(max(outline("head", seed)) for seed in range(2000))
+    assert 125 < reach < HEAD_FIELD.geometry.fov_mm / 2 < reach + 10, reach
+
+
+def test_realistic_phantoms_land_in_the_real_slices_range_and_ellipses_do_not(tmp_path):
+    """A fresh small sample of noiseless heads through the head field (0.55 mm): the realistic anatomy's body
+    power-spectrum slope lies in the range of the real head slices pydicom ships, and its edge sharpness (gradient
+    p90) in the range of all three real slices; the ellipse model's gradients fall below it (too few edges)."""
+    from ldct_bench.data.acquisition import HEAD_FIELD
+    from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
+
+    real = {}
+    for name in ("693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm", "CT_small.dcm"):
         ds = pydicom.dcmread(get_testdata_file(name))
         hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-        real.append(measure([np.maximum(hu, -1024.0)], float(ds.PixelSpacing[0]))["beta_body"])
-    lo, hi = min(real), max(real)
-    beta = {}
+        real[name] = measure([np.maximum(hu, -1024.0)], float(ds.PixelSpacing[0]))
+    heads = [m["beta_body"] for n, m in real.items() if n != "CT_small.dcm"]
+    gradients = [m["gradient"]["p90"] for m in real.values()]
+    phantom = {}
     for model in ("ellipses", "realistic"):
-        config = phantoms_for("embedded@dfov180", replace(PhantomConfig.sized(256, 2, 2), anatomy_model=model))
+        config = replace(PhantomConfig.sized(512, 2, 2), anatomy_model=model,
+                         simulator=HEAD_FIELD.simulator(512).to_dict())
         ds = LDCTDataset.embedded(config, doses=[0.25], anatomies=["head"], splits=("train", "test"),
                                   cache_dir=tmp_path, progress=False)
         truth = ds.pairs(["head"], [0.25], ("train", "test"), truth=True).truth
-        beta[model] = measure([t[0].numpy().astype(np.float64) for t in truth], float(ds.pixel_mm))["beta_body"]
-    assert lo - 0.25 <= beta["realistic"] <= hi + 0.1 and beta["ellipses"] > hi, (beta, lo, hi)
+        phantom[model] = measure([t[0].numpy().astype(np.float64) for t in truth], float(ds.pixel_mm))
+    realistic, ellipses = phantom["realistic"], phantom["ellipses"]
+    assert min(heads) - 0.25 <= realistic["beta_body"] <= max(heads) + 0.1, (realistic["beta_body"], heads)
+    assert min(gradients) <= realistic["gradient"]["p90"] <= max(gradients), (realistic["gradient"], gradients)
+    assert ellipses["gradient"]["p90"] < min(gradients), (ellipses["gradient"], gradients)

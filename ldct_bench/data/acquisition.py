@@ -84,6 +84,12 @@ ACQUISITIONS: dict[str, Acquisition] = {a.name: a for a in (
     Acquisition("dfov140", "the default scanner, a 140 mm display field", replace(_SIEMENS, fov_mm=140.0)),
 )}
 
+# Not a profile of the acquisition axis: the field a technologist sets for a head, holding all of it (the phantoms'
+# heads, larger than most, reach 137 mm from the isocentre: data/phantoms.py). Smaller fields cut the skull, and the
+# clinical model reconstructs nothing outside its circle; scripts/realism.py compares heads with real CT through it.
+HEAD_FIELD = Acquisition("head field", "the default scanner, a 280 mm field that holds the whole head",
+                         replace(_SIEMENS, fov_mm=280.0))
+
 
 def get_acquisition(name: str) -> Acquisition:
     if name not in ACQUISITIONS:
