@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import numba
 import pytest
 import torch
 
@@ -17,6 +20,13 @@ TRAINED_ANATOMIES = ("chest",)
 
 def pytest_configure(config):
     keep_freed_memory()  # the allocator setting every `ldct-bench` command runs with (environment.py)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # pytest-xdist's workers share the cores, each its part (torch, numba, the CLIs it starts):
+        # two workers with two threads each took 408 s, with one each 243 s (the thread pools contend)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def pytest_addoption(parser):
