@@ -403,3 +403,29 @@ def test_padding_outside_the_reconstruction_circle_is_read_as_air(tmp_path):
     full = ds.volume("head", "P", "full")
     assert full.min() == -1024 and np.all(full[:, hu < -1024] == -1024) and np.all(full[:, hu == 40] == 40)
     assert ds.volume("head", "P", "d0.2500").min() > -1500  # no -2000 cliff survives into the lower dose
+
+
+def test_each_inserted_slice_has_the_bits_it_gets_alone_whatever_part_it_was_reprojected_in(monkeypatch):
+    """data import reprojects a scan's slices in parts, the middle slice's part first (its line integrals also give
+    the flux): every slice's inserted doses are those it gets alone at the scan's flux, each seeded by its index."""
+    from dataclasses import replace
+
+    from ldct_bench.data import dicom_import
+    from ldct_bench.data.geometry import FanBeamGeometry
+    from ldct_bench.data.simulate import Simulator, noise_seed
+
+    monkeypatch.setattr(dicom_import, "REPROJECT_TOGETHER", 3)  # 7 slices: parts 3-5 (the middle's), 0-2, then 6
+    yy, xx = np.mgrid[:32, :32]
+    disk = np.where(np.hypot(yy - 15.5, xx - 15.5) < 12, 40.0, -1000.0)
+    noise = np.random.default_rng(0).normal(0, 30, (7, 32, 32))
+    volume = (disk + noise + 10.0 * np.arange(7)[:, None, None]).astype(np.float32)
+    doses = [0.25, 0.5]
+    flux, got = dicom_import._inserted_doses(volume, 2.0, doses, 3, "p")
+    sim = Simulator(FanBeamGeometry.covering(32, 64.0))
+    assert flux == dicom_import.scan_flux(sim, volume, noise_seed(3, "p", "flux"))
+    sim = replace(sim, noise=replace(sim.noise, i0=sim.noise.i0 * flux))
+    assert sorted(got) == ["d0.2500", "d0.5000"] and all(a.shape == volume.shape for a in got.values())
+    for i, s in enumerate(torch.from_numpy(volume)):
+        alone = sim.lower_dose(s, doses, [noise_seed(3, "p", i, d) for d in doses], sim.reproject(s))
+        assert np.array_equal(got["d0.2500"][i], alone[0].numpy()) and np.array_equal(got["d0.5000"][i], alone[1].numpy())
+    assert not np.array_equal(got["d0.2500"][2], got["d0.2500"][3])
