@@ -104,6 +104,14 @@ class RunStore:
     def has_cell(self, method: str, anatomy: str, dose: float) -> bool:
         return self.cell_path(method, anatomy, dose).is_file()
 
+    def forget(self, method: str) -> None:
+        """Remove every score and image of `method` (its cells, task-based scores, examples, saved images), so that
+        the run scores it again; the caller updates the manifest after, so that a kill in between forgets again."""
+        import shutil
+
+        for kind in ("cells", "iq", "examples", "images"):
+            shutil.rmtree(self.root / kind / safe(method), ignore_errors=True)
+
     def write_cell(self, method: str, anatomy: str, dose: float, rows: pd.DataFrame) -> None:
         _atomic_parquet(self.cell_path(method, anatomy, dose), rows[COLUMNS])
 

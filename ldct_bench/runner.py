@@ -105,6 +105,29 @@ class Run:
             path = train_for_run(self.plan, label, self.progress)
         return for_inference(entry, self.config.device, path), str(path)
 
+    def stale(self, label: str) -> str:
+        """Why the scores of `label` in this folder no longer hold ('' when they do): they were made with other
+        weights than the checkpoint the run would load now (a reference checkpoint retrained since, say)."""
+        recorded = self.manifest.get("methods", {}).get(label)
+        was = recorded.get("sha256") if isinstance(recorded, dict) else None
+        path = None if self.config.retrain else self.checkpoint(label)
+        if not isinstance(was, str) or path is None:
+            return ""
+        now = sha256_file(path)
+        return "" if now == was else (f"its checkpoint {path} changed since its scores here were made (sha256 "
+                                      f"{was[:12]}, now {now[:12]})")
+
+    def forget(self, label: str) -> None:
+        """Score `label` again: its files go first, then its record (see RunStore.forget), with a line saying so."""
+        self.store.forget(label)
+        was = self.manifest["methods"].pop(label).get("sha256")
+        self.manifest["timings"] = {k: v for k, v in self.manifest.get("timings", {}).items()
+                                    if not k.startswith(f"{label}.")}
+        self.manifest.setdefault("rescored", []).append({
+            "method": label, "was_sha256": was, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": git_commit(), "cli": self.cli_args})
+        self.store.write_manifest(self.manifest)
+
     # -- the record -----------------------------------------------------------------------------------------
     def done(self, label: str) -> bool:
         return self.cells_done(label) and (not self.scores_iq(label) or all(self.store.has_iq(label, d)
@@ -267,6 +290,9 @@ def _fill(plan: RunPlan, cli_args: dict | None, progress: bool, echo) -> pd.Data
     config = plan.config
     run = Run.open(plan, cli_args, progress)
     for entry in plan.entries:
+        if (why := run.stale(entry.label)):
+            echo(f"{entry.label}: {why}; scoring it again")
+            run.forget(entry.label)
         if run.done(entry.label):
             echo(f"{entry.label}: all {len(entry.cells)} cells already done, skipping")
             continue

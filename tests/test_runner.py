@@ -91,6 +91,43 @@ def test_an_existing_run_with_another_config_is_not_overwritten(tiny_dataset, tr
         _run(tiny_dataset, trained_cache, tmp_path / "run", seed=1)
 
 
+def test_a_rerun_scores_again_a_method_whose_checkpoint_changed(tiny_dataset, trained_cache, tmp_path):
+    """A run folder made before a checkpoint was retrained: the re-run scores that method again (and only it),
+    as a fresh run with the new weights would, and its manifest says what it replaced."""
+    import shutil
+
+    from baselines.redcnn import RedCNN
+    from ldct_bench.data.dataset import sha256_file
+
+    before = _run(tiny_dataset, trained_cache, tmp_path / "run")
+    cache = tmp_path / "retrained"
+    shutil.copytree(trained_cache, cache)
+    weights = next((cache / "checkpoints" / "redcnn").glob("*/weights.safetensors"))
+    old = sha256_file(weights)
+    method = RedCNN.load(weights)
+    with torch.no_grad():
+        for p in method.net.parameters():
+            p.mul_(0.9)  # other weights, as a retraining leaves them
+    method.save(weights)
+    record = json.loads((weights.parent / "manifest.json").read_text())
+    (weights.parent / "manifest.json").write_text(json.dumps({**record, "sha256": sha256_file(weights)}))
+    said = []
+    after = run_matrix(_config(tiny_dataset, cache, tmp_path / "run"), progress=False, echo=said.append)
+    fresh = _run(tiny_dataset, cache, tmp_path / "fresh")
+    cols = ["method", "anatomy", "dose", "patient", "slice", "reference", "window", "metric", "value"]
+    pd.testing.assert_frame_equal(after[cols].reset_index(drop=True), fresh[cols].reset_index(drop=True))
+    red = before.method == "redcnn"
+    assert (before.loc[red, "value"].to_numpy() != after.loc[red.to_numpy(), "value"].to_numpy()).mean() > 0.5
+    assert before.loc[~red, "value"].tolist() == after.loc[~red.to_numpy(), "value"].tolist()
+    assert [s.split(":")[0] for s in said if "changed" in s] == ["redcnn"] and "skipping" in said[0]  # ldct kept
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["methods"]["redcnn"]["sha256"] == sha256_file(weights) != old
+    assert [(r["method"], r["was_sha256"]) for r in manifest["rescored"]] == [("redcnn", old)]
+    said.clear()
+    run_matrix(_config(tiny_dataset, cache, tmp_path / "run"), progress=False, echo=said.append)
+    assert not [s for s in said if "changed" in s]  # scored with these weights now: nothing to redo
+
+
 def test_a_run_on_an_empty_cache_simulates_trains_and_scores(tmp_path):
     """The embedded data with no cache at all: the test split is simulated, then the training splits, and the
     method trains on the dataset that holds them (it once trained on a dataset opened before they existed)."""
