@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from baselines.bilateral import Bilateral, BilateralLayer, bilateral_filter
+from ldct_bench.toolkit import estimate_noise_sd, hu_to_unit, unit_to_hu
 
 
 def direct_bilateral(image: np.ndarray, sx: float, sy: float, sr: float, radius: int) -> np.ndarray:
@@ -58,16 +59,40 @@ def test_autograd_of_the_widths_and_the_input_matches_finite_differences():
         assert torch.autograd.gradcheck(filtered, (p.detach().clone().requires_grad_(),))
 
 
-def test_a_short_training_moves_the_nine_widths_and_lowers_the_error():
+@pytest.mark.parametrize("range_from_noise", [False, True])
+def test_a_short_training_moves_the_nine_widths_and_lowers_the_error(range_from_noise):
     torch.manual_seed(0)
-    method = Bilateral(Bilateral.Config.profile("quick", patch_size=32, batch_size=4))
+    method = Bilateral(Bilateral.Config.profile("quick", patch_size=32, batch_size=4, range_from_noise=range_from_noise))
     method.setup_training("main")
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     fd = torch.where((yy - 16) ** 2 + (xx - 16) ** 2 < 100, 60.0, -40.0).expand(4, 1, 32, 32)
     ld = fd + torch.randn(4, 1, 32, 32) * 40
     before = float(((method.denoise(ld) - fd) ** 2).mean())
     for step in range(60):
-        method.train_step({"ld": ld, "fd": fd}, step, "main")
+        method.train_step({"ld": ld, "fd": fd, "slice": ld}, step, "main")
     after = float(((method.denoise(ld) - fd) ** 2).mean())
-    assert method.n_parameters() == 9 and after < 0.5 * before
+    # the input's error is 40^2 = 1600 HU^2; the initial filters leave 884 (absolute widths) or 413 (2 noise SDs)
+    assert method.n_parameters() == 9 and after < 0.6 * before and after < 0.15 * 1600
     assert all(w["sigma_x"] > 0.6 for w in method.widths())  # grew from the initial half pixel
+
+
+def test_range_widths_in_noise_sds_follow_the_noise_each_slice_shows():
+    """With range_from_noise (the quick profile's) each slice is filtered with range widths of k times its own
+    noise SD, as toolkit.estimate_noise_sd reads it: a quiet slice and a noisy one get different filters."""
+    method = Bilateral(Bilateral.Config.profile("quick")).for_inference()
+    assert method.config.range_from_noise
+    rng = np.random.default_rng(3)
+    truth = np.where(np.hypot(*np.mgrid[-32:32, -32:32]) < 20, 40.0, 0.0)
+    slices = np.stack([truth + rng.normal(0, sd, truth.shape) for sd in (5.0, 40.0)])[:, None]
+    out = method.denoise(torch.from_numpy(slices).float())
+    for image, got in zip(slices, out):  # the same filters by hand
+        x = hu_to_unit(torch.from_numpy(image[None]).float())
+        sd = float(hu_to_unit(torch.tensor(estimate_noise_sd(image[0]))) - hu_to_unit(torch.tensor(0.0)))
+        assert 3.0 < sd * 4095 < 50.0
+        for layer in method.net.layers:
+            sigma_xy = layer.log_sigma_xy.detach().exp()
+            x = bilateral_filter(x, sigma_xy, layer.log_sigma_range.detach().exp() * sd,
+                                 max(1, math.ceil(3 * float(sigma_xy.max()))))
+        np.testing.assert_allclose(got.numpy(), unit_to_hu(x)[0].numpy(), atol=1e-3)
+    quiet, noisy = (float(np.std(o[0].numpy() - truth)) for o in out)
+    assert quiet < 5.0 * 0.8 and noisy < 40.0 * 0.6  # each slice's noise reduced at its own level
