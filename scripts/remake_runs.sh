@@ -9,6 +9,10 @@
 # A run folder is removed before it is made again (a run refuses a folder made with another identity). Runs that
 # train (loao-abdomen, acquisition-loao) resume their trainings from the cache, so an interrupted remake is run
 # again. Every command and its wall time go to results/runs/remake.log.
+#
+# KEEP=1 keeps the folders: the same commands then score again only the methods whose checkpoint changed since the
+# folder was made (the run compares sha256s and lists what it replaced under 'rescored' in its manifest), and remake
+# the reports. That is the remake after some reference checkpoints are retrained.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log=results/runs/remake.log
@@ -19,7 +23,7 @@ step() {  # one command, logged with its wall time
   "$@"
   say "  done in $(( SECONDS - t0 )) s"
 }
-fresh() { rm -rf "results/runs/$1"; }
+fresh() { [ "${KEEP:-0}" = 1 ] || rm -rf "results/runs/$1"; }
 formats="--format md,csv,html,latex"
 reference() {  # every method that runs here ('every': 'all' and the two too slow for it on a CPU, BM3D and Restormer); WGAN-VGG
   fresh reference  # needs VGG19 weights that cannot be downloaded here
