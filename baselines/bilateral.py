@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldct_bench.methods import MethodConfig, Range
-from ldct_bench.toolkit import estimate_noise_sd, hu_to_unit, unit_to_hu, weighted_mse
+from ldct_bench.toolkit import estimate_noise_sd, hu_to_unit, unit_to_hu
 
 from .supervised import SupervisedMSE
 
@@ -135,19 +135,8 @@ class Bilateral(SupervisedMSE):
             sds.append(self._noise[key])
         return hu_to_unit(torch.tensor(sds)) - hu_to_unit(torch.tensor(0.0))
 
-    def denoise(self, ld_hu):
-        ld_hu = ld_hu.to(self.device)
-        with torch.inference_mode():
-            return unit_to_hu(self.net(hu_to_unit(ld_hu), self.noise(ld_hu)))
-
-    def train_step(self, batch, step, stage):
-        pred = self.net(hu_to_unit(batch["ld"]), self.noise(batch["slice"]))
-        loss = weighted_mse(pred, hu_to_unit(batch["fd"]), batch.get("weight"))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.sched.step()
-        return {"loss": loss.item()}
+    def predict(self, ld, slices_hu):
+        return self.net(ld, self.noise(slices_hu))
 
     def for_inference(self):
         self.train(False)  # a filter of nine numbers: nothing to gain from the channels-last layout

@@ -24,9 +24,15 @@ class SupervisedMSE(Method):
     def modules(self):
         return {"net": self.net}
 
+    def predict(self, ld: torch.Tensor, slices_hu: torch.Tensor | None) -> torch.Tensor:
+        """The network on `ld` (unit scale). `slices_hu` are the whole slices (HU) it comes from, for a network that
+        reads a property of the slice, such as its noise level (the bilateral filter); the others ignore them."""
+        return self.net(ld)
+
     def denoise(self, ld_hu):
+        ld_hu = ld_hu.to(self.device)
         with torch.inference_mode():
-            return unit_to_hu(self.net(hu_to_unit(ld_hu.to(self.device))))
+            return unit_to_hu(self.predict(hu_to_unit(ld_hu), ld_hu))
 
     def parameter_groups(self) -> list[dict]:
         """What Adam optimises (one group at the config's rate; a method may give some parameters their own)."""
@@ -37,7 +43,7 @@ class SupervisedMSE(Method):
         self.sched = exponential_decay(self.opt, self.config)
 
     def train_step(self, batch, step, stage):
-        pred = self.net(hu_to_unit(batch["ld"]))
+        pred = self.predict(hu_to_unit(batch["ld"]), batch.get("slice"))
         loss = weighted_mse(pred, hu_to_unit(batch["fd"]), batch.get("weight"))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
