@@ -49,6 +49,9 @@ def bilateral_filter(x: torch.Tensor, sigma_xy: torch.Tensor, sigma_range: torch
     return ((weight * window).sum(1) / weight.sum(1)).view(n, 1, h, w)
 
 
+MIN_NOISE_HU = 0.1  # the noise SD a slice is taken to have at least: far below CT's, so a clean slice passes as it is
+
+
 class BilateralLayer(nn.Module):
     """One trainable bilateral filter: log widths (x, y in pixels; range in the network's unit scale, or in noise
     SDs where `forward` is given the input's noise)."""
@@ -130,8 +133,8 @@ class Bilateral(SupervisedMSE):
         sds = []
         for s in slices_hu[:, 0].detach().cpu().float().numpy():
             key = hash(s.tobytes())
-            if key not in self._noise:
-                self._noise[key] = estimate_noise_sd(s)
+            if key not in self._noise:  # a noiseless slice reads 0; a width of 0 would be 0/0 at the centre pixel
+                self._noise[key] = max(estimate_noise_sd(s), MIN_NOISE_HU)
             sds.append(self._noise[key])
         return hu_to_unit(torch.tensor(sds)) - hu_to_unit(torch.tensor(0.0))
 

@@ -96,3 +96,11 @@ def test_range_widths_in_noise_sds_follow_the_noise_each_slice_shows():
         np.testing.assert_allclose(got.numpy(), unit_to_hu(x)[0].numpy(), atol=1e-3)
     quiet, noisy = (float(np.std(o[0].numpy() - truth)) for o in out)
     assert quiet < 5.0 * 0.8 and noisy < 40.0 * 0.6  # each slice's noise reduced at its own level
+
+
+def test_a_noiseless_slice_passes_through_the_noise_scaled_filter_unchanged():
+    """A truth or a synthetic image reads no noise: its range widths become a tenth of a HU, not 0 (0/0: NaN)."""
+    method = Bilateral(Bilateral.Config.profile("quick")).for_inference()
+    truth = torch.from_numpy(np.where(np.hypot(*np.mgrid[-32:32, -32:32]) < 20, 40.0, 0.0)).float()[None, None]
+    out = method.denoise(truth)
+    assert torch.isfinite(out).all() and float((out - truth).abs().max()) < 1e-3
