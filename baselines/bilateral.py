@@ -11,7 +11,7 @@ logarithms (Adam's steps are then relative and a width cannot go negative), and 
 ceil(3 sigma), capped (`max_radius`), where theirs is fixed by the initial sigma.
 
 One option beyond the paper, on in the quick profile (the reference generalist): `range_from_noise` learns each
-range width as a multiple of the noise SD the input slice shows (toolkit.estimate_noise_sd) instead of in HU. The
+range width as a multiple of the noise SD the input slice shows (toolkit.filter_noise_sd) instead of in HU. The
 authors train one filter per dose; a generalist with fixed widths must serve 10 % and 50 % at once and
 over-smooths the quieter dose (on the validation split, 50 %: -0.95 dB head, -0.46 dB chest). A range width that
 follows the noise is the classical bilateral's own rule (Zhang and Gunturk, IEEE TIP 2008: the best range width
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldct_bench.methods import MethodConfig, Range
-from ldct_bench.toolkit import estimate_noise_sd, hu_to_unit, unit_to_hu
+from ldct_bench.toolkit import filter_noise_sd, hu_to_unit, unit_to_hu
 
 from .supervised import SupervisedMSE
 
@@ -47,9 +47,6 @@ def bilateral_filter(x: torch.Tensor, sigma_xy: torch.Tensor, sigma_range: torch
     centre = x.reshape(n, 1, h * w)
     weight = torch.exp(spatial - (window - centre) ** 2 / (2 * sigma_range**2))  # the centre's weight is 1: no 0/0
     return ((weight * window).sum(1) / weight.sum(1)).view(n, 1, h, w)
-
-
-MIN_NOISE_HU = 0.1  # the noise SD a slice is taken to have at least: far below CT's, so a clean slice passes as it is
 
 
 class BilateralLayer(nn.Module):
@@ -133,8 +130,8 @@ class Bilateral(SupervisedMSE):
         sds = []
         for s in slices_hu[:, 0].detach().cpu().float().numpy():
             key = hash(s.tobytes())
-            if key not in self._noise:  # a noiseless slice reads 0; a width of 0 would be 0/0 at the centre pixel
-                self._noise[key] = max(estimate_noise_sd(s), MIN_NOISE_HU)
+            if key not in self._noise:
+                self._noise[key] = filter_noise_sd(s)
             sds.append(self._noise[key])
         return hu_to_unit(torch.tensor(sds)) - hu_to_unit(torch.tensor(0.0))
 

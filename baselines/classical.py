@@ -1,10 +1,10 @@
 """Training-free, blind references: BM3D, non-local means and total variation.
 
 They learn nothing, so nothing they do depends on the seen doses, anatomies or pixel sizes: the floor that transfer
-should at least reach. Each reads the noise level of every slice from the slice itself (`estimate_noise_sd`, the
-two finest Haar levels over flat soft tissue) and sets its strength to a multiple of it; that multiple (and NLM's
-`h`) was chosen once on the validation split by `scripts/tune_classical.py` (results/tuning/classical.md). All three
-assume white noise; FBP noise is ramp-shaped, which the tuned multiple absorbs (departures table).
+should at least reach. Each reads the noise level of every slice from the slice itself (`filter_noise_sd`, the two
+finest Haar levels over flat soft tissue, at least 0.1 HU) and sets its strength to a multiple of it; that multiple
+(and NLM's `h`) was chosen once on the validation split by `scripts/tune_classical.py` (results/tuning/classical.md).
+All three assume white noise; FBP noise is ramp-shaped, which the tuned multiple absorbs (departures table).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ldct_bench.methods import Method, Range, Settings
-from ldct_bench.toolkit import centre_slice, estimate_noise_sd
+from ldct_bench.toolkit import centre_slice, filter_noise_sd
 
 
 class SliceFilter(Method):
@@ -27,7 +27,7 @@ class SliceFilter(Method):
 
     def denoise(self, ld_hu: torch.Tensor) -> torch.Tensor:
         slices = centre_slice(ld_hu).detach().cpu().double().numpy()
-        out = np.stack([self.filter(s[0], estimate_noise_sd(s[0]))[None] for s in slices])
+        out = np.stack([self.filter(s[0], filter_noise_sd(s[0]))[None] for s in slices])
         return torch.from_numpy(out).to(ld_hu)
 
     def filter(self, hu: np.ndarray, noise_sd: float) -> np.ndarray:

@@ -19,7 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 from .conventions import ANATOMIES, NETWORK_RANGE_HU
 
 __all__ = ["ANATOMIES", "ANATOMY_INDEX", "EMA", "SinusoidalPosEmb", "average_gradients", "bare", "centre_slice",
-           "estimate_noise_sd", "exponential_decay", "hu_to_unit", "unit_to_hu", "weighted_mse", "zero_init"]
+           "estimate_noise_sd", "exponential_decay", "filter_noise_sd", "hu_to_unit", "unit_to_hu", "weighted_mse",
+           "zero_init"]
 
 # The anatomy label a batch carries is its index in ANATOMIES (-1 for any other region).
 ANATOMY_INDEX = {a: i for i, a in enumerate(ANATOMIES)}
@@ -74,6 +75,16 @@ def estimate_noise_sd(hu: np.ndarray, levels: int = 2) -> float:
             variance += 4.0 ** -level * sum(_clipped_energy(band[flat]) for band in details)
         x = (a + b + c + d) / 2
     return float(np.sqrt(variance))
+
+
+MIN_FILTER_NOISE_HU = 0.1  # far below any CT slice's noise
+
+
+def filter_noise_sd(hu: np.ndarray) -> float:
+    """The noise SD (HU) a filter's strength is scaled by: estimate_noise_sd, but at least a tenth of a HU. A
+    noiseless slice (a truth, a synthetic image) reads 0, and a strength of 0 divides by zero (TV's weight, a
+    bilateral range width); a tenth of a HU leaves such a slice as it is."""
+    return max(estimate_noise_sd(hu), MIN_FILTER_NOISE_HU)
 
 
 def _clipped_energy(values: np.ndarray, rounds: int = 3) -> float:

@@ -58,6 +58,17 @@ def test_training_free_methods_beat_their_input_at_5_and_10_percent(name, refere
         assert scores[name] > scores["input"] + 1.0, (dose, scores)
 
 
+@pytest.mark.parametrize("name", ["tv", "nlm", "bm3d"])
+def test_a_noiseless_slice_passes_through_a_training_free_method(name):
+    """A truth reads no noise: its strength is that of a tenth of a HU (toolkit.filter_noise_sd), not 0, which
+    divided by zero in TV."""
+    cls = get_method(name)
+    method = cls(cls.configure("quick", {}, "")).for_inference()
+    truth = torch.from_numpy(np.where(np.hypot(*np.mgrid[-32:32, -32:32]) < 20, 40.0, 0.0)).float()[None, None]
+    out = method.denoise(truth)
+    assert torch.isfinite(out).all() and float((out - truth).abs().max()) < 0.5
+
+
 def test_bm3d_denoises_and_a_stronger_setting_smooths_more():
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[:64, :64]
