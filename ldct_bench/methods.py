@@ -211,6 +211,11 @@ def _number(text: str) -> Any:
     return text.strip()
 
 
+def _renamed(state: dict[str, torch.Tensor], src: str, dst: str) -> dict[str, torch.Tensor]:
+    """The tensors of module `src` in a state dict, under module `dst`'s names."""
+    return {f"{dst}.{k[len(src) + 1:]}": v for k, v in state.items() if k.startswith(f"{src}.")}
+
+
 class Method:
     """Base class; see the module docstring."""
 
@@ -320,10 +325,11 @@ class Method:
         return {k: v for k, v in self.state_dict().items() if not k.startswith(drop)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        for average, net in self.averaged.items():  # a weights file: the network starts from its average
-            if not any(k.startswith(f"{net}.") for k in state):
-                state = {**state, **{f"{net}.{k[len(average) + 1:]}": v for k, v in state.items()
-                                     if k.startswith(f"{average}.")}}
+        for average, net in self.averaged.items():
+            if not any(k.startswith(f"{net}.") for k in state):  # a weights file: the network starts from its average
+                state = {**state, **_renamed(state, average, net)}
+            elif not any(k.startswith(f"{average}.") for k in state):  # saved before the method kept an average:
+                state = {**state, **_renamed(state, net, average)}  # the network, unaveraged, is its own
         own = self.state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))

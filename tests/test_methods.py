@@ -49,7 +49,8 @@ def test_save_load_round_trip_and_denoise_contract(name, tmp_path):
     assert torch.equal(again.denoise(x), out)
 
 
-@pytest.mark.parametrize("name,average,net", [("corediff", "ema", "net"), ("founddiff", "unet_ema", "unet")])
+@pytest.mark.parametrize("name,average,net", [("corediff", "ema", "net"), ("founddiff", "unet_ema", "unet"),
+                                              ("wgan-mse", "gen_ema", "gen")])
 def test_the_weights_file_keeps_an_averaged_network_once_and_loading_restores_it(name, average, net, tmp_path):
     """The committed weights of an EMA-sampled method hold the average alone (FoundDiff's file: 20 -> 13 MB); the
     network it averages is restored from it on load, so a file written before, with both, still loads."""
@@ -71,6 +72,36 @@ def test_the_weights_file_keeps_an_averaged_network_once_and_loading_restores_it
                                                                      "config": json.dumps(method.config.to_dict())})
     old = type(method).load(tmp_path / "both.safetensors").state_dict()  # an older file, with both: as written
     assert all(torch.equal(old[k], v) for k, v in before.items())
+
+
+def test_wgan_mse_denoises_with_the_running_average_of_its_generator(tmp_path):
+    """Each generator step moves the average by (1 - decay) towards it; inference uses the average; and a weights
+    file written before WGAN-MSE kept one (its generator alone) still loads, as its own average, and denoises as
+    before (without that, loading it fails: gen_ema.* missing)."""
+    from safetensors.torch import save_file
+
+    from ldct_bench.toolkit import hu_to_unit, unit_to_hu
+
+    torch.manual_seed(0)
+    method = build("wgan-mse")
+    assert method.config.ema_decay == 0.999 and build("wganvgg").ema is None  # the paper's WGAN-VGG keeps none
+    method.setup_training("main")
+    before = [p.detach().clone() for p in method.ema.shadow.parameters()]
+    ld = torch.randn(2, 1, 32, 32) * 100
+    method.train_step({"ld": ld, "fd": ld * 0.5}, 0, "main")
+    for avg, old, new in zip(method.ema.shadow.parameters(), before, method.gen.parameters()):
+        assert torch.allclose(avg, 0.999 * old + 0.001 * new, atol=1e-7)
+    assert not torch.equal(next(method.gen.parameters()), next(method.ema.shadow.parameters()))
+    x = torch.randn(2, 1, 32, 32) * 200
+    with torch.inference_mode():
+        assert torch.equal(method.denoise(x), unit_to_hu(method.ema.shadow(hu_to_unit(x))))
+        assert not torch.equal(method.denoise(x), unit_to_hu(method.gen(hu_to_unit(x))))
+    generator_only = {k: v for k, v in method.state_dict().items() if k.startswith("gen.")}
+    save_file(generator_only, str(tmp_path / "old.safetensors"),
+              metadata={"method": "wgan-mse", "config": json.dumps(method.config.to_dict())})
+    old = type(method).load(tmp_path / "old.safetensors")
+    with torch.inference_mode():
+        assert torch.equal(old.denoise(x), unit_to_hu(method.gen(hu_to_unit(x))))
 
 
 @pytest.mark.parametrize("name", ["redcnn", "wgan-mse", "corediff", "founddiff", "dncnn", "restormer"])
