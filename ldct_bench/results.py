@@ -99,7 +99,27 @@ class RunStore:
 
     def has_scores(self) -> bool:
         """Whether any cell (or task-based score) has been written: a folder without is a run that did nothing yet."""
-        return any(self.root.glob("cells/*/*.parquet")) or any(self.root.glob("iq/*/*.parquet"))
+        return (any(self.root.glob("cells/*/*.parquet")) or any(self.root.glob("iq/*/*.parquet"))
+                or (self.root / "results.parquet").is_file())
+
+    def unpack(self) -> None:
+        """The per-cell files a run resumes from, written back from the consolidated tables where they are missing.
+        A committed run is cloned without them (.gitignore): re-run, it would otherwise score every cell again,
+        and a re-run stopped early would consolidate only what it had redone."""
+        if (self.root / "results.parquet").is_file():
+            for (method, anatomy, dose), rows in self.table().groupby(["method", "anatomy", "dose"], sort=False):
+                if not self.has_cell(method, anatomy, dose):
+                    self.write_cell(method, anatomy, dose, rows)
+        perception = self.perception()
+        if perception is not None:
+            for (anatomy, dose), rows in perception.groupby(["anatomy", "dose"], sort=False):
+                if not (self.root / "perception" / f"{cell_name(anatomy, dose)}.parquet").is_file():
+                    self.write_perception(anatomy, dose, rows)
+        iq, curves = self.iq_table(), self.iq_curves()
+        if iq is not None and curves is not None:
+            for (method, dose), rows in iq.groupby(["method", "dose"], sort=False):
+                if not self.has_iq(method, dose):
+                    self.write_iq(method, dose, rows, curves[(curves["method"] == method) & (curves["dose"] == dose)])
 
     def has_cell(self, method: str, anatomy: str, dose: float) -> bool:
         return self.cell_path(method, anatomy, dose).is_file()

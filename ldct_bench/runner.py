@@ -57,6 +57,7 @@ class Run:
             if upgrade_identity(manifest.get("config", {})) != config.identity():
                 raise ValueError(f"{config.out} already holds a run with a different configuration; choose another "
                                  "--out (runs never overwrite each other).")
+            store.unpack()  # a cloned run: its cells back from results.parquet, so that what is done stays done
         # a manifest with no scores is a run that failed before its first cell: the corrected command takes it over
         if config.iq and manifest.get("iq"):
             from .iq import iq_config

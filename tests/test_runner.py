@@ -91,15 +91,19 @@ def test_an_existing_run_with_another_config_is_not_overwritten(tiny_dataset, tr
         _run(tiny_dataset, trained_cache, tmp_path / "run", seed=1)
 
 
-def test_a_rerun_scores_again_a_method_whose_checkpoint_changed(tiny_dataset, trained_cache, tmp_path):
+@pytest.mark.parametrize("cloned", [False, True])
+def test_a_rerun_scores_again_a_method_whose_checkpoint_changed(tiny_dataset, trained_cache, tmp_path, cloned):
     """A run folder made before a checkpoint was retrained: the re-run scores that method again (and only it),
-    as a fresh run with the new weights would, and its manifest says what it replaced."""
+    as a fresh run with the new weights would, and its manifest says what it replaced. So too for a run as a clone
+    holds it, with results.parquet and no per-cell files (they once came back empty: every method scored again)."""
     import shutil
 
     from baselines.redcnn import RedCNN
     from ldct_bench.data.dataset import sha256_file
 
     before = _run(tiny_dataset, trained_cache, tmp_path / "run")
+    if cloned:
+        shutil.rmtree(tmp_path / "run" / "cells")
     cache = tmp_path / "retrained"
     shutil.copytree(trained_cache, cache)
     weights = next((cache / "checkpoints" / "redcnn").glob("*/weights.safetensors"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -167,6 +168,12 @@ def test_run_iq_writes_the_task_metrics_and_the_report_shows_them(iq_set, iq_cac
     again = CliRunner().invoke(main, args)  # resumes: nothing is left to do, nothing changes
     assert again.exit_code == 0 and "already done" in again.output
     assert pd.read_parquet(out / "iq.parquet").equals(iq)
+    results = pd.read_parquet(out / "results.parquet")
+    for shards in ("cells", "iq"):  # the run as a clone holds it: .gitignore keeps the per-cell files out
+        shutil.rmtree(out / shards)
+    cloned = CliRunner().invoke(main, args)  # still nothing to do (it scored everything again), nothing changes
+    assert cloned.exit_code == 0 and cloned.output.count("already done") == 2, cloned.output
+    assert pd.read_parquet(out / "iq.parquet").equals(iq) and pd.read_parquet(out / "results.parquet").equals(results)
     other = CliRunner().invoke(main, args[:-5] + ["8", "--out", str(out), "--cache-dir", str(iq_cache)])
     assert other.exit_code != 0 and "another image-quality set" in other.output
 
