@@ -66,8 +66,10 @@ def transfer_page() -> None:
     each under the command its manifest records."""
     page = ["# Real CT", "", "Every committed checkpoint on real CT with 50, 25, 10 and 5 % inserted, scored against "
             "the real full dose in the FoundDiff window. The real slices are a test, never a tuning set.", ""]
-    for folder, title in (("after-recipes", "The committed checkpoints: the bilateral filter's range widths in noise SDs "
-                                            "and WGAN-MSE's adversarial weight decided on the validation split"),
+    for folder, title in (("after-ema", "The committed checkpoints: WGAN-MSE denoising with its generator's running "
+                                        "average, decided on the validation split"),
+                          ("after-recipes", "Before: the bilateral filter's range widths in noise SDs and WGAN-MSE's "
+                                            "adversarial weight decided on the validation split"),
                           ("after-clinical", "Before: trained on the clinical phantoms, with the earlier bilateral and "
                                              "WGAN-MSE recipes"),
                           ("after-realistic", "Before: trained on the realistic phantoms, without the table"),
