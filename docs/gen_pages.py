@@ -67,7 +67,7 @@ def transfer_page() -> None:
     page = ["# Real CT", "", "Every committed checkpoint on real CT with 50, 25, 10 and 5 % inserted, scored against "
             "the real full dose in the FoundDiff window. The real slices are a test, never a tuning set.", ""]
     for folder, title in (("after-ema", "The committed checkpoints: WGAN-MSE denoising with its generator's running "
-                                        "average, decided on the validation split"),
+                                        "average, trained to a 6000-step cap, both decided on the validation split"),
                           ("after-recipes", "Before: the bilateral filter's range widths in noise SDs and WGAN-MSE's "
                                             "adversarial weight decided on the validation split"),
                           ("after-clinical", "Before: trained on the clinical phantoms, with the earlier bilateral and "

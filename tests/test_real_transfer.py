@@ -28,12 +28,13 @@ LEARNED = list(committed_methods())
 # noiseless image scores no better than the input against the noisy real full dose); CT_small.dcm has none, and every
 # SSIM gain is positive. The pydicom slices run under --runslow. The bilateral filter with range widths in noise SDs
 # recovered everywhere (Cranium 50 %: -3.53 -> +1.67 dB), WGAN-MSE at adversarial weight 1e-5 nearly (50 %: -4.25 ->
-# -0.55 dB on 693_J2KI, -3.17 -> -0.57 on Cranium), and with its generator's running average more (-0.36 and -0.27;
-# J2K_pixelrep_mismatch -0.24 -> +0.06); every recipe was decided on the validation split (docs/methods).
+# -0.55 dB on 693_J2KI, -3.17 -> -0.57 on Cranium); with its generator's running average and a 6000-step cap,
+# -0.53 and -0.18 (J2K_pixelrep_mismatch -0.24 -> +0.01); every recipe was decided on the validation split
+# (docs/methods), never here.
 SHORTFALLS: dict[tuple[str, str, float, str], float] = {
     ("693_J2KI.dcm", "dncnn", 0.5, "psnr"): -0.13,
-    ("693_J2KI.dcm", "wgan-mse", 0.5, "psnr"): -0.36,
-    ("Cranium.inv3", "wgan-mse", 0.5, "psnr"): -0.27,
+    ("693_J2KI.dcm", "wgan-mse", 0.5, "psnr"): -0.53,
+    ("Cranium.inv3", "wgan-mse", 0.5, "psnr"): -0.18,
 }
 
 
