@@ -105,17 +105,18 @@ class RunStore:
     def unpack(self) -> None:
         """The per-cell files a run resumes from, written back from the consolidated tables where they are missing.
         A committed run is cloned without them (.gitignore): re-run, it would otherwise score every cell again,
-        and a re-run stopped early would consolidate only what it had redone."""
-        if (self.root / "results.parquet").is_file():
-            for (method, anatomy, dose), rows in self.table().groupby(["method", "anatomy", "dose"], sort=False):
+        and a re-run stopped early would consolidate only what it had redone. Every table is read (and checked)
+        before anything is written."""
+        results = self.table() if (self.root / "results.parquet").is_file() else None
+        perception, iq, curves = self.perception(), self.iq_table(), self.iq_curves()
+        if results is not None:
+            for (method, anatomy, dose), rows in results.groupby(["method", "anatomy", "dose"], sort=False):
                 if not self.has_cell(method, anatomy, dose):
                     self.write_cell(method, anatomy, dose, rows)
-        perception = self.perception()
         if perception is not None:
             for (anatomy, dose), rows in perception.groupby(["anatomy", "dose"], sort=False):
-                if not (self.root / "perception" / f"{cell_name(anatomy, dose)}.parquet").is_file():
+                if not self.perception_path(anatomy, dose).is_file():
                     self.write_perception(anatomy, dose, rows)
-        iq, curves = self.iq_table(), self.iq_curves()
         if iq is not None and curves is not None:
             for (method, dose), rows in iq.groupby(["method", "dose"], sort=False):
                 if not self.has_iq(method, dose):
@@ -212,12 +213,10 @@ class RunStore:
 
     def iq_table(self) -> pd.DataFrame | None:
         """The run's task-based metrics (None when it ran without --iq)."""
-        path = self.root / "iq.parquet"
-        return pd.read_parquet(path) if path.is_file() else None
+        return _read_table(self.root / "iq.parquet", IQ_COLUMNS)
 
     def iq_curves(self) -> pd.DataFrame | None:
-        path = self.root / "iq_curves.parquet"
-        return pd.read_parquet(path) if path.is_file() else None
+        return _read_table(self.root / "iq_curves.parquet", CURVE_COLUMNS)
 
     def _consolidate_iq(self) -> None:
         rows = sorted(p for p in (self.root / "iq").glob("*/*.parquet") if not p.name.endswith(".curves.parquet"))
@@ -228,12 +227,14 @@ class RunStore:
         _atomic_parquet(self.root / "iq_curves.parquet", pd.concat([pd.read_parquet(p) for p in curves],
                                                                    ignore_index=True))
 
+    def perception_path(self, anatomy: str, dose: float) -> Path:
+        return self.root / "perception" / f"{cell_name(anatomy, dose)}.parquet"
+
     def write_perception(self, anatomy: str, dose: float, df: pd.DataFrame) -> None:
-        _atomic_parquet(self.root / "perception" / f"{cell_name(anatomy, dose)}.parquet", df)
+        _atomic_parquet(self.perception_path(anatomy, dose), df)
 
     def perception(self) -> pd.DataFrame | None:
-        path = self.root / "perception.parquet"
-        return pd.read_parquet(path) if path.is_file() else None
+        return _read_table(self.root / "perception.parquet", ["anatomy", "dose"])
 
 
 def select_reference(table: pd.DataFrame, reference: str, where: str = "these results") -> pd.DataFrame:
@@ -284,6 +285,23 @@ def upgrade(table: pd.DataFrame) -> pd.DataFrame:
     defaults = {"reference": "full_dose", "seen_dose": table["seen"] if "seen" in table else True,
                 "seen_anatomy": True, "seen_data": True, "acquisition": UNRECORDED, "seen_acquisition": True}
     return table.assign(**{k: v for k, v in defaults.items() if k not in table.columns})[COLUMNS]
+
+
+def _read_table(path: Path, columns: list[str]) -> pd.DataFrame | None:
+    """A run's side table (task-based scores, their curves, DA-CLIP's perception), None where the run wrote none;
+    one sentence where it is not such a table (a re-run reads them to resume, a report to draw)."""
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow's own kinds: not parquet, truncated
+        raise ValueError(f"{path} is not a readable table ({type(exc).__name__}); restore it, or run again into "
+                         "another --out.") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}; it was not written by `ldct-bench run` "
+                         "(or is damaged): restore it, or run again into another --out.")
+    return table
 
 
 def _atomic_parquet(path: Path, df: pd.DataFrame) -> None:

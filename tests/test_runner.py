@@ -132,6 +132,26 @@ def test_a_rerun_scores_again_a_method_whose_checkpoint_changed(tiny_dataset, tr
     assert not [s for s in said if "changed" in s]  # scored with these weights now: nothing to redo
 
 
+@pytest.mark.parametrize("name,text", [("iq.parquet", b"not parquet"), ("perception.parquet", None)])
+def test_a_cloned_run_with_a_damaged_side_table_says_so_and_writes_nothing(tiny_dataset, trained_cache, tmp_path, name,
+                                                                         text):
+    """The tables a re-run reads back to resume are input: one that is not parquet, or lacks the columns it is
+    grouped by, is one sentence naming it, and nothing in the folder changes (it once was a pyarrow traceback)."""
+    import shutil
+
+    out = tmp_path / "run"
+    _run(tiny_dataset, trained_cache, out)
+    shutil.rmtree(out / "cells")  # as a clone holds it
+    if text is None:
+        pd.DataFrame({"patient": ["p0"]}).to_parquet(out / name)
+    else:
+        (out / name).write_bytes(text)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=f"{name} (is not a readable table|lacks the column)"):
+        run_matrix(_config(tiny_dataset, trained_cache, out), progress=False, echo=lambda *a: None)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_a_run_on_an_empty_cache_simulates_trains_and_scores(tmp_path):
     """The embedded data with no cache at all: the test split is simulated, then the training splits, and the
     method trains on the dataset that holds them (it once trained on a dataset opened before they existed)."""
