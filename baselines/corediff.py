@@ -128,7 +128,6 @@ class CoreDiff(Method):
         cfg = self.config
         self.net = ClearNet(3, cfg.width, cfg.emm_middle, zero_readout=cfg.zero_readout).to(self.device)
         self.ema = EMA(self.net, cfg.ema_decay)
-        self.ema.shadow.to(self.device)
 
     averaged = {"ema": "net"}  # the weights file keeps the EMA only (what inference uses)
 
@@ -186,10 +185,7 @@ class CoreDiff(Method):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        if step + 1 >= cfg.ema_start and (step + 1) % cfg.ema_every == 0:
-            self.ema.update(self.net)
-        elif step + 1 < cfg.ema_start:
-            self.ema.shadow.load_state_dict(self.net.state_dict())
+        self.ema.step(self.net, step, cfg.ema_every, cfg.ema_start)
         return {"loss": loss.item()}
 
     def training_state(self):

@@ -150,7 +150,6 @@ class WGANVGG(Method):
         self.gen = Generator(self.config.filters, identity_init=self.config.identity_init).to(self.device)
         self.ema = EMA(self.gen, self.config.ema_decay) if self.config.ema_decay > 0 else None
         if self.ema:
-            self.ema.shadow.to(self.device)
             self.averaged = {"gen_ema": "gen"}  # the weights file keeps the average only (what inference uses)
 
     @classmethod
@@ -217,7 +216,7 @@ class WGANVGG(Method):
         g_loss.backward()
         self.opt_g.step()
         if self.ema:
-            self.ema.update(self.gen)
+            self.ema.step(self.gen, step)
         for sched in self.scheds:
             sched.step()
         return {"loss": g_loss.item(), "d_loss": d_loss.item(), "content": content.item()}

@@ -217,8 +217,7 @@ class FoundDiff(Method):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        if (step + 1) % c.ema_every == 0:
-            self.ema.update(self.unet)
+        self.ema.step(self.unet, step, c.ema_every)
         return {"loss": loss.item()}
 
     def finish_stage(self, stage, pairs=None):

@@ -128,6 +128,16 @@ class EMA:
         for s, b in zip(self.shadow.buffers(), module.buffers()):
             s.copy_(b)
 
+    @torch.no_grad()
+    def step(self, module: nn.Module, step: int, every: int = 1, start: int = 0) -> None:
+        """Follow `module` after its optimiser step `step` (0-based): before the `start`-th step the average is the
+        weights themselves (an average over the first, poor weights would only lag), from it on it moves every
+        `every` steps."""
+        if step + 1 < start:
+            self.shadow.load_state_dict(module.state_dict())
+        elif (step + 1) % every == 0:
+            self.update(module)
+
 
 # ------------------------------------------------------------------------------------------------ layers
 def zero_init(layer: nn.Module) -> nn.Module:

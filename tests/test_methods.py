@@ -196,6 +196,23 @@ def test_corediff_degradation_ends_are_ndct_and_ldct():
     assert torch.allclose(mid.mean(), ((1 - 1 / T) * x0 + xT / T).mean())  # mean-preserving mix
 
 
+def test_an_average_is_the_weights_until_it_starts_then_follows_them_every_few_steps():
+    from ldct_bench.toolkit import EMA
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    ema = EMA(net, decay=0.5)
+    for step, w in enumerate((4.0, 8.0, 8.0, 8.0)):  # start = 2, every = 2
+        net.weight.data.fill_(w)
+        ema.step(net, step, every=2, start=2)
+    assert ema.shadow.weight.item() == 7.0  # step 0 copies (4); step 1 moves half-way (6); 2 is skipped; 3 (7)
+    net.weight.data.fill_(0.0)
+    ema.step(net, 4, every=2, start=2)
+    assert ema.shadow.weight.item() == 7.0  # an odd count: unmoved
+    ema.step(net, 5, every=2, start=2)
+    assert ema.shadow.weight.item() == 3.5
+
+
 def test_wganvgg_refuses_to_train_without_vgg_weights():
     m = build("wganvgg")
     with pytest.raises(ValueError, match="VGG19 ImageNet weights"):
