@@ -196,6 +196,24 @@ def test_corediff_degradation_ends_are_ndct_and_ldct():
     assert torch.allclose(mid.mean(), ((1 - 1 / T) * x0 + xT / T).mean())  # mean-preserving mix
 
 
+def test_corediff_shows_a_share_of_training_slices_alone():
+    """alone_prob = 1: every training slice reads itself as its neighbours, so a batch with real neighbours trains
+    exactly as the same batch with the centre slice repeated; at 0 the neighbours change the step."""
+    g = torch.Generator().manual_seed(0)
+    ld, fd = torch.rand(4, 3, 16, 16, generator=g) * 400 - 200, torch.rand(4, 1, 16, 16, generator=g) * 400 - 200
+    alone = ld[:, 1:2].repeat(1, 3, 1, 1)
+
+    def step(prob, batch_ld):
+        torch.manual_seed(1)
+        m = build("corediff", alone_prob=prob)
+        m.setup_training("main")
+        m.train_step({"ld": batch_ld, "fd": fd}, 0, "main")
+        return torch.cat([p.flatten() for p in m.net.parameters()])  # the read-out starts at 0: the loss cannot tell
+
+    assert torch.equal(step(1.0, ld), step(1.0, alone))
+    assert not torch.equal(step(0.0, ld), step(0.0, alone))
+
+
 def test_an_average_is_the_weights_until_it_starts_then_follows_them_every_few_steps():
     from ldct_bench.toolkit import EMA
 
