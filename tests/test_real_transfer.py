@@ -30,7 +30,7 @@ LEARNED = list(committed_methods())
 # recovered everywhere (Cranium 50 %: -3.53 -> +1.67 dB), WGAN-MSE at adversarial weight 1e-5 nearly (50 %: -4.25 ->
 # -0.55 dB on 693_J2KI, -3.17 -> -0.57 on Cranium); with its generator's running average and a 6000-step cap,
 # -0.53 and -0.18 (J2K_pixelrep_mismatch -0.24 -> +0.01); every recipe was decided on the validation split
-# (docs/methods), never here. CoreDiff trained with a quarter of its slices alone gains 0.4-0.5 dB more at 5 % on
+# (docs/methods), never here. CoreDiff trained with a quarter of its slices alone gains 0.37-0.44 dB more at 5 % on
 # every single slice and falls below its input at 50 % on 693_J2KI (+0.19 -> -0.15), as its validation split's 50 %
 # cells foretold (0.1 dB less).
 SHORTFALLS: dict[tuple[str, str, float, str], float] = {
