@@ -332,6 +332,10 @@ def _train_overrides(name: str, opts: dict) -> dict:
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder (default results/runs/<time>).")
 @click.option("--retrain", is_flag=True, help="Train every method anew instead of using saved checkpoints.")
+@click.option("--rescore", "rescore_spec", default=None,
+              help="Comma list of methods whose scores already in --out are made again with the same checkpoint "
+                   "(after a change to their inference code, or to time them on an idle machine); given again on "
+                   "a resumed run, it starts them over.")
 @click.option("--oracle", is_flag=True,
               help="Also train each learned method on each unseen dose alone (costly) and report the generalization "
                    "gap: specialist minus generalist.")
@@ -483,7 +487,7 @@ def _run_config(opts: dict):
         device="cuda" if jobs_elsewhere else resolve_device(opts["device"]), cache_dir=opts["cache_dir"],
         phantoms=PhantomConfig(anatomy_model=opts["anatomy_model"]),
         save_images=opts["save_images"], iq=opts["iq"], iq_realisations=opts["iq_realisations"],
-        resample=opts["resample"])
+        resample=opts["resample"], rescore=tuple(split_list(opts["rescore_spec"])) if opts["rescore_spec"] else ())
 
 
 def _imported_doses(opts: dict, data: str, anatomies, elsewhere: bool) -> tuple[tuple | None, tuple | None]:

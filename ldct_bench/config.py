@@ -99,10 +99,12 @@ class RunConfig:
     save_images: bool = False  # also keep every denoised slice (DICOM when the input was)
     iq: bool = False  # also score task-based image quality on the image-quality phantom (iq.py)
     iq_realisations: int = 100  # phantom scans per class (signal present, absent) at each dose
+    rescore: tuple[str, ...] = ()  # methods whose scores in --out are made again (with their oracle specialists)
 
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "metrics", tuple(self.metrics))
+        object.__setattr__(self, "rescore", tuple(self.rescore))
         object.__setattr__(self, "out", Path(self.out))
         if not self.methods:
             raise ValueError("no methods given; write e.g. --methods ldct,redcnn or --methods all.")
@@ -112,6 +114,9 @@ class RunConfig:
             raise ValueError(f"--iq-realisations {self.iq_realisations}: an observer needs at least 8 per class.")
         for name in self.methods:
             get_method(name)
+        if (alien := [m for m in self.rescore if m not in self.methods]):
+            raise ValueError(f"--rescore {','.join(alien)}: not among this run's --methods "
+                             f"({','.join(self.methods)}); name methods the run scores.")
         for metric in self.metrics:
             get_metric(metric)
         object.__setattr__(self, "overrides", tuple(_checked(Override(*o), self.methods) for o in self.overrides))

@@ -145,6 +145,8 @@ def _submit(plan: RunPlan, executor_kind: str, options: ClusterOptions, cli_args
     config = plan.config
     run = Run.open(plan, cli_args, progress)
     run.manifest["executor"] = {"kind": executor_kind, **asdict(options)}
+    for entry in plan.entries:
+        run.refresh(entry.label, echo)
     ex = make_executor(executor_kind, _jobs_dir(run.store), options)
     todo = [u for u in units(plan.entries)
             if not all(run.store.has_cell(u.label, c.anatomy, c.dose) for c in u.cells)]

@@ -118,10 +118,21 @@ class Run:
         return "" if now == was else (f"its checkpoint {path} changed since its scores here were made (sha256 "
                                       f"{was[:12]}, now {now[:12]})")
 
+    def refresh(self, label: str, echo) -> None:
+        """Forget the scores of `label` here when they no longer hold (`stale`) or the run was asked to make them
+        again (--rescore: another inference code, timings taken on a busy machine), saying why."""
+        entry = self.plan.entry(label)
+        asked = entry.method in self.config.rescore and (label in self.manifest.get("methods", {}) or any(
+            self.store.has_cell(label, c.anatomy, c.dose) for c in entry.cells))
+        why = self.stale(label) or ("--rescore asks for its scores to be made again" if asked else "")
+        if why:
+            echo(f"{label}: {why}; scoring it again")
+            self.forget(label)
+
     def forget(self, label: str) -> None:
         """Score `label` again: its files go first, then its record (see RunStore.forget), with a line saying so."""
         self.store.forget(label)
-        was = self.manifest["methods"].pop(label).get("sha256")
+        was = self.manifest.setdefault("methods", {}).pop(label, {}).get("sha256")
         self.manifest["timings"] = {k: v for k, v in self.manifest.get("timings", {}).items()
                                     if not k.startswith(f"{label}.")}
         self.manifest.setdefault("rescored", []).append({
@@ -291,9 +302,7 @@ def _fill(plan: RunPlan, cli_args: dict | None, progress: bool, echo) -> pd.Data
     config = plan.config
     run = Run.open(plan, cli_args, progress)
     for entry in plan.entries:
-        if (why := run.stale(entry.label)):
-            echo(f"{entry.label}: {why}; scoring it again")
-            run.forget(entry.label)
+        run.refresh(entry.label, echo)
         if run.done(entry.label):
             echo(f"{entry.label}: all {len(entry.cells)} cells already done, skipping")
             continue

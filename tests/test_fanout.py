@@ -22,14 +22,14 @@ COLS = ["method", "anatomy", "dose", "seen_dose", "seen_anatomy", "seen_data", "
         "metric", "value"]
 
 
-def _config(tiny_dataset, cache, out) -> RunConfig:
+def _config(tiny_dataset, cache, out, **kw) -> RunConfig:
     return RunConfig(methods=METHODS, out=out, protocol=PROTO, data=str(tiny_dataset.root), cache_dir=cache,
-                     overrides=tiny_overrides("redcnn"))
+                     overrides=tiny_overrides("redcnn"), **kw)
 
 
-def _jobs(tiny_dataset, cache, out):
-    return run_matrix_jobs(_config(tiny_dataset, cache, out), "local", ClusterOptions(time_min=10), progress=False,
-                           echo=lambda *a: None)
+def _jobs(tiny_dataset, cache, out, **kw):
+    return run_matrix_jobs(_config(tiny_dataset, cache, out, **kw), "local", ClusterOptions(time_min=10),
+                           progress=False, echo=lambda *a: None)
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,13 @@ def test_killed_jobs_are_resubmitted_without_duplicate_rows(tiny_dataset, traine
     assert states.state.tolist() == ["done", "done"] and not set(states.job) & first_jobs  # new jobs did the rest
 
 
-def test_a_done_run_submits_nothing(tiny_dataset, trained_cache, tmp_path):
+def test_a_done_run_submits_nothing_unless_asked_to_rescore(tiny_dataset, trained_cache, tmp_path):
     out = tmp_path / "run"
-    _jobs(tiny_dataset, trained_cache, out)
+    table = _jobs(tiny_dataset, trained_cache, out)
     before = sorted(p.name for p in (out / "jobs").iterdir())
     _jobs(tiny_dataset, trained_cache, out)
     assert sorted(p.name for p in (out / "jobs").iterdir()) == before
+    again = _jobs(tiny_dataset, trained_cache, out, rescore=("redcnn",))  # one job: redcnn's unit, scored anew
+    jobs = {p.name.split("_")[0] for p in (out / "jobs").iterdir()}
+    assert len(jobs) == len({name.split("_")[0] for name in before}) + 1
+    pd.testing.assert_frame_equal(again[COLS].reset_index(drop=True), table[COLS].reset_index(drop=True))

@@ -132,6 +132,29 @@ def test_a_rerun_scores_again_a_method_whose_checkpoint_changed(tiny_dataset, tr
     assert not [s for s in said if "changed" in s]  # scored with these weights now: nothing to redo
 
 
+def test_rescore_makes_the_named_methods_scores_again_and_keeps_the_rest(tiny_dataset, trained_cache, tmp_path):
+    """--rescore redcnn on a finished run: its cells are written anew (same weights, same numbers, new timings), the
+    manifest records the rescoring with the unchanged sha256, ldct's cells are not touched; a method the run does not
+    score is one sentence."""
+    out = tmp_path / "run"
+    before = _run(tiny_dataset, trained_cache, out)
+    cells = {p.relative_to(out): p.stat().st_mtime_ns for p in (out / "cells").rglob("*.parquet")}
+    sha = json.loads((out / "manifest.json").read_text())["methods"]["redcnn"]["sha256"]
+    said = []
+    after = run_matrix(_config(tiny_dataset, trained_cache, out, rescore=("redcnn",)), progress=False, echo=said.append)
+    assert [s for s in said if "rescore" in s] == ["redcnn: --rescore asks for its scores to be made again; scoring "
+                                                   "it again"]
+    assert before["value"].tolist() == after["value"].tolist()
+    now = {p.relative_to(out): p.stat().st_mtime_ns for p in (out / "cells").rglob("*.parquet")}
+    assert now.keys() == cells.keys() and len(cells) == 4
+    assert {p.parts[1] for p in now if now[p] != cells[p]} == {"redcnn"}  # rewritten: redcnn's, and only they
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(r["method"], r["was_sha256"]) for r in manifest["rescored"]] == [("redcnn", sha)]
+    assert manifest["methods"]["redcnn"]["sha256"] == sha and "redcnn.denoise_s" in manifest["timings"]
+    with pytest.raises(ValueError, match="--rescore tv: not among this run's --methods"):
+        _config(tiny_dataset, trained_cache, out, rescore=("tv",))
+
+
 @pytest.mark.parametrize("name,text", [("iq.parquet", b"not parquet"), ("perception.parquet", None)])
 def test_a_cloned_run_with_a_damaged_side_table_says_so_and_writes_nothing(tiny_dataset, trained_cache, tmp_path, name,
                                                                          text):
