@@ -175,6 +175,7 @@ def test_run_acquisitions_makes_one_run_per_profile_all_trained_once(tmp_path):
             "train_anatomies": None, "train_acquisitions": None, "train_data": None, "data_spec": "embedded",
             "profile": "quick", "device": "cpu", "seed": 0, "out": tmp_path / "x", "retrain": False, "oracle": False,
             "metrics_spec": None, "save_images": False, "resample": False, "iq": False, "iq_realisations": 100,
+            "rescore_spec": None,
             "executor": None, "gpus_per_job": 0, "sets": (), "cache_dir": tmp_path / "c", "anatomy_model": "ellipses"}
     configs = _run_configs({**base, "acquisitions": "default,dfov140"})
     assert [(c.out.name, c.data, c.trained_on) for c in configs] == [
