@@ -33,7 +33,15 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="run slow tests")
 
 
+# the files that take longest (seconds of one worker, python -m pytest --junitxml on 2 cores), started first so that
+# the two workers, which take a file at a time, end together instead of one finishing a long file alone
+LONGEST_FIRST = ("test_runner.py", "test_task_quality.py", "test_notebooks.py", "test_real_transfer.py",  # 73-57 s
+                 "test_report.py", "test_methods.py", "test_realism.py", "test_acquisition.py", "test_dicom.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
     skip_slow = pytest.mark.skip(reason="slow: pass --runslow")
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     for item in items:
