@@ -344,14 +344,14 @@ class Method:
             bare(m).load_state_dict({n[len(prefix):]: t for n, t in state.items() if n.startswith(prefix)})
 
     def save(self, path: Path, extra: dict | None = None) -> None:
-        """Weights as safetensors, with the method name and config in the header."""
-        from safetensors.torch import save_file
-
+        """Weights as safetensors, with the method name and config in the header; the same weights and header
+        give the same bytes (so the same sha256), whichever process saves them."""
         from .atomic import atomic_path
 
         meta = {"method": self.name, "config": json.dumps(self.config.to_dict()), **(extra or {})}
+        data = canonical_safetensors(self.weights(), {k: str(v) for k, v in meta.items()})
         with atomic_path(path) as tmp:
-            save_file(self.weights(), str(tmp), metadata={k: str(v) for k, v in meta.items()})
+            Path(tmp).write_bytes(data)
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu", overrides: dict | None = None) -> Method:
@@ -422,6 +422,20 @@ def training_record(path: Path) -> Path | None:
     except (ValueError, AttributeError):
         return manifest  # unreadable: read_checkpoint says so
     return manifest if named == Path(path).name else None
+
+
+def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes with the header's keys in sorted order. safetensors writes its metadata from a hash map
+    whose order changes with every save, so two trainings that end with the same weights got two sha256s, and a run
+    folder took an identical checkpoint for a changed one. The header is rewritten in place: an 8-byte little-endian
+    length, the JSON padded with spaces to a multiple of 8, then the tensors (whose offsets count from there)."""
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + raw[8 + n:]
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
