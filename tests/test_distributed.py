@@ -30,6 +30,7 @@ def _train(tiny_dataset, out, method, processes, tmp_path, iterations=3):
     return load_file(str(out / "weights.safetensors")), r.stdout
 
 
+@pytest.mark.slow  # three processes through torchrun (about 20 s on 2 cores); the batch split is held below
 def test_two_gloo_processes_take_the_single_process_step(tiny_dataset, tmp_path):
     one, _ = _train(tiny_dataset, tmp_path / "one", "redcnn", 1, tmp_path)
     two, said = _train(tiny_dataset, tmp_path / "two", "redcnn", 2, tmp_path)
@@ -43,7 +44,7 @@ def test_two_gloo_processes_take_the_single_process_step(tiny_dataset, tmp_path)
     assert trained > 1e-4 and apart < 1e-6
 
 
-@pytest.mark.slow  # two more processes (~10 s); the DDP step itself is held by the test above
+@pytest.mark.slow  # two more processes (~10 s)
 def test_gan_critic_gradients_are_averaged_by_hand_under_torchrun(tiny_dataset, tmp_path):
     weights, said = _train(tiny_dataset, tmp_path / "gan", "wgan-mse", 2, tmp_path, iterations=2)
     assert all(torch.isfinite(v).all() for v in weights.values()) and said.count("complete") == 1
