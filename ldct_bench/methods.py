@@ -351,7 +351,7 @@ class Method:
         meta = {"method": self.name, "config": json.dumps(self.config.to_dict()), **(extra or {})}
         data = canonical_safetensors(self.weights(), {k: str(v) for k, v in meta.items()})
         with atomic_path(path) as tmp:
-            Path(tmp).write_bytes(data)
+            tmp.write_bytes(data)
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu", overrides: dict | None = None) -> Method:

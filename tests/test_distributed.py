@@ -17,14 +17,14 @@ from ldct_bench.methods import get_method
 
 
 def _train(tiny_dataset, out, method, processes, tmp_path, iterations=3):
-    args = ["-m", "ldct_bench", "train", "--method", method, "--iterations", str(iterations), "--anatomies", "chest",
+    args = ["train", "--method", method, "--iterations", str(iterations), "--anatomies", "chest",
             "--data", str(tiny_dataset.root), "--device", "cpu", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
     if processes == 1:  # the step of one process, taken in this one (a process start less)
-        said = CliRunner().invoke(main, args[2:])
+        said = CliRunner().invoke(main, args)
         assert said.exit_code == 0, said.output
         return load_file(str(out / "weights.safetensors")), said.output
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    r = subprocess.run(launch + args, capture_output=True, text=True, timeout=300,
+    r = subprocess.run([*launch, "-m", "ldct_bench", *args], capture_output=True, text=True, timeout=300,
                        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     return load_file(str(out / "weights.safetensors")), r.stdout
