@@ -42,13 +42,17 @@ from ldct_bench.data.acquisition import HEAD_FIELD
 from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
 from ldct_bench.data.resolve import phantoms_for
 from ldct_bench.environment import git_commit, versions
-from ldct_bench.metrics.realism import body_mask, measure, radial_power
+from ldct_bench.metrics.realism import body_mask, cerebral_levels, measure, radial_power
 
 SLICES = {"CT_small.dcm": "neck-thorax", "693_J2KI.dcm": "head", "J2K_pixelrep_mismatch.dcm": "skull base"}
 MODELS = ("ellipses", "realistic", "clinical")
 PHANTOMS = [(model, acq) for model in MODELS for acq in ("default", "dfov180")]
 HEAD_FIELD_SIZE = 512
 HEADS = f"@ head field {HEAD_FIELD.geometry.fov_mm:g} mm, heads"
+CEREBRUM = "Cranium.inv3 cerebrum"
+PER_SLICE = {"beta body": lambda m: m["beta_body"],
+             "soft-tissue HU sd": lambda m: m["tissues"].get("soft", {}).get("std", float("nan")),
+             "gradient p90 (HU/mm)": lambda m: m["gradient"]["p90"]}
 
 
 def real_sets(cranium: Path | None) -> dict[str, tuple[list[np.ndarray], float]]:
@@ -62,6 +66,8 @@ def real_sets(cranium: Path | None) -> dict[str, tuple[list[np.ndarray], float]]
 
         volume, spacing = read_inv3(cranium)
         sets["Cranium.inv3 (head volume)"] = (list(volume[20:100:5].astype(np.float64)), spacing[1])
+        levels = cerebral_levels(volume)
+        sets[f"{CEREBRUM} (slices {levels[0]}-{levels[-1]})"] = (list(volume[levels].astype(np.float64)), spacing[1])
     return sets
 
 
@@ -121,6 +127,30 @@ def landing(results: dict, real: list[str]) -> str:
             cells.append(f"{_f(v)} ({mark})")
         lines.append(f"| {key} | {lo:.2f} – {hi:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def level_matched(sets: dict) -> tuple[str, dict]:
+    """The phantom heads through the head field against the real head's slices at the same levels (cerebral_levels),
+    slice by slice: each measure's range over the real slices and over each phantom set's, and where the second lies.
+    Its json: every slice's measures, per set."""
+    names = [n for n in sets if n.startswith(CEREBRUM)] + [n for n in sets if n.endswith(HEADS)]
+    if not names or not names[0].startswith(CEREBRUM):
+        return "", {}
+    slices = {n: [measure([im], sets[n][1]) for im in sets[n][0]] for n in names}
+    spans = {n: {k: (min(map(get, ms)), max(map(get, ms))) for k, get in PER_SLICE.items()} for n, ms in slices.items()}
+    real = spans[names[0]]
+    lines = ["| measure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in PER_SLICE:
+        lo, hi = real[key]
+        cells = [f"{lo:.2f} – {hi:.2f}"]
+        for name in names[1:]:
+            a, b = spans[name][key]
+            mark = ("in" if lo <= a and b <= hi else "below" if b < lo else "above" if a > hi
+                    else "overlaps, lower" if a < lo else "overlaps, higher")
+            cells.append(f"{a:.2f} – {b:.2f} ({mark})")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    per_slice = {n: [{k: get(m) for k, get in PER_SLICE.items()} for m in ms] for n, ms in slices.items()}
+    return "\n".join(lines) + "\n", per_slice
 
 
 def figure(sets: dict, out: Path) -> None:
@@ -194,12 +224,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         sets = {**real, **phantom_sets(Path(cache))}
     results = {name: measure(images, pixel) for name, (images, pixel) in sets.items()}
-    atomic_write_json(args.out / "realism.json", results)
+    matched, per_slice = level_matched(sets)
+    atomic_write_json(args.out / "realism.json", {**results, "per_slice": per_slice})
     text = ("# Realism: the phantoms beside real CT\n\nMade by `python scripts/realism.py` (ldct_bench/metrics/"
             "realism.py's measures). beta: the negated log-log slope of the radial power spectrum over "
             "0.05-0.25 cycles/mm, in 40 mm soft-tissue ROIs (-150..150 HU throughout) and over the body; HU classes "
             "soft -40..150, fat -200..-40; gradients inside the body, 3 mm in from the skin.\n\n"
-            + table(results) + "\n## Where the phantoms land against the real range\n\n" + landing(results, list(real)))
+            + table(results) + "\n## Where the phantoms land against the real range\n\n" + landing(
+                {n: m for n, m in results.items() if not n.startswith(CEREBRUM)},
+                [n for n in real if not n.startswith(CEREBRUM)])
+            + ("\n## Like for like: the phantom heads against the real head at the same levels, slice by slice\n\n"
+               "The phantom heads model the cerebrum at and near its widest section: no skull base (sinuses, "
+               "orbits, petrous bone, the muscles and fat of the face and neck), no vertex. The real head volume's "
+               "slices at those levels (ldct_bench/metrics/realism.py's cerebral_levels: a section at least 80 % of "
+               "the widest, under 0.5 % of it air) are compared with each phantom head slice through the head field, "
+               "each measure's range over single slices. The real slices hold their scanner's noise, so the full "
+               "dose is the like-for-like phantom row; the truth shows the anatomy alone.\n\n" + matched
+               if matched else ""))
     atomic_write_text(args.out / "realism.md", text)
     figure(sets, args.out)
     if cranium is not None:

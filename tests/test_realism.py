@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 
 from ldct_bench.data.invesalius import read_inv3, write_dicom
-from ldct_bench.metrics.realism import body_mask, gradient_percentiles, measure, soft_tissue_rois, spectral_slope
+from ldct_bench.metrics.realism import (
+    AREA_SHARE,
+    body_mask,
+    cerebral_levels,
+    gradient_percentiles,
+    measure,
+    soft_tissue_rois,
+    spectral_slope,
+)
 
 from .helpers import CRANIUM
 
@@ -125,6 +133,49 @@ def test_the_real_head_volume_reads_as_an_axial_head_ct():
     assert brain.size > 10_000 and 20 <= np.median(brain) <= 45  # brain parenchyma in an axial slice
     rest = np.argwhere((mid > 300) & ~body_mask(mid))  # the head rest's arc, behind the head
     assert len(rest) > 100 and rest[:, 0].mean() > 160  # posterior at the bottom: anterior up
+
+
+def _head_stack(radii: list[float], air: list[bool]) -> np.ndarray:
+    yy, xx = np.mgrid[:160, :160]
+    r = np.hypot(yy - 80, xx - 80)
+    stack = np.where(r[None] < np.array(radii)[:, None, None], 30.0, -1000.0)
+    for k, holed in enumerate(air):
+        if holed:  # a sinus: an air pocket inside the head, 3 % of its section
+            stack[k][(np.abs(yy - 80) < 6) & (np.abs(xx - 80) < 0.03 * np.pi * radii[k] ** 2 / 12)] = -1000.0
+    return stack
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cerebral_levels_lie_above_the_air_cells_while_the_head_is_wide(reverse):
+    radii = [60, 66, 70, 70, 70, 69, 67, 64, 61, 40, 15]  # neck, skull base, cerebrum, vertex
+    air = [False, True, True, False, False, False, False, False, False, False, False]
+    # sections >= 80 % of the widest (r >= 62.6): slices 3-8; the air-free neck below the sinuses is not cerebrum
+    stack = _head_stack(radii, air)
+    expected = [3, 4, 5, 6, 7]
+    if reverse:
+        stack, expected = stack[::-1], sorted(len(radii) - 1 - i for i in expected)
+    assert cerebral_levels(stack) == expected
+    assert cerebral_levels(_head_stack(radii, [False] * len(radii))) == [1, 2, 3, 4, 5, 6, 7]
+    assert cerebral_levels(_head_stack([60, 60], [True, True])) == []
+
+
+def test_the_phantom_heads_stay_wider_than_the_cerebral_share():
+    """Every phantom head slice is at least AREA_SHARE of its widest section: the levels compared are the same."""
+    from ldct_bench.data.phantoms import phantom_slice
+
+    def section(seed, z):
+        skin = phantom_slice("head", seed, z, True, True)[0]
+        return skin.a * skin.b
+
+    for seed in range(5):
+        assert section(seed, 0.5 + 0.12) / section(seed, 0.0) >= AREA_SHARE
+
+
+@pytest.mark.skipif(not CRANIUM.is_file(), reason="Cranium.inv3 not fetched (bash scripts/fetch_cranium.sh)")
+def test_the_real_heads_cerebral_levels_are_one_run_above_its_sinuses():
+    levels = cerebral_levels(read_inv3(CRANIUM)[0])
+    assert levels == list(range(levels[0], levels[-1] + 1)) and 60 <= levels[0] and levels[-1] <= 85, levels
+    assert len(levels) >= 8
 
 
 def test_the_head_field_holds_every_phantom_head():

@@ -17,6 +17,10 @@ BAND = (0.05, 0.25)  # cycles/mm
 # tissue classes by HU (ICRU-style ranges; a pixel belongs to the first that holds it)
 CLASSES = {"lung": (-950.0, -500.0), "fat": (-200.0, -40.0), "soft": (-40.0, 150.0), "bone": (300.0, 3000.0)}
 SOFT = (-150.0, 150.0)  # what a soft-tissue ROI may hold (fat-muscle mixtures included)
+# the levels the phantom heads model: the cerebrum, where the head's section is at least AREA_SHARE of its widest (a
+# phantom head narrows as k = 1 - z^2/4, and its slices keep |z| <= 0.62: sections above 82 % of the widest) and
+# below AIR_SHARE of it is air (under -500 HU): no paranasal sinus or mastoid air cells, which lie lower
+AREA_SHARE, AIR_SHARE = 0.8, 0.005
 
 
 def body_mask(image: np.ndarray) -> np.ndarray:
@@ -26,6 +30,29 @@ def body_mask(image: np.ndarray) -> np.ndarray:
         return np.zeros(image.shape, dtype=bool)
     largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(image), labels, range(1, n + 1))))
     return ndimage.binary_fill_holes(labels == largest)
+
+
+def cerebral_levels(volume: np.ndarray) -> list[int]:
+    """The axial slices of a head volume at the levels the phantom heads model: above the highest slice with air
+    cells (AIR_SHARE: the paranasal sinuses and mastoid mark the skull base), towards the vertex (the end whose
+    section is smaller), the first run of slices whose section is at least AREA_SHARE of the widest. A like-for-like
+    set: a skull-base slice's muscles, fat, sinuses and petrous bone widen its soft-tissue histogram and change its
+    spectrum, and the phantom heads have none of them. Empty when the volume holds no such slice."""
+    masks = [body_mask(im) for im in volume]
+    areas = np.array([m.sum() for m in masks], dtype=float)
+    air = np.array([((im < -500) & m).sum() / max(m.sum(), 1) for im, m in zip(volume, masks)])
+    order = list(range(len(volume)))
+    if areas[0] < areas[-1]:  # the vertex is the first slice: walk from the skull base up all the same
+        order.reverse()
+    with_air = [k for k, i in enumerate(order) if air[i] >= AIR_SHARE]
+    wide = areas >= AREA_SHARE * areas.max()
+    levels = []
+    for i in order[with_air[-1] + 1 if with_air else 0:]:
+        if levels and not wide[i]:
+            break
+        if wide[i]:
+            levels.append(i)
+    return sorted(levels)
 
 
 def radial_power(image: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, np.ndarray]:
