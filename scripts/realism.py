@@ -42,7 +42,7 @@ from ldct_bench.data.acquisition import HEAD_FIELD
 from ldct_bench.data.dataset import LDCTDataset, PhantomConfig
 from ldct_bench.data.resolve import phantoms_for
 from ldct_bench.environment import git_commit, versions
-from ldct_bench.metrics.realism import body_mask, cerebral_levels, measure, radial_power
+from ldct_bench.metrics.realism import AIR_SHARE, AREA_SHARE, body_mask, cerebral_levels, measure, radial_power
 
 SLICES = {"CT_small.dcm": "neck-thorax", "693_J2KI.dcm": "head", "J2K_pixelrep_mismatch.dcm": "skull base"}
 MODELS = ("ellipses", "realistic", "clinical")
@@ -50,9 +50,11 @@ PHANTOMS = [(model, acq) for model in MODELS for acq in ("default", "dfov180")]
 HEAD_FIELD_SIZE = 512
 HEADS = f"@ head field {HEAD_FIELD.geometry.fov_mm:g} mm, heads"
 CEREBRUM = "Cranium.inv3 cerebrum"
-PER_SLICE = {"beta body": lambda m: m["beta_body"],
-             "soft-tissue HU sd": lambda m: m["tissues"].get("soft", {}).get("std", float("nan")),
-             "gradient p90 (HU/mm)": lambda m: m["gradient"]["p90"]}
+# the headline measures, read from measure()'s dict; beta in soft tissue needs several ROIs, so not per slice
+HEADLINE = {"beta soft": lambda m: m["beta_soft"], "beta body": lambda m: m["beta_body"],
+            "soft-tissue HU sd": lambda m: m["tissues"].get("soft", {}).get("std", float("nan")),
+            "gradient p90 (HU/mm)": lambda m: m["gradient"]["p90"]}
+PER_SLICE = {k: get for k, get in HEADLINE.items() if k != "beta soft"}
 
 
 def real_sets(cranium: Path | None) -> dict[str, tuple[list[np.ndarray], float]]:
@@ -67,7 +69,9 @@ def real_sets(cranium: Path | None) -> dict[str, tuple[list[np.ndarray], float]]
         volume, spacing = read_inv3(cranium)
         sets["Cranium.inv3 (head volume)"] = (list(volume[20:100:5].astype(np.float64)), spacing[1])
         levels = cerebral_levels(volume)
-        sets[f"{CEREBRUM} (slices {levels[0]}-{levels[-1]})"] = (list(volume[levels].astype(np.float64)), spacing[1])
+        if levels:  # a volume without the phantom heads' levels gets no like-for-like table
+            sets[f"{CEREBRUM} (slices {levels[0]}-{levels[-1]})"] = (list(volume[levels].astype(np.float64)),
+                                                                      spacing[1])
     return sets
 
 
@@ -112,12 +116,9 @@ def _f(v: float) -> str:
 
 def landing(results: dict, real: list[str]) -> str:
     """The real range of each headline measure and where each phantom set lands (inside, or how far outside)."""
-    keys = {"beta soft": lambda m: m["beta_soft"], "beta body": lambda m: m["beta_body"],
-            "soft-tissue HU sd": lambda m: m["tissues"].get("soft", {}).get("std", float("nan")),
-            "gradient p90 (HU/mm)": lambda m: m["gradient"]["p90"]}
     lines = ["| measure | real range | " + " | ".join(n for n in results if n not in real) + " |",
              "|---|---|" + "---|" * (len(results) - len(real))]
-    for key, get in keys.items():
+    for key, get in HEADLINE.items():
         values = [get(results[n]) for n in real if math.isfinite(get(results[n]))]
         lo, hi = min(values), max(values)
         cells = []
@@ -236,10 +237,11 @@ def main() -> None:
             + ("\n## Like for like: the phantom heads against the real head at the same levels, slice by slice\n\n"
                "The phantom heads model the cerebrum at and near its widest section: no skull base (sinuses, "
                "orbits, petrous bone, the muscles and fat of the face and neck), no vertex. The real head volume's "
-               "slices at those levels (ldct_bench/metrics/realism.py's cerebral_levels: a section at least 80 % of "
-               "the widest, under 0.5 % of it air) are compared with each phantom head slice through the head field, "
-               "each measure's range over single slices. The real slices hold their scanner's noise, so the full "
-               "dose is the like-for-like phantom row; the truth shows the anatomy alone.\n\n" + matched
+               "slices at those levels (ldct_bench/metrics/realism.py's cerebral_levels: a section at least "
+               f"{AREA_SHARE * 100:g} % of the widest, under {AIR_SHARE * 100:g} % of it air) are compared with each "
+               "phantom head slice through the head field, each measure's range over single slices. The real slices "
+               "hold their scanner's noise, so the full dose is the like-for-like phantom row; the truth shows the "
+               "anatomy alone.\n\n" + matched
                if matched else ""))
     atomic_write_text(args.out / "realism.md", text)
     figure(sets, args.out)
