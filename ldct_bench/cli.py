@@ -68,6 +68,7 @@ def _phantoms_option(fn):
                         help="The embedded patients' anatomy: realistic (non-elliptic outlines, power-law texture, "
                              "trabecular bone, lung vessel trees: data/detail.py), clinical (that anatomy on the "
                              "scanner's couch or head holder, inside the reconstruction circle: data/support.py), "
+                             "clinical2 (that with a layered scalp, dense skull tables and a head protocol's flux), "
                              "or the older ellipses.")(fn)
 
 

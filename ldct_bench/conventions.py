@@ -8,7 +8,7 @@ import hashlib
 from urllib.parse import quote
 
 ANATOMIES = ("head", "chest", "abdomen")
-ANATOMY_MODELS = ("ellipses", "realistic", "clinical")  # the embedded patients' models (data/dataset.py)
+ANATOMY_MODELS = ("ellipses", "realistic", "clinical", "clinical2")  # the embedded patients' models (data/dataset.py)
 # the default since #30: the realistic anatomy on the scanner's table, the data every committed checkpoint saw
 DEFAULT_ANATOMY_MODEL = "clinical"
 

@@ -1,5 +1,5 @@
 """How far the phantoms are from patients, measured: the same realism measures (ldct_bench/metrics/realism.py) on
-the phantoms' noiseless truth and full-dose scans, ellipse and realistic anatomy, and on real CT.
+the phantoms' noiseless truth and full-dose scans, of each anatomy model, and on real CT.
 
     python scripts/realism.py [--out results/realism] [--cranium PATH]
 
@@ -45,7 +45,7 @@ from ldct_bench.environment import git_commit, versions
 from ldct_bench.metrics.realism import AIR_SHARE, AREA_SHARE, body_mask, cerebral_levels, measure, radial_power
 
 SLICES = {"CT_small.dcm": "neck-thorax", "693_J2KI.dcm": "head", "J2K_pixelrep_mismatch.dcm": "skull base"}
-MODELS = ("ellipses", "realistic", "clinical")
+MODELS = ("ellipses", "realistic", "clinical", "clinical2")
 PHANTOMS = [(model, acq) for model in MODELS for acq in ("default", "dfov180")]
 HEAD_FIELD_SIZE = 512
 HEADS = f"@ head field {HEAD_FIELD.geometry.fov_mm:g} mm, heads"
@@ -53,7 +53,7 @@ CEREBRUM = "Cranium.inv3 cerebrum"
 # the headline measures, read from measure()'s dict; beta in soft tissue needs several ROIs, so not per slice
 HEADLINE = {"beta soft": lambda m: m["beta_soft"], "beta body": lambda m: m["beta_body"],
             "soft-tissue HU sd": lambda m: m["tissues"].get("soft", {}).get("std", float("nan")),
-            "gradient p90 (HU/mm)": lambda m: m["gradient"]["p90"]}
+            "gradient p90 (HU/mm)": lambda m: m["gradient"]["p90"], "fine-scale sd (HU)": lambda m: m["fine_sd"]}
 PER_SLICE = {k: get for k, get in HEADLINE.items() if k != "beta soft"}
 
 
@@ -98,7 +98,7 @@ def phantom_sets(cache: Path) -> dict[str, tuple[list[np.ndarray], float]]:
 
 def table(results: dict) -> str:
     head = ("| set | pixel (mm) | slices | soft ROIs | beta soft | beta body | soft HU mean ± sd | fat HU mean ± sd | "
-            "gradient p50 / p90 / p99 (HU/mm) |\n|---|---|---|---|---|---|---|---|---|\n")
+            "gradient p50 / p90 / p99 (HU/mm) | fine-scale sd (HU) |\n|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for name, m in results.items():
         t = m["tissues"]
@@ -106,7 +106,7 @@ def table(results: dict) -> str:
         g = m["gradient"]
         rows.append(f"| {name} | {m['pixel_mm']:.2f} | {m['slices']} | {m['soft_rois']} | {_f(m['beta_soft'])} | "
                     f"{_f(m['beta_body'])} | {cls['soft']} | {cls['fat']} | {g['p50']:.0f} / {g['p90']:.0f} / "
-                    f"{g['p99']:.0f} |")
+                    f"{g['p99']:.0f} | {_f(m['fine_sd'])} |")
     return head + "\n".join(rows) + "\n"
 
 
@@ -177,7 +177,7 @@ def figure(sets: dict, out: Path) -> None:
     ax[0, 2].set(xscale="log", xlim=(1, 3000), xlabel="|gradient| (HU/mm)", ylabel="cumulative share",
                  title="edge sharpness")
     ax[0, 2].legend(fontsize=7, loc="lower right")
-    picks = [n for n in sets if n.startswith("Cranium")][:1] + [f"{m} truth {HEADS}" for m in ("ellipses", "clinical")]
+    picks = [n for n in sets if n.startswith("Cranium")][:1] + [f"{m} truth {HEADS}" for m in ("ellipses", "clinical2")]
     for a, name in zip(ax[1], picks):
         images, _ = sets[name]
         a.imshow(images[len(images) // 2] if name.startswith("Cranium") else images[0], cmap="gray", vmin=-100,
@@ -230,7 +230,9 @@ def main() -> None:
     text = ("# Realism: the phantoms beside real CT\n\nMade by `python scripts/realism.py` (ldct_bench/metrics/"
             "realism.py's measures). beta: the negated log-log slope of the radial power spectrum over "
             "0.05-0.25 cycles/mm, in 40 mm soft-tissue ROIs (-150..150 HU throughout) and over the body; HU classes "
-            "soft -40..150, fat -200..-40; gradients inside the body, 3 mm in from the skin.\n\n"
+            "soft -40..150, fat -200..-40; gradients inside the body, 3 mm in from the skin; fine-scale sd: soft "
+            "tissue on a 1 mm grid less its 2 mm Gaussian blur (mostly the scan's noise; a noiseless head's is 3 HU)."
+            "\n\n"
             + table(results) + "\n## Where the phantoms land against the real range\n\n" + landing(
                 {n: m for n, m in results.items() if not n.startswith(CEREBRUM)},
                 [n for n in real if not n.startswith(CEREBRUM)])

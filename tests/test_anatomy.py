@@ -134,3 +134,55 @@ def test_a_realistic_dataset_simulates_with_its_detail_in_truth_and_scans(tmp_pa
     noise = {m: (p.ld - p.fd).std().item() for m, p in pairs.items()}  # the dose's noise: the same physics
     assert noise["realistic"] == pytest.approx(noise["ellipses"], rel=0.25)
     assert made["realistic"].manifest["config"]["anatomy_model"] == "realistic"
+
+
+def test_the_clinical2_head_has_its_scalp_layers_and_dense_tables_and_nothing_else_changes():
+    """The layered scalp: skin SKIN_MM thick all round, the subcutaneous fat, then muscle GALEA_MM + TEMPORALIS_MM
+    thick at the sides and GALEA_MM at the front and back, round a skull whose tables read DENSE_TABLE_HU; the outline
+    the head holder is fitted to is the skin's; the trunks and the rest of the head are the clinical model's."""
+    from ldct_bench.data.phantoms import (
+        DENSE_TABLE_HU,
+        GALEA_MM,
+        SKIN_MM,
+        SUBCUTIS_MM,
+        TEMPORALIS_MM,
+        outline,
+        patient_shape,
+    )
+
+    for seed in (0, 7):
+        old, new = phantom_slice("head", seed, 0.0, True, True), phantom_slice("head", seed, 0.0, True, True, True)
+        skin, fat, muscle, skull = new[:4]
+        assert [e.tissue for e in (skin, fat, muscle, skull)] == ["muscle", "fat", "muscle", "cortical_bone"]
+        assert (skin.a - fat.a, skin.b - fat.b) == pytest.approx((SKIN_MM, SKIN_MM))
+        assert (fat.a - muscle.a, fat.b - muscle.b) == pytest.approx(SUBCUTIS_MM)
+        assert (muscle.a - skull.a, muscle.b - skull.b) == pytest.approx((GALEA_MM + TEMPORALIS_MM, GALEA_MM))
+        assert (skin.a, skin.b) == pytest.approx(outline("head", seed, layered_scalp=True))
+        assert [e.hu for e in new if e.tissue == "cortical_bone"] == [DENSE_TABLE_HU] * 2
+        assert [(e.a, e.b, e.tissue) for e in new[4:]] == [(e.a, e.b, e.tissue) for e in old[2:]]  # the same inside
+        assert (skull.a, skull.b) == (old[1].a, old[1].b) and patient_shape(seed)[3] == pytest.approx(new[0].phi_deg)
+        for anatomy in ("chest", "abdomen"):
+            same = phantom_slice(anatomy, seed, 0.1, True, True), phantom_slice(anatomy, seed, 0.1, True, True, True)
+            assert [vars(e) for e in same[0]] == [vars(e) for e in same[1]]
+
+
+def test_clinical2_scans_heads_at_the_head_protocol_s_flux_and_the_trunk_as_before(tmp_path):
+    """A head of the clinical2 model at HEAD_PROTOCOL_FLUX times the flux: its full-dose noise in the brain is the
+    clinical head's / sqrt(HEAD_PROTOCOL_FLUX) (within 10 %); the chest is the clinical model's, bit for bit."""
+    from dataclasses import replace
+
+    from ldct_bench.data.dataset import HEAD_PROTOCOL_FLUX
+
+    base = PhantomConfig.sized(96, 1, 2, seed=3)
+    made = {m: LDCTDataset.embedded(replace(base, anatomy_model=m), anatomies=["head", "chest"], splits=("test",),
+                                    cache_dir=tmp_path, progress=False) for m in ("clinical", "clinical2")}
+    patient = made["clinical"].patients("head", "test")[0]
+    noise = {}
+    for m, ds in made.items():
+        truth, full = ds.volume("head", patient, "truth")[0], ds.volume("head", patient, "full")[0]
+        brain = (truth > 15) & (truth < 50)  # grey and white matter
+        brain[:, :10] = brain[:, -10:] = False
+        noise[m] = float((full - truth)[brain].std())
+    assert noise["clinical"] / noise["clinical2"] == pytest.approx(HEAD_PROTOCOL_FLUX ** 0.5, rel=0.1), noise
+    chest = [ds.volume("chest", patient, "full") for ds in made.values()]
+    assert np.array_equal(*chest)

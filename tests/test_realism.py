@@ -19,8 +19,10 @@ from pydicom.data import get_testdata_file
 from ldct_bench.data.invesalius import read_inv3, write_dicom
 from ldct_bench.metrics.realism import (
     AREA_SHARE,
+    FINE_SIGMA_MM,
     body_mask,
     cerebral_levels,
+    fine_sd,
     gradient_percentiles,
     measure,
     soft_tissue_rois,
@@ -60,6 +62,22 @@ def test_gradients_rois_and_the_body_mask_on_images_with_known_answers():
     with_table = np.where(disk, 40.0, -1000.0)
     with_table[190:, :] = 200.0  # a table below the patient, apart from it
     assert body_mask(with_table).sum() == disk.sum()
+
+
+def test_fine_sd_of_white_noise_is_its_analytic_high_pass_share_and_of_smooth_tissue_nothing():
+    """White noise of sd s on the 1 mm grid, less its Gaussian blur (sigma g pixels): s sqrt(1 - 2 G(0) + sum G^2),
+    with G(0) = 1 / (2 pi g^2) and sum G^2 = 1 / (4 pi g^2); a smooth field inside soft tissue gives next to none,
+    and a coarser pixel reads the same noise field once it is resampled."""
+    yy, xx = np.mgrid[:300, :300]
+    disk = (yy - 150) ** 2 + (xx - 150) ** 2 < 140**2
+    noise = np.random.default_rng(0).normal(0, 10.0, disk.shape)
+    g = FINE_SIGMA_MM / 1.0
+    analytic = 10.0 * np.sqrt(1 - 2 / (2 * np.pi * g**2) + 1 / (4 * np.pi * g**2))
+    assert fine_sd(np.where(disk, 40.0 + noise, -1000.0), 1.0, disk) == pytest.approx(analytic, rel=0.02)
+    smooth = 40.0 + 20.0 * np.sin(xx / 40.0)
+    assert fine_sd(np.where(disk, smooth, -1000.0), 1.0, disk) < 0.05
+    assert fine_sd(np.where(disk, smooth, -1000.0), 0.5, disk) < 0.1  # the same field at another pixel size
+    assert np.isnan(fine_sd(np.full((50, 50), 500.0), 1.0, np.ones((50, 50), bool)))  # no soft tissue: no answer
 
 
 def _inv3(path: Path, volume: np.ndarray, spacing, dtype="int16") -> Path:
@@ -163,12 +181,13 @@ def test_the_phantom_heads_stay_wider_than_the_cerebral_share():
     """Every phantom head slice is at least AREA_SHARE of its widest section: the levels compared are the same."""
     from ldct_bench.data.phantoms import phantom_slice
 
-    def section(seed, z):
-        skin = phantom_slice("head", seed, z, True, True)[0]
+    def section(seed, z, layered):
+        skin = phantom_slice("head", seed, z, True, True, layered)[0]
         return skin.a * skin.b
 
     for seed in range(5):
-        assert section(seed, 0.5 + 0.12) / section(seed, 0.0) >= AREA_SHARE
+        for layered in (False, True):
+            assert section(seed, 0.5 + 0.12, layered) / section(seed, 0.0, layered) >= AREA_SHARE
 
 
 @pytest.mark.skipif(not CRANIUM.is_file(), reason="Cranium.inv3 not fetched (bash scripts/fetch_cranium.sh)")
@@ -184,8 +203,9 @@ def test_the_head_field_holds_every_phantom_head():
     from ldct_bench.data.acquisition import HEAD_FIELD
     from ldct_bench.data.phantoms import outline
 
-    reach = max(max(outline("head", seed)) for seed in range(2000))
-    assert 125 < reach < HEAD_FIELD.geometry.fov_mm / 2 < reach + 10, reach
+    for layered in (False, True):  # the clinical model's scalp, and clinical2's layers
+        reach = max(max(outline("head", seed, layered)) for seed in range(2000))
+        assert 125 < reach < HEAD_FIELD.geometry.fov_mm / 2 < reach + 10, (layered, reach)
 
 
 def test_realistic_phantoms_land_in_the_real_slices_range_and_ellipses_do_not(tmp_path):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from ..atomic import atomic_save_npy, atomic_write_json
 from ..conventions import ANATOMIES, ANATOMY_MODELS, CT_MIN_HU, DEFAULT_ANATOMY_MODEL, is_plain_name
 from .detail import detail_layer
 from .geometry import FanBeamGeometry
-from .phantoms import phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
+from .phantoms import ANATOMY_MODEL, phantom_slice, rasterize, texture_amplitude, texture_volume, to_additive
 from .projector import ellipse_sinogram
 from .simulate import Simulator, dose_key, key_dose, noise_seed
 from .support import patient_support, support_sinogram
@@ -41,6 +41,12 @@ from .support import patient_support, support_sinogram
 # 2: structures nested so that additive HU equals painted HU; 3: lower doses nested in the full dose (noise
 # insertion), truth = noiseless reconstruction, 8/2/6 patients of 4 slices
 DATA_VERSION = 3
+# the clinical2 model's heads are scanned at this multiple of the trunk's flux (AnatomyModel.head_protocol): head
+# protocols run two to four times a body protocol's tube current-time product. At 1e5 photons a ray the full-dose
+# heads' fine-scale noise (metrics.realism.fine_sd, through the head field) was 11-12 HU against the real heads' 4.6-5.1
+# (Cranium.inv3's cerebral slices, resampled; 693_J2KI.dcm, lossy JPEG 2000: both lose fine noise) and the skull
+# base's 11.1; at 4 it is 6.2-6.9. scripts/realism.py reports where it lands
+HEAD_PROTOCOL_FLUX = 4.0
 SPLITS = ("train", "val", "test")
 
 
@@ -65,7 +71,8 @@ class PhantomConfig:
     texture: bool = True
     simulator: dict = field(default_factory=lambda: Simulator().to_dict())
     # "realistic": the ellipses' anatomy with data/detail.py's layer on top; "clinical": that anatomy on the scanner's
-    # table (data/support.py), reconstructed inside the scanner's circle; "ellipses": the first model
+    # table (data/support.py), reconstructed inside the scanner's circle; "clinical2": that with a layered scalp,
+    # dense cortical tables and a head protocol's flux (phantoms.AnatomyModel); "ellipses": the first model
     anatomy_model: str = DEFAULT_ANATOMY_MODEL
 
     def __post_init__(self):
@@ -424,17 +431,20 @@ def _simulate_patient(config: PhantomConfig, sim: Simulator, anatomy: str, idx: 
     out = {k: np.empty((n, config.image_size, config.image_size), np.float32) for k in keys}
     # the texture's grain is 1.2 pixels of a 350 mm field at this matrix: a smaller display field magnifies it
     zoom = FanBeamGeometry().fov_mm / sim.geometry.fov_mm
-    realistic, table = config.anatomy_model != "ellipses", config.anatomy_model == "clinical"
+    model = ANATOMY_MODEL[config.anatomy_model]
+    realistic, table, layered = model.realistic, model.table, model.layered_scalp
+    if model.head_protocol and anatomy == "head":
+        sim = replace(sim, noise=replace(sim.noise, i0=sim.noise.i0 * HEAD_PROTOCOL_FLUX))
     tex = texture_volume(seed, n, config.image_size, 1.2 * zoom) if config.texture and not realistic else None
     if table:  # the table's hardware is the same at every slice: one sinogram serves them all
-        support = patient_support(anatomy, seed)
+        support = patient_support(anatomy, seed, layered)
         hardware = support_sinogram(sim.geometry, support)
     per_call = max(1, _IMAGES_PER_RECONSTRUCTION // len(keys))
     order = ["truth"] * ("truth" in out) + scans  # each slice's images in a reconstruction, in turn
     for s0 in range(0, n, per_call):
         sinograms, textures = [], []
         for s in range(s0, min(n, s0 + per_call)):
-            items = phantom_slice(anatomy, seed, float(zs[s]), realistic, table)
+            items = phantom_slice(anatomy, seed, float(zs[s]), realistic, table, layered)
             rows = to_additive(items)
             if realistic:  # its own texture among the rest of the detail
                 textures.append(detail_layer(anatomy, seed, float(zs[s]), items, sim, support if table else None))

@@ -41,6 +41,28 @@ TISSUE_HU = {
 # at the head's widest slice, the body's in the trunk
 HEAD_AXES, SCALP_MM = (92.0, 115.0), 8.0
 TRUNK_AXES = {"chest": (160.0, 112.0), "abdomen": (165.0, 120.0)}
+# the layered scalp (mm): skin, the subcutaneous fibro-fatty layer (lateral, front-back), the galea, and the temporal
+# muscles over the sides of the skull: the scalp's 5-7 mm and a temporalis of up to ~1 cm over the temporal squama,
+# all nested ellipses (a muscle ellipse wider than the skull by GALEA_MM + TEMPORALIS_MM at the sides, GALEA_MM at the
+# front and back); and the skull's cortical tables as dense as compact bone reads (~1500 HU at 120 kV)
+SKIN_MM, SUBCUTIS_MM, GALEA_MM, TEMPORALIS_MM = 1.5, (3.0, 3.5), 1.0, 8.0
+SKIN_HU, SUBCUTIS_HU, DENSE_TABLE_HU = 40.0, -80.0, 1500.0
+
+
+@dataclass(frozen=True)
+class AnatomyModel:
+    """What an anatomy model (conventions.ANATOMY_MODELS, `--phantoms`) draws: each is frozen, so its datasets, and the
+    checkpoints keyed by them, stay reproducible after a newer model becomes the default."""
+
+    realistic: bool = False  # thin cortical shells and a skull with diploe; data/detail.py adds the rest
+    table: bool = False  # lying on the scanner's table (data/support.py), reconstructed inside its circle
+    layered_scalp: bool = False  # skin, subcutaneous fat, galea and temporal muscles; dense cortical tables
+    head_protocol: bool = False  # heads scanned at a head protocol's flux (dataset.HEAD_PROTOCOL_FLUX)
+
+
+ANATOMY_MODEL = {"ellipses": AnatomyModel(), "realistic": AnatomyModel(realistic=True),
+                 "clinical": AnatomyModel(realistic=True, table=True),
+                 "clinical2": AnatomyModel(realistic=True, table=True, layered_scalp=True, head_protocol=True)}
 
 
 @dataclass
@@ -63,10 +85,11 @@ class Ellipse:
 class _Builder:
     """Collects painted ellipses for one slice."""
 
-    def __init__(self, realistic: bool = False, table: bool = False):
+    def __init__(self, realistic: bool = False, table: bool = False, layered_scalp: bool = False):
         self.items: list[Ellipse] = []
         self.realistic = realistic  # thin cortical shells and a skull with diploe (data/detail.py adds the rest)
         self.table = table  # lying on the table: a trunk deep enough behind its spine to lie on (_trunk_wall)
+        self.layered_scalp = layered_scalp  # the head's scalp in layers, its skull's tables dense (AnatomyModel)
 
     def add(self, cx, cy, a, b, phi, tissue, hu=None):
         self.items.append(Ellipse(float(cx), float(cy), float(a), float(b), float(phi),
@@ -80,11 +103,17 @@ def _rng(seed: int, *keys) -> np.random.Generator:
 def _head(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, phase: float):
     k = 1.0 - 0.25 * z * z  # head narrows away from the mid-ventricular level
     A, B = HEAD_AXES[0] * sx * k, HEAD_AXES[1] * sy * k
-    b.add(0, 0, A + SCALP_MM, B + SCALP_MM, 0, "muscle", 30)  # scalp
-    b.add(0, 0, A, B, 0, "cortical_bone")  # skull
+    table_hu = None
+    if b.layered_scalp:
+        for (da, db), tissue, hu in _scalp_layers():
+            b.add(0, 0, A + da, B + db, 0, tissue, hu)
+        table_hu = DENSE_TABLE_HU
+    else:
+        b.add(0, 0, A + SCALP_MM, B + SCALP_MM, 0, "muscle", 30)  # scalp
+    b.add(0, 0, A, B, 0, "cortical_bone", table_hu)  # skull
     if b.realistic:  # outer table, diploe (trabecular in detail.py), inner table
         b.add(0, 0, A - 1.8, B - 1.8, 0, "diploe")
-        b.add(0, 0, A - 5.4, B - 5.4, 0, "cortical_bone")
+        b.add(0, 0, A - 5.4, B - 5.4, 0, "cortical_bone", table_hu)
     b.add(0, 0, A - 7, B - 7, 0, "csf")
     b.add(0, 1, A - 10, B - 10, 0, "grey_matter")
     for side in (-1, 1):
@@ -99,6 +128,15 @@ def _head(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, p
         side = r.choice([-1, 1])
         b.add(side * (0.33 * A + r.uniform(-8, 8)), r.uniform(-0.35, 0.4) * B,
               *(np.full(2, r.uniform(3, 7))), 0, "white_matter", 25 + r.choice([-1, 1]) * r.uniform(6, 14))
+
+
+def _scalp_layers() -> list[tuple[tuple[float, float], str, float]]:
+    """The layered scalp, outermost first: how far each layer's ellipse reaches beyond the skull's (lateral,
+    front-back), its tissue and HU."""
+    muscle = (GALEA_MM + TEMPORALIS_MM, GALEA_MM)  # the galea, and the temporal muscles at the sides
+    fat = (muscle[0] + SUBCUTIS_MM[0], muscle[1] + SUBCUTIS_MM[1])
+    return [((fat[0] + SKIN_MM, fat[1] + SKIN_MM), "muscle", SKIN_HU), (fat, "fat", SUBCUTIS_HU),
+            (muscle, "muscle", TISSUE_HU["muscle"])]
 
 
 def _chest(b: _Builder, r: np.random.Generator, z: float, sx: float, sy: float, phase: float):
@@ -206,24 +244,26 @@ def patient_shape(patient_seed: int) -> tuple[float, float, float, float]:
     return float(sx), float(sy), float(phase), float(pr.uniform(-5, 5))
 
 
-def outline(anatomy: str, patient_seed: int) -> tuple[float, float]:
+def outline(anatomy: str, patient_seed: int, layered_scalp: bool = False) -> tuple[float, float]:
     """Semi-axes (mm) of the clinical model's patient's outermost ellipse at its widest slice, centred on the isocentre
     before the patient's tilt: what data/support.py fits the table's hardware to."""
     sx, sy = patient_shape(patient_seed)[:2]
     if anatomy == "head":
-        return HEAD_AXES[0] * sx + SCALP_MM, HEAD_AXES[1] * sy + SCALP_MM
+        da, db = _scalp_layers()[0][0] if layered_scalp else (SCALP_MM, SCALP_MM)
+        return HEAD_AXES[0] * sx + da, HEAD_AXES[1] * sy + db
     return TRUNK_AXES[anatomy][0] * sx, TRUNK_AXES[anatomy][1] * sy + BACK_MM / 2
 
 
 def phantom_slice(anatomy: str, patient_seed: int, z: float, realistic: bool = False,
-                  table: bool = False) -> list[Ellipse]:
+                  table: bool = False, layered_scalp: bool = False) -> list[Ellipse]:
     """Ellipses (absolute HU, painter's order) of one slice; z in [-1, 1] spans the patient's stack. `realistic`:
     the ellipses of the realistic anatomy model (thin cortices, diploe), to which data/detail.py adds its layer;
-    `table`: the clinical model's, whose trunk lies on a couch (a deeper back, _trunk_wall)."""
+    `table`: the clinical model's, whose trunk lies on a couch (a deeper back, _trunk_wall); `layered_scalp`: the
+    clinical2 model's head (_scalp_layers, dense cortical tables)."""
     if anatomy not in _BUILDERS:
         raise ValueError(f"unknown anatomy {anatomy!r}; choose from {', '.join(ANATOMIES)}.")
     sx, sy, phase, rot = patient_shape(patient_seed)
-    b = _Builder(realistic, table)
+    b = _Builder(realistic, table, layered_scalp)
     # the per-slice generator is seeded by patient only, so random structures persist across
     # slices and move smoothly with z (their positions depend on z explicitly)
     _BUILDERS[anatomy](b, _rng(patient_seed, 1), z, sx, sy, phase)

@@ -65,10 +65,10 @@ class Support:
         return out.reshape(np.shape(x))
 
 
-def patient_support(anatomy: str, seed: int) -> Support:
-    """The hardware under patient `seed` of `anatomy` (the same seed as phantoms.phantom_slice's)."""
+def patient_support(anatomy: str, seed: int, layered_scalp: bool = False) -> Support:
+    """The hardware under patient `seed` of `anatomy` (the same seed and scalp as phantoms.phantom_slice's)."""
     r = np.random.default_rng([seed, 11])
-    a, b = outline(anatomy, seed)
+    a, b = outline(anatomy, seed, layered_scalp)
     clear = GAP_MM + _tilt_clearance(a, b, patient_shape(seed)[3])
     bands = []
     if anatomy == "head":  # cushion and cradle round the scalp
