@@ -428,17 +428,23 @@ def test_a_daclip_step_sees_clip_batch_slices(tiny_dataset, tmp_path, monkeypatc
 def test_training_stops_at_a_validation_plateau_and_records_its_budget(tiny_dataset, tmp_path):
     from ldct_bench.training import plateau_gain
 
-    assert plateau_gain([(5, 40.0), (10, 40.5), (13, 40.51), (15, 40.52)], 15) == pytest.approx(0.02)  # after 12
-    assert plateau_gain([(10, 40.0)], 10) is None
-    assert plateau_gain([(5, 40.0), (10, 40.5), (15, 40.52)], 15) is None  # one validation in the last fifth
+    # clinical2's RED-CNN: a fifth of 3 000 steps holds two validations below the best before it; its last three
+    # reach back to 1 500 and rose 0.19 dB
+    curve = [(500, 44.10), (1000, 45.31), (1500, 45.63), (2000, 45.82), (2500, 45.60), (3000, 45.75)]
+    assert plateau_gain(curve, 3000, 500) == pytest.approx(45.82 - 45.63)
+    late = [(s, 45.0 + 0.01 * (s >= 16_500)) for s in range(500, 20_001, 500)]  # the fifth is longer: (16 000, 20 000]
+    assert plateau_gain(late, 20_000, 500) == pytest.approx(0.01)
+    assert plateau_gain(late[:-1] + [(20_000, 45.2)], 20_000, 500) == pytest.approx(0.2)
+    assert plateau_gain([(10, 40.0)], 10, 5) is None
+    assert plateau_gain([(5, 40.0), (10, 40.5), (15, 40.52)], 15, 5) is None  # nothing before the last three
     m = build("redcnn", lr=1e-12, lr_final=1e-12, iterations=40, val_every=5, plateau_db=0.05)  # cannot improve
     job = TrainJob("redcnn", "quick", (0.1,), ("chest",), tiny_dataset.root.name, seed=0)
     man = fit(m, tiny_dataset, job, tmp_path / "ck", progress=False)
-    # judged from the sixth validation on, when the last fifth (24, 30] holds two
-    assert man["complete"] and man["steps"] == {"main": 30} and man["plateaued"] == {"main": True}
-    assert [s for _, s, _ in man["validation_curve"]] == [5, 10, 15, 20, 25, 30]
-    assert man["patches_seen"] == {"main": 30 * 2}
-    flops = man["training_flops"] / 30  # one step: forward and backward of 5 convolutions + 5 deconvolutions
+    # judged from the fifth validation on, over its last three (10, 25]
+    assert man["complete"] and man["steps"] == {"main": 25} and man["plateaued"] == {"main": True}
+    assert [s for _, s, _ in man["validation_curve"]] == [5, 10, 15, 20, 25]
+    assert man["patches_seen"] == {"main": 25 * 2}
+    flops = man["training_flops"] / 25  # one step: forward and backward of 5 convolutions + 5 deconvolutions
     assert 1e6 < flops < 1e9, flops
     full = fit(build("redcnn", iterations=12, val_every=4), tiny_dataset, job, tmp_path / "ck2", progress=False)
     assert full["steps"] == {"main": 12} and full["plateaued"] == {"main": False}  # plateau_db=0: the whole budget
